@@ -1,0 +1,1 @@
+"""reactor: a port of mio."""

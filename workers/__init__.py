@@ -1,0 +1,1 @@
+"""Placeholder until workers lands."""
