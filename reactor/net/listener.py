@@ -1,0 +1,178 @@
+"""Non-blocking listeners: TcpListener and UnixListener (mio ``net/tcp/listener.rs``).
+
+The accept-drain rule lives here. Under edge triggering a listener is reported when
+its accept queue goes from empty to non-empty. If the receiver accepts one connection
+per event, the others stay queued with no new edge to announce them: they are
+served only as later arrivals create edges, one stale connection per arrival. After a
+load test the queue is full of connections the client has already closed, and every
+new client is answered by the accept of a dead one: "connections hang up
+immediately". ``accept()`` must be called until it raises ``BlockingIOError``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from typing import Any
+
+from reactor.net._source import SocketSource
+from reactor.net.stream import TcpStream, UnixStream
+
+__all__ = ["TcpListener", "UnixListener", "parse_host_port"]
+
+_READ = 1
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` to a tuple.
+
+    Raises:
+        ValueError: with the offending text.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host must be bracketed: [{host}]:{port}")
+    return host or "0.0.0.0", int(port)
+
+
+class TcpListener(SocketSource):
+    """A non-blocking TCP listener."""
+
+    __slots__ = ()
+
+    @classmethod
+    def bind(
+        cls,
+        address: tuple[str, int] | str,
+        backlog: int = 1024,
+        *,
+        reuse_port: bool = False,
+    ) -> TcpListener:
+        """Bind and listen. ``SO_REUSEADDR`` is always set on POSIX.
+
+        Args:
+            address: ``(host, port)`` or ``"host:port"`` / ``"[::1]:port"``; port 0
+                picks a free port (see ``local_addr()``).
+            backlog: the accept-queue length asked for; the kernel caps it at
+                ``net.core.somaxconn``.
+            reuse_port: set ``SO_REUSEPORT`` so several processes share the port.
+
+        Raises:
+            OSError: e.g. ``EADDRINUSE``.
+            ValueError: ``reuse_port`` where the platform has no SO_REUSEPORT.
+        """
+        if isinstance(address, str):
+            address = parse_host_port(address)
+        host, port = address
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise ValueError("SO_REUSEPORT is not available on this platform")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and host in ("::", ""):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> TcpListener:
+        """Adopt an inherited listening descriptor (``fd://N``, systemd).
+
+        Raises:
+            ValueError: ``fd`` is not a listening stream socket.
+        """
+        sock = socket.socket(fileno=fd)
+        return cls.from_socket(sock)
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> TcpListener:
+        if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            raise ValueError(f"fd {sock.fileno()} is not a listening stream socket")
+        return cls(sock)
+
+    def accept(self) -> tuple[TcpStream, Any]:
+        """Accept one connection; call until ``BlockingIOError`` (see the module doc).
+
+        Raises:
+            BlockingIOError: the accept queue is empty.
+            OSError: ``ECONNABORTED`` (skip it), ``EMFILE``/``ENFILE`` (no descriptors).
+        """
+        try:
+            sock, addr = self._sock.accept()
+        except BlockingIOError:
+            self._would_block(_READ)
+            raise
+        return TcpStream(sock), addr
+
+    def set_ttl(self, ttl: int) -> None:
+        self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+
+
+class UnixListener(SocketSource):
+    """A non-blocking Unix domain stream listener."""
+
+    __slots__ = ()
+
+    @classmethod
+    def bind(cls, path: str, backlog: int = 1024, *, mode: int | None = None) -> UnixListener:
+        """Bind to ``path`` and listen. A stale socket file left by a dead server is
+        replaced; any other existing file is an error.
+
+        Raises:
+            FileExistsError: ``path`` exists and is not a socket.
+            OSError: bind failures.
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise FileExistsError(f"{path} exists and is not a socket")
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            if mode is not None:
+                os.chmod(path, mode)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> UnixListener:
+        sock = socket.socket(fileno=fd)
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ValueError(f"fd {fd} is not a listening socket")
+        return cls(sock)
+
+    def accept(self) -> tuple[UnixStream, Any]:
+        """Accept one connection; call until ``BlockingIOError``.
+
+        Raises:
+            BlockingIOError: the accept queue is empty.
+        """
+        try:
+            sock, addr = self._sock.accept()
+        except BlockingIOError:
+            self._would_block(_READ)
+            raise
+        return UnixStream(sock), addr

@@ -1,0 +1,162 @@
+"""Non-blocking stream sockets: TcpStream and UnixStream (mio ``net/tcp/stream.rs``).
+
+Every I/O method raises ``BlockingIOError`` when the kernel would block. Under edge
+triggering the owner must call it again until it does, before waiting for the next
+event (see ``reactor.poll``, "Draining readiness").
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from reactor.net._source import SocketSource
+
+__all__ = ["Stream", "TcpStream", "UnixStream"]
+
+_READ = 1
+_WRITE = 2
+_SHUT = {"read": socket.SHUT_RD, "write": socket.SHUT_WR, "both": socket.SHUT_RDWR}
+
+
+class Stream(SocketSource):
+    """The I/O surface shared by TCP and Unix streams."""
+
+    __slots__ = ()
+
+    def recv(self, n: int) -> bytes:
+        """Read up to ``n`` bytes; ``b""`` means the peer closed its side.
+
+        Raises:
+            BlockingIOError: nothing to read now (readiness drained).
+        """
+        try:
+            return self._sock.recv(n)
+        except BlockingIOError:
+            self._would_block(_READ)
+            raise
+
+    read = recv
+
+    def recv_into(self, buffer: bytearray | memoryview, n: int = 0) -> int:
+        """Read into ``buffer``; returns the byte count, 0 at end of stream.
+
+        Raises:
+            BlockingIOError: nothing to read now.
+        """
+        try:
+            return self._sock.recv_into(buffer, n)
+        except BlockingIOError:
+            self._would_block(_READ)
+            raise
+
+    read_into = recv_into
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the kernel takes now; returns the count (maybe short).
+
+        Raises:
+            BlockingIOError: the send buffer is full.
+        """
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            self._would_block(_WRITE)
+            raise
+
+    write = send
+
+    def sendmsg(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Vectored write (``writev``): one system call for several buffers.
+
+        Raises:
+            BlockingIOError: the send buffer is full.
+        """
+        try:
+            return self._sock.sendmsg(buffers)
+        except BlockingIOError:
+            self._would_block(_WRITE)
+            raise
+
+    writev = sendmsg
+
+    def shutdown(self, how: str | int = "write") -> None:
+        """Shut down ``"read"``, ``"write"`` or ``"both"`` directions."""
+        self._sock.shutdown(_SHUT[how] if isinstance(how, str) else how)
+
+    def peer_addr(self) -> Any:
+        """The peer's address; ``OSError(ENOTCONN)`` until a connect completes."""
+        return self._sock.getpeername()
+
+
+class TcpStream(Stream):
+    """A non-blocking TCP stream."""
+
+    __slots__ = ()
+
+    @classmethod
+    def connect(cls, address: tuple[Any, ...]) -> TcpStream:
+        """Start a non-blocking connect; returns at once.
+
+        The stream becomes writable when the connect finishes; then ``take_error()``
+        says whether it failed and ``peer_addr()`` whether it succeeded (mio's rule).
+
+        Raises:
+            OSError: the connect failed at once (e.g. no route, bad address).
+        """
+        family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            sock.close()
+            raise OSError(code, f"connect to {address!r}: {errno.errorcode.get(code, code)}")
+        return cls(sock)
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> TcpStream:
+        """Wrap a connected (or connecting) socket; it is made non-blocking."""
+        return cls(sock)
+
+    def set_nodelay(self, nodelay: bool) -> None:
+        """Enable or disable Nagle's algorithm (TCP_NODELAY)."""
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
+
+    def nodelay(self) -> bool:
+        return bool(self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+class UnixStream(Stream):
+    """A non-blocking Unix domain stream."""
+
+    __slots__ = ()
+
+    @classmethod
+    def connect(cls, path: str) -> UnixStream:
+        """Start a non-blocking connect to ``path``.
+
+        Raises:
+            OSError: e.g. ``FileNotFoundError`` or ``ConnectionRefusedError``.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            pass
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    @classmethod
+    def pair(cls) -> tuple[UnixStream, UnixStream]:
+        """Two connected streams (``socketpair``)."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        return cls(a), cls(b)
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> UnixStream:
+        return cls(sock)
