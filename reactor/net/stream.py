@@ -8,6 +8,7 @@ event (see ``reactor.poll``, "Draining readiness").
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,18 @@ class Stream(SocketSource):
             raise
 
     writev = sendmsg
+
+    def sendfile(self, in_fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of file ``in_fd`` from ``offset`` (``os.sendfile``).
+
+        Raises:
+            BlockingIOError: the send buffer is full.
+        """
+        try:
+            return os.sendfile(self._sock.fileno(), in_fd, offset, count)
+        except BlockingIOError:
+            self._would_block(_WRITE)
+            raise
 
     def shutdown(self, how: str | int = "write") -> None:
         """Shut down ``"read"``, ``"write"`` or ``"both"`` directions."""
