@@ -1,0 +1,367 @@
+"""The acceptor thread: owns the Poll, drains ``accept()``, forwards readiness.
+
+The rule this project exists for
+--------------------------------
+On a listener event the acceptor calls ``accept()`` until ``BlockingIOError``. A
+server that accepts once per edge-triggered event leaves the rest of the accept queue
+unannounced; after a load test that queue holds connections the client already
+closed, and every new arrival's edge accepts one of those dead connections instead
+of the new one: "every new connection hangs up immediately" (docs/the-load-test-bug.md).
+
+Accept errors
+-------------
+- ``ECONNABORTED``, ``EPROTO``, ``EPERM`` and friends: that connection is gone; count
+  it and keep draining.
+- ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` (out of descriptors or memory): close the
+  reserve descriptor, accept the client, tell it (the handler's overload response)
+  and close it, reopen the reserve; then stop draining and retry on a timer with
+  backoff (5 ms doubling to 500 ms) or as soon as a connection closes. No new edge
+  will come for connections already queued, so waiting for one would strand them,
+  and retrying at once would spin the CPU.
+
+Backpressure
+------------
+At ``max_connections`` the acceptor stops accepting (clients wait in the kernel
+backlog) and asks workers to wake it when a connection closes; it then drains at
+once, because a new edge may never come.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from reactor import Events, Interest, Poll, Waker
+from reactor.net import TcpListener, UnixListener
+from workers.worker import DRAIN, STOP, NewConnection, Worker
+
+__all__ = ["FIRST_CONN_TOKEN", "Acceptor", "BoundListener"]
+
+log = logging.getLogger("workers")
+
+WAKER_TOKEN = 0
+FIRST_CONN_TOKEN = 1 << 16  # below: the waker and listeners; above: connections
+_RW = Interest.READABLE | Interest.WRITABLE
+_SKIP_ERRNOS = {
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.EPERM,
+    errno.EINTR,
+    getattr(errno, "ENONET", -1),
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.EOPNOTSUPP,
+    errno.ENOPROTOOPT,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+}
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BACKOFF_MIN = 0.005
+_BACKOFF_MAX = 0.5
+
+
+class BoundListener:
+    """A listening socket and what the server knows of it."""
+
+    __slots__ = ("address", "kind", "listener", "path", "proxy_protocol", "token")
+
+    def __init__(
+        self,
+        listener: TcpListener | UnixListener,
+        kind: str,
+        address: Any,
+        path: str | None = None,
+        proxy_protocol: bool = False,
+    ) -> None:
+        self.listener = listener
+        self.kind = kind  # "tcp" or "unix"
+        self.address = address
+        self.path = path
+        self.proxy_protocol = proxy_protocol
+        self.token = -1
+
+    def describe(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path or self.address}"
+        host, port = self.address[0], self.address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Acceptor:
+    """The ``reactor-acceptor`` thread. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        poll: Poll,
+        listeners: list[BoundListener],
+        workers: list[Worker],
+        *,
+        max_connections: int,
+        graceful_timeout: float,
+        overload_response: bytes = b"",
+    ) -> None:
+        self.poll = poll
+        self.listeners = listeners
+        self.workers = workers
+        self.max_connections = max_connections
+        self.graceful_timeout = graceful_timeout
+        self.overload_response = overload_response
+        self.waker = Waker(poll.registry, WAKER_TOKEN)
+        self.accepted = 0
+        self.accept_errors: dict[str, int] = {}
+        self.shed = 0
+        self.paused_full = 0  # times accepting paused at max_connections
+        self.want_close_notice = False
+        self._by_token: dict[int, BoundListener] = {}
+        self._next_token = FIRST_CONN_TOKEN
+        self._stop_requested = False
+        self._retry_at: float | None = None
+        self._backoff = _BACKOFF_MIN
+        self._last_log = 0.0
+        self._reserve = self._open_reserve()
+        self._thread = threading.Thread(target=self._run, name="reactor-acceptor", daemon=True)
+        for i, bl in enumerate(listeners, start=1):
+            bl.token = i
+            self._by_token[i] = bl
+            poll.registry.register(bl.listener, i, Interest.READABLE)
+
+    # -- control from other threads ----------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self.waker.wake()
+
+    def connection_closed(self) -> None:
+        """Called by workers after a close; wakes us only when we wait for capacity."""
+        if self.want_close_notice:
+            self.waker.wake()
+
+    @property
+    def active(self) -> int:
+        return self.accepted - sum(w.closed for w in self.workers)
+
+    # -- the loop ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            log.exception("the acceptor failed; stopping the server")
+            self._stop_requested = True
+            self._shutdown(time.monotonic())
+
+    def _loop(self) -> None:
+        events = Events(1024)
+        raw = events.raw
+        poll = self.poll.poll
+        workers = self.workers
+        n = len(workers)
+        puts = [w.queue.put for w in workers]
+        first = FIRST_CONN_TOKEN
+        by_token = self._by_token
+        accepting = True
+        while True:
+            timeout = None
+            if self._retry_at is not None:
+                timeout = max(0.0, self._retry_at - time.monotonic())
+            poll(events, timeout)
+            batches: list[list[Any] | None] = [None] * n
+            ready: list[BoundListener] = []
+            woke = False
+            for item in raw:
+                token = item[0]
+                if token >= first:
+                    i = token % n
+                    batch = batches[i]
+                    if batch is None:
+                        batches[i] = [item]
+                    else:
+                        batch.append(item)
+                elif token == WAKER_TOKEN:
+                    woke = True
+                else:
+                    bl = by_token.get(token)
+                    if bl is not None:
+                        ready.append(bl)
+            if self._stop_requested:
+                if accepting:
+                    self._drain_all(batches)
+                self._flush(batches, puts)
+                self._shutdown(time.monotonic())
+                return
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._retry_at = None
+                ready = list(self.listeners)
+            elif woke and self.want_close_notice and self.active < self.max_connections:
+                ready = list(self.listeners)
+            for bl in ready:
+                self._drain(bl, batches)
+            self._flush(batches, puts)
+
+    @staticmethod
+    def _flush(batches: list[list[Any] | None], puts: list[Any]) -> None:
+        for i, batch in enumerate(batches):
+            if batch is not None:
+                puts[i](batch)
+
+    def _drain_all(self, batches: list[list[Any] | None]) -> None:
+        for bl in self.listeners:
+            self._drain(bl, batches)
+
+    def _drain(self, bl: BoundListener, batches: list[list[Any] | None]) -> None:
+        """accept() until BlockingIOError, capacity, or a resource error."""
+        accept = bl.listener.accept
+        n = len(self.workers)
+        tcp = bl.kind == "tcp"
+        active = self.active
+        limit = self.max_connections
+        while True:
+            if active >= limit:
+                if not self.want_close_notice:
+                    self.paused_full += 1
+                self.want_close_notice = True
+                # A close may have happened between our count and the flag: recheck.
+                active = self.active
+                if active >= limit:
+                    return
+            try:
+                stream, peer = accept()
+            except BlockingIOError:
+                self.want_close_notice = self._retry_at is not None
+                self._backoff = _BACKOFF_MIN
+                return
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    self._out_of_resources(bl, exc)
+                    return
+                self._count_error(exc)
+                continue
+            token = self._next_token
+            self._next_token = token + 1
+            try:
+                if tcp:
+                    stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.poll.registry.register(stream, token, _RW)
+            except OSError as exc:
+                self._count_error(exc)
+                stream.close()
+                continue
+            self.accepted += 1
+            active += 1
+            i = token % n
+            item = NewConnection(token, stream, peer, bl)
+            batch = batches[i]
+            if batch is None:
+                batches[i] = [item]
+            else:
+                batch.append(item)
+
+    def _count_error(self, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        self.accept_errors[name] = self.accept_errors.get(name, 0) + 1
+
+    def _out_of_resources(self, bl: BoundListener, exc: OSError) -> None:
+        self._count_error(exc)
+        now = time.monotonic()
+        if now - self._last_log >= 5.0:
+            self._last_log = now
+            log.warning(
+                "accept failed: %s; shedding with the reserve descriptor and retrying in "
+                "%.0f ms (errors so far: %s)",
+                exc.strerror,
+                self._backoff * 1000,
+                self.accept_errors,
+            )
+        self._shed_one(bl)
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        self.want_close_notice = True
+
+    def _shed_one(self, bl: BoundListener) -> None:
+        """Use the reserve descriptor to tell one queued client we are full."""
+        if self._reserve < 0:
+            self._reserve = self._open_reserve()
+            return
+        os.close(self._reserve)
+        self._reserve = -1
+        try:
+            stream, _ = bl.listener.accept()
+        except OSError:
+            pass
+        else:
+            try:
+                if self.overload_response:
+                    stream.send(self.overload_response)
+            except OSError:
+                pass
+            stream.close()
+            self.shed += 1
+        finally:
+            self._reserve = self._open_reserve()
+
+    @staticmethod
+    def _open_reserve() -> int:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return -1
+
+    # -- graceful stop -------------------------------------------------------------------
+    def _shutdown(self, started: float) -> None:
+        """Stop accepting, let workers finish, then stop them and close everything."""
+        for bl in self.listeners:
+            try:
+                self.poll.registry.deregister(bl.listener)
+            except (OSError, ValueError):
+                pass
+            bl.listener.close()
+            if bl.path:
+                try:
+                    os.unlink(bl.path)
+                except OSError:
+                    pass
+        for w in self.workers:
+            w.queue.put(DRAIN)
+        self.want_close_notice = True
+        deadline = started + self.graceful_timeout
+        events = Events(1024)
+        n = len(self.workers)
+        puts = [w.queue.put for w in self.workers]
+        while self.active > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("graceful stop: %d connection(s) cut at the timeout", self.active)
+                break
+            self.poll.poll(events, min(left, 0.05))
+            batches: list[list[Any] | None] = [None] * n
+            for item in events.raw:
+                if item[0] >= FIRST_CONN_TOKEN:
+                    i = item[0] % n
+                    batch = batches[i]
+                    if batch is None:
+                        batches[i] = [item]
+                    else:
+                        batch.append(item)
+            self._flush(batches, puts)
+        for w in self.workers:
+            w.queue.put(STOP)
+        for w in self.workers:
+            w.join()
+        self.waker.close()
+        if self._reserve >= 0:
+            os.close(self._reserve)
+            self._reserve = -1
+        self.poll.close()

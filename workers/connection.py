@@ -1,0 +1,332 @@
+"""The worker side of one accepted stream: buffered writes, reads, timers, teardown.
+
+Ownership: a ``Conn`` is created, used and closed only by the worker thread that
+owns its token (docs/design.md, "Ownership"). ``_owner`` records that thread; with
+``REACTOR_DEBUG=1`` every entry point asserts it.
+
+Hot path: ``on_readable`` drains the socket until ``BlockingIOError`` (edge-triggered
+rule) and hands each chunk to the handler; ``write`` sends at once and queues only
+what the kernel did not take; a writable event flushes the queue with one ``sendmsg``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from reactor.net import Stream
+from workers.timers import Timer
+
+if TYPE_CHECKING:
+    from workers.handler import Handler
+    from workers.worker import Worker
+
+__all__ = ["Conn", "FileSlice"]
+
+log = logging.getLogger("workers")
+
+DEBUG = os.environ.get("REACTOR_DEBUG", "") not in ("", "0")
+RECV_SIZE = 65536
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+_IOV_MAX = 64
+_LOST_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+
+
+class FileSlice:
+    """A queued ``sendfile``: ``count`` bytes of a file from ``offset``.
+
+    It holds its own duplicate of the descriptor, so the application may close its
+    file object (PEP 3333 ``close()``) before the bytes have left.
+    """
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = os.dup(fd)
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Conn:
+    """One connection, owned by one worker. Implements ``workers.handler.Connection``."""
+
+    __slots__ = (
+        "_eof",
+        "_owner",
+        "_read_paused",
+        "_recv",
+        "_send",
+        "_sendmsg",
+        "_state",
+        "_timers",
+        "_wbuf",
+        "_write_paused",
+        "_wsize",
+        "context",
+        "handler",
+        "local",
+        "peer",
+        "stream",
+        "token",
+        "worker",
+    )
+
+    # _state: 0 open, 1 closing (flush then close), 2 closed
+    def __init__(
+        self, token: int, stream: Stream, peer: Any, worker: Worker, handler: Handler
+    ) -> None:
+        self.token = token
+        self.stream = stream
+        self.peer = peer
+        try:
+            self.local = stream.local_addr()
+        except OSError:
+            self.local = None
+        self.worker = worker
+        self.handler = handler
+        self.context: Any = None
+        self._recv = stream.recv
+        self._send = stream.send
+        self._sendmsg = stream.sendmsg
+        self._wbuf: deque[Any] = deque()
+        self._wsize = 0
+        self._state = 0
+        self._read_paused = False
+        self._write_paused = False
+        self._eof = False
+        self._timers: set[Timer] | None = None
+        self._owner = threading.get_ident()
+
+    def __repr__(self) -> str:
+        return f"<Conn token={self.token} peer={self.peer!r} state={self._state}>"
+
+    def _check_owner(self) -> None:
+        assert threading.get_ident() == self._owner, (
+            f"connection {self.token} touched from thread {threading.current_thread().name}, "
+            f"not its worker"
+        )
+
+    # -- the Connection protocol ---------------------------------------------------
+    @property
+    def write_buffer_size(self) -> int:
+        return self._wsize
+
+    @property
+    def closing(self) -> bool:
+        return self._state != 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if DEBUG:
+            self._check_owner()
+        if self._state or not data:
+            return
+        if self._wbuf:
+            self._queue(data)
+            return
+        try:
+            n = self._send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._teardown(exc)
+            return
+        if n < len(data):
+            self._queue(memoryview(data)[n:])
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        if DEBUG:
+            self._check_owner()
+        if self._state:
+            return
+        if len(chunks) == 1 or self._wbuf:
+            for chunk in chunks:
+                self.write(chunk)
+            return
+        total = sum(map(len, chunks))
+        try:
+            n = self._sendmsg(chunks)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._teardown(exc)
+            return
+        if n < total:
+            for chunk in chunks:
+                size = len(chunk)
+                if n >= size:
+                    n -= size
+                    continue
+                self._queue(memoryview(chunk)[n:] if n else chunk)
+                n = 0
+
+    def sendfile(self, file: Any, offset: int, count: int | None) -> None:
+        if self._state:
+            return
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        if count <= 0:
+            return
+        self._wbuf.append(FileSlice(file.fileno(), offset, count))
+        self._wsize += count
+        self._flush()
+        self._check_high_water()
+
+    def _queue(self, data: Any) -> None:
+        self._wbuf.append(data)
+        self._wsize += len(data)
+        self._check_high_water()
+
+    def _check_high_water(self) -> None:
+        if not self._write_paused and self._wsize > HIGH_WATER and not self._state:
+            self._write_paused = True
+            self.handler.pause_writing(self)
+
+    def close(self) -> None:
+        if self._state:
+            return
+        if self._wbuf:
+            self._state = 1  # finish when the buffer drains (on_writable)
+            self.pause_reading()
+        else:
+            self._teardown(None)
+
+    def abort(self) -> None:
+        if self._state != 2:
+            self._teardown(None)
+
+    def pause_reading(self) -> None:
+        self._read_paused = True
+
+    def resume_reading(self) -> None:
+        if self._read_paused and self._state == 0:
+            self._read_paused = False
+            # The readiness edge may have come and gone while paused: read now.
+            self.on_readable()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = set()
+        return self.worker.timers.call_later(delay, callback, timers)
+
+    # -- driven by the worker ------------------------------------------------------
+    def on_readable(self) -> None:
+        """Drain the socket until ``BlockingIOError``, delivering each chunk."""
+        if self._read_paused or self._state or self._eof:
+            return
+        recv = self._recv
+        handler = self.handler
+        while True:
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except _LOST_ERRORS as exc:
+                self._teardown(exc)
+                return
+            except OSError as exc:
+                self._teardown(exc)
+                return
+            if not data:
+                self._on_eof()
+                return
+            handler.data_received(self, data)
+            if self._read_paused or self._state:
+                return
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        keep = self.handler.eof_received(self)
+        if not keep and not self._state:
+            self.close()
+
+    def on_writable(self) -> None:
+        if self._wbuf:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send queued data until done or ``BlockingIOError``."""
+        wbuf = self._wbuf
+        try:
+            while wbuf:
+                head = wbuf[0]
+                if type(head) is FileSlice:
+                    n = self.stream.sendfile(head.fd, head.offset, head.count)
+                    if n == 0:  # the file is shorter than announced
+                        self._wsize -= head.count
+                        wbuf.popleft().release()
+                        continue
+                    head.offset += n
+                    head.count -= n
+                    self._wsize -= n
+                    if head.count <= 0:
+                        wbuf.popleft().release()
+                    continue
+                if len(wbuf) > 1:
+                    chunks = []
+                    for item in wbuf:
+                        if type(item) is FileSlice or len(chunks) >= _IOV_MAX:
+                            break
+                        chunks.append(item)
+                    n = self._sendmsg(chunks)
+                else:
+                    n = self._send(head)
+                self._wsize -= n
+                while n:
+                    head = wbuf[0]
+                    size = len(head)
+                    if n >= size:
+                        wbuf.popleft()
+                        n -= size
+                    else:
+                        wbuf[0] = memoryview(head)[n:]
+                        n = 0
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self._teardown(exc)
+            return
+        if self._write_paused and self._wsize <= LOW_WATER and self._state == 0:
+            self._write_paused = False
+            self.handler.resume_writing(self)
+        if self._state == 1 and not wbuf:
+            self._teardown(None)
+
+    def on_closed(self, bits: int) -> None:
+        """The kernel says the peer is gone for writing (hang-up or error)."""
+        if self._state != 2:
+            self._teardown(self.stream.take_error() or ConnectionResetError("peer closed"))
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        """Deregister, close, forget: no descriptor, registration or timer is left."""
+        if self._state == 2:
+            return
+        self._state = 2
+        timers = self._timers
+        if timers:
+            for timer in timers:
+                timer.cancel()
+            self._timers = None
+        for item in self._wbuf:
+            if type(item) is FileSlice:
+                item.release()
+        self._wbuf.clear()
+        self._wsize = 0
+        self.worker.forget(self)
+        try:
+            self.handler.connection_lost(self, exc)
+        except Exception:
+            log.exception("handler.connection_lost failed for %r", self)

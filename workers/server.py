@@ -1,0 +1,326 @@
+"""Server: the embedding API (start, stop, stats), and ``serve`` for scripts.
+
+::
+
+    with Server(app, bind="127.0.0.1:0", workers=4) as server:
+        requests.get(server.url)
+
+``start()`` returns once every listener is bound and every thread runs; ``stop()``
+returns only when every thread has ended. See docs/embedding.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from reactor import Poll
+from workers.acceptor import Acceptor, BoundListener
+from workers.binds import open_listeners
+from workers.handler import HandlerFactory
+from workers.scheduler import RunSlots, default_slots
+from workers.worker import Worker
+
+__all__ = ["Server", "serve"]
+
+log = logging.getLogger("workers")
+
+_OVERLOADED_HTTP = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 20\r\nRetry-After: 1\r\n\r\nserver overloaded\r\n\r\n"
+)
+
+
+class Server:
+    """A running mioreactor server: one acceptor thread and N worker threads.
+
+    Args:
+        app: a WSGI application (served by the HTTP/1.1 handler), or None with
+            ``handler``.
+        bind: one spec or several: ``HOST:PORT`` (port 0 picks one), ``[::1]:PORT``,
+            ``unix:PATH``, ``fd://N``.
+        workers: worker threads.
+        handler: a handler factory for a raw protocol (``factory(worker) -> Handler``);
+            exclusive with ``app``.
+        http: an ``HttpConfig`` for the HTTP handler (limits, timeouts, logs).
+        backlog: the listen backlog asked of the kernel.
+        max_connections: open connections at most; beyond, clients wait in the backlog.
+        graceful_timeout: seconds ``stop()`` lets in-flight work finish.
+        run_slots: workers that may run Python code at once (default: 1 with a GIL).
+        handoff_after: seconds a blocking app call keeps its run slot while others wait.
+        backend: force a reactor backend (``epoll``, ``kqueue``, ``fallback``).
+        reuse_port: set SO_REUSEPORT on TCP listeners (for several processes).
+        unix_mode: permission bits for Unix socket files.
+        proxy_protocol: expect a PROXY protocol header on every connection.
+        listeners: already-open ``BoundListener``s to serve (besides ``bind``).
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Any] | None = None,
+        *,
+        bind: str | Sequence[str] = "127.0.0.1:8080",
+        workers: int = 4,
+        handler: HandlerFactory | None = None,
+        http: Any = None,
+        backlog: int = 1024,
+        max_connections: int = 10000,
+        graceful_timeout: float = 30.0,
+        run_slots: int | None = None,
+        handoff_after: float = 0.002,
+        backend: str | None = None,
+        reuse_port: bool = False,
+        unix_mode: int | None = None,
+        proxy_protocol: bool = False,
+        listeners: Sequence[BoundListener] = (),
+        use_systemd: bool = False,
+    ) -> None:
+        if (app is None) == (handler is None):
+            raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.app = app
+        self.binds = [bind] if isinstance(bind, str) else list(bind)
+        self.workers_count = workers
+        self.backlog = backlog
+        self.max_connections = max_connections
+        self.graceful_timeout = graceful_timeout
+        self.run_slots = run_slots if run_slots is not None else default_slots()
+        self.handoff_after = handoff_after
+        self.backend = backend
+        self.reuse_port = reuse_port
+        self.unix_mode = unix_mode
+        self.proxy_protocol = proxy_protocol
+        self.use_systemd = use_systemd
+        self._extra_listeners = list(listeners)
+        if handler is None:
+            from workers.http import HttpConfig, make_http_handler_factory
+
+            self.http = http if http is not None else HttpConfig()
+            self.factory: HandlerFactory = make_http_handler_factory(app, self.http)
+            self.overload_response = _OVERLOADED_HTTP
+        else:
+            self.http = http
+            self.factory = handler
+            self.overload_response = b""
+        self._poll: Poll | None = None
+        self._acceptor: Acceptor | None = None
+        self._workers: list[Worker] = []
+        self._listeners: list[BoundListener] = []
+        self._slots: RunSlots | None = None
+        self._started = False
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self.started_at = 0.0
+
+    # -- life cycle ------------------------------------------------------------------
+    def start(self) -> Server:
+        """Bind, start every thread, and return once the server accepts connections.
+
+        Raises:
+            BindError: a bind spec that is malformed or cannot be bound.
+            Exception: whatever the handler factory raised on a worker.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("this Server was started already")
+            self._started = True
+        listeners = list(self._extra_listeners)
+        listeners += open_listeners(
+            self.binds,
+            backlog=self.backlog,
+            reuse_port=self.reuse_port,
+            unix_mode=self.unix_mode,
+            proxy_protocol=self.proxy_protocol,
+            use_systemd=self.use_systemd,
+        )
+        self._listeners = listeners
+        poll = Poll(self.backend)
+        self._poll = poll
+        slots = None
+        if self.run_slots < self.workers_count:
+            slots = RunSlots(self.run_slots, self.handoff_after)
+        self._slots = slots
+        acceptor_ref: list[Acceptor] = []
+
+        def on_close() -> None:
+            if acceptor_ref:
+                acceptor_ref[0].connection_closed()
+
+        self._workers = [
+            Worker(i, self.factory, poll.registry, slots, on_close)
+            for i in range(self.workers_count)
+        ]
+        for w in self._workers:
+            w.start()
+        for w in self._workers:
+            w.started.wait()
+        failed = next((w.start_error for w in self._workers if w.start_error), None)
+        if failed is not None:
+            from workers.worker import STOP
+
+            for w in self._workers:
+                w.queue.put(STOP)
+                w.join()
+            for bl in listeners:
+                bl.listener.close()
+            poll.close()
+            raise failed
+        self._acceptor = Acceptor(
+            poll,
+            listeners,
+            self._workers,
+            max_connections=self.max_connections,
+            graceful_timeout=self.graceful_timeout,
+            overload_response=self.overload_response,
+        )
+        acceptor_ref.append(self._acceptor)
+        self._acceptor.start()
+        self.started_at = time.time()
+        log.info(
+            "serving on %s with %d worker(s), %d run slot(s), backend %s",
+            ", ".join(bl.describe() for bl in listeners),
+            self.workers_count,
+            self.run_slots,
+            poll.backend_name,
+        )
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully and return when every thread has ended.
+
+        Stops accepting (connections already queued are accepted and served), lets
+        in-flight requests finish for up to ``timeout`` (default: the
+        ``graceful_timeout``), closes idle keep-alive connections, then closes what is
+        left and joins every thread. Idempotent.
+        """
+        acceptor = self._acceptor
+        if acceptor is None or self._stopped.is_set():
+            self._stopped.set()
+            return
+        if timeout is not None:
+            acceptor.graceful_timeout = timeout
+        acceptor.request_stop()
+        acceptor.join()
+        for w in self._workers:
+            w.join()
+        self._stopped.set()
+        log.info("stopped")
+
+    def __enter__(self) -> Server:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and block until stopped; SIGINT/SIGTERM stop gracefully
+        when called on the main thread."""
+        if not self._started:
+            self.start()
+        restore: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                log.info("signal %s: stopping gracefully", signal.Signals(signum).name)
+                threading.Thread(target=self.stop, name="reactor-stopper", daemon=True).start()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore.append((sig, signal.signal(sig, on_signal)))
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            for sig, old in restore:
+                signal.signal(sig, old)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped; True if it has."""
+        return self._stopped.wait(timeout)
+
+    # -- what it serves ----------------------------------------------------------------
+    @property
+    def listeners(self) -> list[BoundListener]:
+        return list(self._listeners)
+
+    @property
+    def address(self) -> Any:
+        """The first listener's address: ``(host, port)`` for TCP, the path for Unix."""
+        if not self._listeners:
+            raise RuntimeError("the server is not started")
+        return self._listeners[0].address
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [bl.address for bl in self._listeners]
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the first TCP listener."""
+        for bl in self._listeners:
+            if bl.kind == "tcp":
+                host, port = bl.address[0], bl.address[1]
+                if ":" in host:
+                    host = f"[{host}]"
+                return f"http://{host}:{port}"
+        raise RuntimeError("the server has no TCP listener")
+
+    @property
+    def backend_name(self) -> str:
+        return self._poll.backend_name if self._poll else ""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for operators and tests; a consistent-enough snapshot (no locks).
+
+        Keys: accepted, active, closed, shed, paused_at_max, accept_errors (by errno
+        name), handoffs, workers (per worker: connections, queue_depth, ...), and
+        listen_queue (per TCP listener, where Linux tells: connections waiting in
+        the kernel backlog).
+        """
+        acceptor = self._acceptor
+        workers = [w.snapshot() for w in self._workers]
+        closed = sum(w["closed"] for w in workers)
+        accepted = acceptor.accepted if acceptor else 0
+        listen_queue: dict[str, int | None] = {}
+        for bl in self._listeners:
+            if bl.kind == "tcp":
+                listen_queue[bl.describe()] = _listen_queue_depth(bl.address[1])
+        return {
+            "accepted": accepted,
+            "active": accepted - closed,
+            "closed": closed,
+            "shed": acceptor.shed if acceptor else 0,
+            "paused_at_max": acceptor.paused_full if acceptor else 0,
+            "accept_errors": dict(acceptor.accept_errors) if acceptor else {},
+            "handoffs": self._slots.handoffs if self._slots else 0,
+            "run_slots": self.run_slots,
+            "backend": self.backend_name,
+            "workers": workers,
+            "listen_queue": listen_queue,
+            "uptime": time.time() - self.started_at if self.started_at else 0.0,
+        }
+
+
+def _listen_queue_depth(port: int) -> int | None:
+    try:
+        from workers.doctor import listen_queue_depth
+    except ImportError:  # pragma: no cover - the doctor module ships with workers
+        return None
+    try:
+        return listen_queue_depth(port)
+    except OSError:
+        return None
+
+
+def serve(app: Callable[..., Any], **kwargs: Any) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM (like ``waitress.serve``)."""
+    Server(app, **kwargs).serve_forever()
