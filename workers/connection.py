@@ -317,9 +317,10 @@ class Conn:
         self._state = 2
         timers = self._timers
         if timers:
-            for timer in timers:
-                timer.cancel()
             self._timers = None
+            for timer in list(timers):
+                timer.owner = None
+                timer.cancel()
         for item in self._wbuf:
             if type(item) is FileSlice:
                 item.release()

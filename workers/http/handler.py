@@ -1,0 +1,584 @@
+"""The HTTP/1.1 + WSGI handler: the ``Handler`` protocol spoken over ``HttpProtocol``.
+
+One ``HttpHandler`` serves all connections of one worker thread; each connection's
+state is a ``_State`` on ``conn.context``. A connection moves through these phases::
+
+    IDLE --head--> BODY --end--> RESPONDING --done--> IDLE (keep-alive) | CLOSED
+      \\--head, no body--------> RESPONDING
+
+* IDLE: waiting for a head. Timer: ``header_timeout`` on a fresh connection or once
+  the first byte of a head arrived (expiry: 408 if a partial head came, else a silent
+  close); ``keepalive_timeout`` between requests (expiry: silent close).
+* BODY: receiving the body into ``wsgi.input``; the application runs only when the
+  body is complete, because the worker thread cannot block on the socket inside the
+  application. ``100 Continue`` is sent when the request becomes current and no body
+  byte has arrived yet. Timer: ``body_timeout`` of no progress (expiry: 408).
+* RESPONDING: the application ran; its body is pulled lazily. While the worker's write
+  buffer is above its high-water mark (``pause_writing``), pulling stops and
+  ``resume_writing`` continues it. Timer: ``send_timeout`` while paused (expiry:
+  abort). Bytes that arrive meanwhile (pipelining) wait unparsed in a backlog;
+  beyond ``max_pipeline_buffer`` reading is paused until the response is done.
+
+Application failures: before the head is sent, a 500 and a close; after, an abort.
+Either way the traceback goes to the ``workers.http`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
+
+from ..handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
+from .accesslog import AccessLog
+from .body import EMPTY_BODY, InputBody
+from .errors import HTTPError, InternalServerError, RequestTimeout
+from .limits import HttpConfig
+from .protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
+from .proxy import parse_proxy_header
+from .response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
+from .wsgi import AppError, FileWrapper, StartResponse, base_environ, request_environ
+
+__all__ = ["HttpHandler", "make_http_handler_factory"]
+
+log = logging.getLogger("workers.http")
+
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# Phases (ints: compared on every callback).
+IDLE, BODY, RESPONDING, CLOSED = 0, 1, 2, 3
+# Body framing of a response.
+NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
+# Timer kinds.
+T_HEADER, T_KEEPALIVE, T_BODY, T_SEND = 0, 1, 2, 3
+
+
+class _Response:
+    """The response in progress on a connection."""
+
+    __slots__ = ("close", "iterator", "mode", "remaining", "result", "sent", "status")
+
+    def __init__(self, result: Iterable[bytes], iterator: Iterator[bytes], status: int) -> None:
+        self.result = result
+        self.iterator = iterator
+        self.status = status
+        self.mode = NO_BODY
+        self.remaining = 0  # LENGTH: bytes still allowed
+        self.sent = 0  # body bytes handed to the connection
+        self.close = False
+
+
+class _State:
+    """Per-connection protocol state (``conn.context``)."""
+
+    __slots__ = (
+        "backlog",
+        "base",
+        "body",
+        "eof",
+        "events",
+        "last_rx",
+        "phase",
+        "proto",
+        "proxy_buf",
+        "read_paused",
+        "request",
+        "response",
+        "started",
+        "timer",
+        "timer_kind",
+        "write_paused",
+    )
+
+    def __init__(self, proto: HttpProtocol, base: dict[str, Any], proxy: bool) -> None:
+        self.proto = proto
+        self.base = base
+        self.events: deque[Event] = deque()
+        self.backlog = bytearray()
+        self.phase = IDLE
+        self.request: Request | None = None
+        self.body: InputBody = EMPTY_BODY
+        self.response: _Response | None = None
+        self.timer: TimerHandle | None = None
+        self.timer_kind = -1
+        self.last_rx = 0.0
+        self.started = 0.0
+        self.eof = False
+        self.read_paused = False
+        self.write_paused = False
+        self.proxy_buf: bytearray | None = bytearray() if proxy else None
+
+
+def make_http_handler_factory(app: WSGIApp | Any, config: HttpConfig | None = None) -> HandlerFactory:
+    """A ``HandlerFactory`` that serves ``app`` with an ``HttpHandler`` per worker.
+
+    Args:
+        app: the WSGI application.
+        config: limits and timeouts; the defaults when None.
+
+    Returns:
+        ``factory(worker) -> HttpHandler``.
+    """
+    cfg = config if config is not None else HttpConfig()
+
+    def factory(worker: WorkerContext) -> Handler:
+        return HttpHandler(worker, app, cfg)
+
+    return factory
+
+
+class HttpHandler:
+    """Serve a WSGI application over HTTP/1.1 on the connections of one worker.
+
+    Args:
+        worker: the worker thread this instance belongs to.
+        app: the WSGI application.
+        config: limits, timeouts and switches.
+    """
+
+    def __init__(self, worker: WorkerContext, app: WSGIApp | Any, config: HttpConfig) -> None:
+        self.worker = worker
+        self.app = app
+        self.config = config
+        self.encoder = ResponseEncoder(config.server_header)
+        self.trusted = frozenset(config.forwarded_allow_ips)
+        self.access = AccessLog(config.access_log_format) if config.access_log else None
+
+    # -- Handler protocol ----------------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        config = self.config
+        st = _State(
+            HttpProtocol(config),
+            base_environ(conn.peer, conn.local, config),
+            config.proxy_protocol,
+        )
+        conn.context = st
+        self._arm(conn, st, T_HEADER, config.header_timeout)
+
+    def data_received(self, conn: Connection, data: bytes) -> None:
+        st: _State = conn.context
+        phase = st.phase
+        if phase == RESPONDING:
+            st.backlog += data
+            if len(st.backlog) > self.config.max_pipeline_buffer and not st.read_paused:
+                st.read_paused = True
+                conn.pause_reading()
+            return
+        if phase == CLOSED:
+            return
+        if st.proxy_buf is not None:
+            data = self._proxy_header(conn, st, data)
+            if not data:
+                return
+        if phase == BODY:
+            st.last_rx = time.monotonic()
+        elif st.timer_kind == T_KEEPALIVE:  # first byte of the next head
+            self._arm(conn, st, T_HEADER, self.config.header_timeout)
+        st.events.extend(st.proto.feed(data))
+        self._process(conn, st)
+
+    def eof_received(self, conn: Connection) -> bool:
+        st: _State = conn.context
+        st.eof = True
+        # Keep the connection while a response (or a complete pipelined request) is due.
+        return st.phase == RESPONDING
+
+    def pause_writing(self, conn: Connection) -> None:
+        st: _State = conn.context
+        st.write_paused = True
+        if st.phase == RESPONDING:
+            self._arm(conn, st, T_SEND, self.config.send_timeout)
+
+    def resume_writing(self, conn: Connection) -> None:
+        st: _State = conn.context
+        st.write_paused = False
+        if st.phase == RESPONDING:
+            self._disarm(st)
+            self._pump(conn, st)
+
+    def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
+        st: _State = conn.context
+        st.phase = CLOSED
+        self._disarm(st)
+        resp = st.response
+        st.response = None
+        if resp is not None:
+            self._close_result(resp.result)
+        st.body.close()
+        st.events.clear()
+        st.backlog.clear()
+
+    # -- request flow --------------------------------------------------------------------
+
+    def _process(self, conn: Connection, st: _State) -> None:
+        """Consume queued events until a response is in progress or the queue is empty."""
+        events = st.events
+        while events and st.phase < RESPONDING:
+            event = events.popleft()
+            kind = type(event)
+            if kind is bytes:
+                st.body.append(event)  # type: ignore[arg-type]
+            elif event is END_OF_MESSAGE:
+                self._run(conn, st)
+            elif kind is Request:
+                self._begin(conn, st, event)  # type: ignore[arg-type]
+            else:
+                self._fail(conn, st, event)  # type: ignore[arg-type]
+                return
+        if st.phase == IDLE and not events:
+            self._idle(conn, st)
+
+    def _begin(self, conn: Connection, st: _State, request: Request) -> None:
+        st.request = request
+        if self.access is not None:
+            st.started = time.perf_counter()
+        if request.has_body:
+            st.phase = BODY
+            st.body = InputBody(self.config.body_spool_threshold)
+            st.last_rx = time.monotonic()
+            self._arm(conn, st, T_BODY, self.config.body_timeout)
+            if request.expect_continue and (not st.events or type(st.events[0]) is Request):
+                conn.write(CONTINUE_RESPONSE)
+        else:
+            st.body = EMPTY_BODY
+            self._disarm(st)
+
+    def _idle(self, conn: Connection, st: _State) -> None:
+        """Nothing queued: continue with the backlog, or wait for the next request."""
+        if st.backlog:
+            data = bytes(st.backlog)
+            st.backlog.clear()
+            st.events.extend(st.proto.feed(data))
+            self._process(conn, st)
+            return
+        if st.eof or st.proto.broken:
+            self._close(conn, st)
+            return
+        if st.proto.in_head:
+            if st.timer_kind != T_HEADER:
+                self._arm(conn, st, T_HEADER, self.config.header_timeout)
+        elif st.timer_kind != T_KEEPALIVE:
+            self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
+        if st.read_paused:
+            st.read_paused = False
+            conn.resume_reading()  # may call data_received at once: state is consistent
+
+    def _fail(self, conn: Connection, st: _State, error: HTTPError) -> None:
+        """Answer a protocol error and close; nothing after it is parsed."""
+        log.debug("%r: %s %s", conn.peer, error.status, error.detail)
+        data = self.encoder.error(error)
+        conn.write(data)
+        if self.access is not None and st.request is not None:
+            self.access.log(st.base["REMOTE_ADDR"], st.request, error.status, 0, st.started)
+        self._close(conn, st)
+
+    def _close(self, conn: Connection, st: _State) -> None:
+        self._disarm(st)
+        st.phase = CLOSED
+        conn.close()
+
+    # -- running the application ---------------------------------------------------------
+
+    def _run(self, conn: Connection, st: _State) -> None:
+        """The request is complete: call the application and start the response."""
+        request = st.request
+        assert request is not None
+        body = st.body
+        body.finish()
+        self._disarm(st)
+        st.phase = RESPONDING
+        environ = request_environ(st.base, request, body, self.trusted)
+        start = StartResponse()
+        result: Iterable[bytes] | None = None
+        chunks: list[bytes] = []
+        first = b""
+        exhausted = True  # every body byte is in ``chunks``: the length is known
+        iterator: Iterator[bytes] = iter(())
+        try:
+            with self.worker.blocking():
+                result = self.app(environ, start)
+                if type(result) is list or type(result) is tuple:
+                    chunks = list(result)
+                elif isinstance(result, FileWrapper):
+                    iterator = iter(result)
+                    exhausted = False
+                else:
+                    # PEP 3333: the head waits for the first non-empty chunk.
+                    iterator = iter(result)
+                    for first in iterator:
+                        if first:
+                            exhausted = False
+                            break
+            if not start.status:
+                raise AppError("the application did not call start_response")
+            for item in chunks:
+                if type(item) is not bytes:
+                    raise AppError(f"response body item is {type(item).__name__}, not bytes")
+            if type(first) is not bytes:
+                raise AppError(f"response body item is {type(first).__name__}, not bytes")
+        except Exception as exc:
+            if result is not None:
+                self._close_result(result)
+            self._app_error(conn, st, exc, environ)
+            return
+        if start.written:
+            chunks = start.written + chunks
+        if first:
+            chunks.append(first)
+        resp = _Response(result, iterator, int(start.status[:3]))
+        st.response = resp
+        self._send_head(conn, st, request, start, resp, chunks, exhausted)
+
+    def _send_head(
+        self,
+        conn: Connection,
+        st: _State,
+        request: Request,
+        start: StartResponse,
+        resp: _Response,
+        chunks: list[bytes],
+        exhausted: bool,
+    ) -> None:
+        """Choose the framing, write the head with the body at hand, go on pulling.
+
+        Framing: the application's ``Content-Length`` if it set one; else the summed
+        length when the whole body is already known (a list, or an iterator that
+        ended); else the file size for a ``wsgi.file_wrapper`` over a real file; else
+        chunked on HTTP/1.1 and close-delimited on HTTP/1.0. HEAD, 204 and 304 carry
+        no body (the iterable is closed unread).
+        """
+        status = resp.status
+        keep_alive = request.keep_alive and not start.close and not st.eof
+        result = resp.result
+        length = start.content_length
+        if request.method == "HEAD" or status == 204 or status == 304:
+            resp.mode = NO_BODY
+            extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
+        else:
+            if length is None:
+                if exhausted:
+                    length = sum(map(len, chunks))
+                elif isinstance(result, FileWrapper):
+                    length = self._file_length(result)
+            if length is not None:
+                resp.mode = LENGTH
+                resp.remaining = length
+                extra = b"Content-Length: %d\r\n" % length
+            elif request.version == "1.1":
+                resp.mode = CHUNKED
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                resp.mode = UNTIL_CLOSE
+                keep_alive = False
+                extra = b""
+        resp.close = not keep_alive
+        if not keep_alive:
+            extra += b"Connection: close\r\n"
+        elif request.version == "1.0":
+            extra += b"Connection: keep-alive\r\n"
+        start.headers_sent = True
+        head = self.encoder.head(start.status, start.headers, extra)
+        if resp.mode == NO_BODY:
+            conn.write(head)
+            self._finish(conn, st)
+            return
+        if (
+            isinstance(result, FileWrapper)
+            and not chunks
+            and resp.mode == LENGTH
+            and self._sendfile(conn, resp, head, result)
+        ):
+            self._finish(conn, st)
+            return
+        data = b"".join(chunks)
+        conn.write(head + self._frame(resp, data) if data else head)
+        if exhausted:
+            self._finish(conn, st)
+        else:
+            self._pump(conn, st)
+
+    @staticmethod
+    def _file_length(wrapper: FileWrapper) -> int | None:
+        """Bytes a file wrapper would send from its position, if it is a real file."""
+        f = wrapper.filelike
+        try:
+            fd = f.fileno()
+            pos = f.tell()
+            size = os.fstat(fd).st_size
+        except (AttributeError, OSError, ValueError):
+            return None
+        return max(size - pos, 0)
+
+    def _sendfile(self, conn: Connection, resp: _Response, head: bytes, wrapper: FileWrapper) -> bool:
+        """Send the head, then the file with ``conn.sendfile``; False if it has no fd."""
+        f = wrapper.filelike
+        try:
+            offset = f.tell()
+            f.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        conn.write(head)
+        if resp.remaining:
+            conn.sendfile(f, offset, resp.remaining)
+        resp.sent = resp.remaining
+        resp.remaining = 0
+        return True
+
+    def _frame(self, resp: _Response, data: bytes) -> bytes:
+        """Frame ``data`` for the response's body mode, enforcing Content-Length."""
+        mode = resp.mode
+        if mode == CHUNKED:
+            resp.sent += len(data)
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        if mode == LENGTH:
+            if len(data) > resp.remaining:
+                log.warning("application sent more than its Content-Length; truncated")
+                data = data[: resp.remaining]
+                resp.close = True
+            resp.remaining -= len(data)
+        resp.sent += len(data)
+        return data
+
+    def _pump(self, conn: Connection, st: _State) -> None:
+        """Pull the body iterator while the connection takes more; finish at its end."""
+        resp = st.response
+        if resp is None:
+            return
+        write = conn.write
+        frame = self._frame
+        nxt = resp.iterator.__next__
+        try:
+            with self.worker.blocking():
+                while not st.write_paused:
+                    try:
+                        data = nxt()
+                    except StopIteration:
+                        break
+                    if type(data) is not bytes:
+                        raise AppError(f"response body item is {type(data).__name__}, not bytes")
+                    if data:
+                        write(frame(resp, data))
+                        if st.phase != RESPONDING:
+                            return  # the connection went away under us
+                else:
+                    return  # paused: resume_writing continues
+        except Exception:
+            log.exception("application failed while streaming its response")
+            st.response = None
+            self._close_result(resp.result)
+            st.phase = CLOSED
+            self._disarm(st)
+            conn.abort()
+            return
+        self._finish(conn, st)
+
+    def _finish(self, conn: Connection, st: _State) -> None:
+        """The body is fully handed over: frame its end, log, go on or close."""
+        resp = st.response
+        request = st.request
+        assert resp is not None and request is not None
+        st.response = None
+        if resp.mode == CHUNKED:
+            conn.write(CHUNKED_END)
+        elif resp.mode == LENGTH and resp.remaining:
+            log.warning("application sent %d bytes less than its Content-Length", resp.remaining)
+            resp.close = True
+        self._close_result(resp.result)
+        if self.access is not None:
+            self.access.log(st.base["REMOTE_ADDR"], request, resp.status, resp.sent, st.started)
+        st.body.close()
+        st.body = EMPTY_BODY
+        st.request = None
+        if st.phase != RESPONDING:
+            return
+        if resp.close:
+            self._close(conn, st)
+            return
+        st.phase = IDLE
+        self._process(conn, st)
+
+    def _app_error(self, conn: Connection, st: _State, exc: Exception, environ: dict[str, Any]) -> None:
+        log.error(
+            "error in WSGI application for %s %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_URI"),
+            exc_info=exc,
+        )
+        st.response = None
+        self._fail(conn, st, InternalServerError(str(exc)))
+
+    def _close_result(self, result: Iterable[bytes]) -> None:
+        close = getattr(result, "close", None)
+        if close is None:
+            return
+        try:
+            with self.worker.blocking():
+                close()
+        except Exception:
+            log.exception("error closing the WSGI response iterable")
+
+    # -- PROXY protocol ------------------------------------------------------------------
+
+    def _proxy_header(self, conn: Connection, st: _State, data: bytes) -> bytes:
+        """Consume the PROXY header; return the bytes after it (b"" if incomplete)."""
+        buf = st.proxy_buf
+        assert buf is not None
+        buf += data
+        try:
+            parsed = parse_proxy_header(bytes(buf))
+        except HTTPError as exc:
+            st.proxy_buf = None
+            self._fail(conn, st, exc)
+            return b""
+        if parsed is None:
+            return b""
+        consumed, src, dst = parsed
+        st.proxy_buf = None
+        base = st.base
+        if src is not None:
+            base["REMOTE_ADDR"], base["REMOTE_PORT"] = src[0], str(src[1])
+        if dst is not None:
+            base["SERVER_NAME"], base["SERVER_PORT"] = dst[0], str(dst[1])
+        return bytes(buf[consumed:])
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, conn: Connection, st: _State, kind: int, delay: float) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+        st.timer_kind = kind
+        st.timer = conn.call_later(delay, partial(self._on_timer, conn, kind))
+
+    @staticmethod
+    def _disarm(st: _State) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        st.timer_kind = -1
+
+    def _on_timer(self, conn: Connection, kind: int) -> None:
+        st: _State = conn.context
+        if st.timer_kind != kind or st.phase == CLOSED:
+            return
+        st.timer = None
+        st.timer_kind = -1
+        if kind == T_BODY:
+            idle = time.monotonic() - st.last_rx
+            if idle < self.config.body_timeout:  # progress since armed: wait the rest
+                st.timer_kind = T_BODY
+                st.timer = conn.call_later(self.config.body_timeout - idle, partial(self._on_timer, conn, kind))
+                return
+            self._fail(conn, st, RequestTimeout("request body stalled"))
+        elif kind == T_HEADER and st.proto.in_head:
+            self._fail(conn, st, RequestTimeout("request head incomplete"))
+        elif kind == T_SEND:
+            log.info("%r: client stopped reading; aborting", conn.peer)
+            st.phase = CLOSED
+            conn.abort()
+        else:
+            self._close(conn, st)

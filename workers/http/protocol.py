@@ -1,0 +1,369 @@
+"""The sans-IO HTTP/1.1 request parser: bytes in, events out, every limit enforced.
+
+``HttpProtocol.feed(data)`` drives ``httptools.HttpRequestParser`` (llhttp) and returns
+the events the bytes completed, in order:
+
+* a ``Request`` (the head: method, target, version, headers, framing, keep-alive),
+* ``bytes`` (a piece of the body; never empty),
+* ``END_OF_MESSAGE`` (the body, possibly empty, is complete),
+* an ``HTTPError`` (the stream is broken; it is always the last event ever returned).
+
+It never touches a socket, so it is tested with bytes alone, split anywhere.
+
+Why the limits are counted here (a note on llhttp): llhttp has no size limits, and
+httptools buffers a header field inside the parser until the field is complete, so a
+client could grow one header without bound before any callback runs. The parser is
+therefore never handed more bytes of a head than the head may still hold: while a head
+is incomplete, ``feed`` slices its input at the remaining allowance
+(``max_request_line + max_header_size``). A head that begins in the middle of a feed
+(pipelining) may overrun by at most that one feed, which the worker bounds by its read
+size. The target (414), header bytes and field count (431) are also counted exactly
+in the callbacks.
+
+Framing (RFC 9112 section 6): ``Content-Length`` together with ``Transfer-Encoding``,
+several ``Content-Length`` fields and malformed lengths are 400 (llhttp detects them);
+a ``Transfer-Encoding`` whose final coding is not ``chunked``, or which names
+``chunked`` twice, is 400; one which lists codings besides a final ``chunked`` is 501;
+any ``Transfer-Encoding`` on HTTP/1.0 is 400. After an error nothing more is parsed,
+so no second request can be smuggled out of the bytes of one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
+
+from .errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    NotImplemented501,
+    PayloadTooLarge,
+    URITooLong,
+    VersionNotSupported,
+)
+from .limits import HttpConfig
+
+__all__ = ["END_OF_MESSAGE", "Event", "HttpProtocol", "Marker", "Request"]
+
+
+class Marker(enum.Enum):
+    """Events that carry no data."""
+
+    END_OF_MESSAGE = "end-of-message"
+
+
+END_OF_MESSAGE = Marker.END_OF_MESSAGE
+
+_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(slots=True)
+class Request:
+    """A complete request head.
+
+    Attributes:
+        method: the method, as sent (``"GET"``).
+        target: the raw request target bytes (``b"/a%20b?x=1"``).
+        version: ``"1.0"`` or ``"1.1"``.
+        headers: the fields in arrival order, raw ``(name, value)`` bytes.
+        content_length: the declared length, or None (chunked or no body).
+        chunked: the body uses the chunked transfer coding.
+        keep_alive: the client allows another request on this connection.
+        expect_continue: the client waits for ``100 Continue`` before the body.
+    """
+
+    method: str
+    target: bytes
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        """True when a body follows the head (chunked or a non-zero length)."""
+        return self.chunked or bool(self.content_length)
+
+
+Event = Request | bytes | Marker | HTTPError
+
+
+def _split_tokens(values: list[bytes]) -> list[bytes]:
+    """Split comma-separated list fields into lower-case tokens, dropping empty ones."""
+    out = []
+    for value in values:
+        for part in value.split(b","):
+            token = part.strip(b" \t").lower()
+            if token:
+                out.append(token)
+    return out
+
+
+class HttpProtocol:
+    """Turn the bytes of one connection into request events; see the module docstring.
+
+    Args:
+        config: the limits to enforce.
+    """
+
+    __slots__ = (
+        "_body_bytes",
+        "_config",
+        "_dead",
+        "_defer_end",
+        "_events",
+        "_head_done",
+        "_head_limit",
+        "_head_raw",
+        "_header_bytes",
+        "_headers",
+        "_parser",
+        "_pending",
+        "_raw_remaining",
+        "_start",
+        "_upgrade",
+        "_url",
+        "_url_len",
+    )
+
+    def __init__(self, config: HttpConfig) -> None:
+        self._config = config
+        self._parser = HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._head_limit = config.max_request_line + config.max_header_size
+        self._head_raw = 0  # bytes handed to llhttp while the current head is incomplete
+        self._head_done = False
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._pending: HTTPError | None = None
+        self._dead = False
+        self._upgrade = False
+        self._defer_end = False
+        self._raw_remaining = 0
+        self._start = b""  # the first bytes of the current head, to classify bad methods
+
+    @property
+    def broken(self) -> bool:
+        """True after an error (or an upgrade request): later bytes are ignored."""
+        return self._dead
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request head has begun arriving and is not complete."""
+        return not self._head_done and self._head_raw > 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Parse ``data`` and return the events it completes.
+
+        Args:
+            data: the next bytes from the client, of any length and split anywhere.
+
+        Returns:
+            The events in order. After an ``HTTPError`` event, and after the body of an
+            upgrade request, every later call returns an empty list.
+        """
+        if not data or (self._dead and not self._raw_remaining):
+            return []
+        events: list[Event] = []
+        self._events = events
+        try:
+            self._feed(memoryview(data))
+        except HTTPError as exc:
+            self._dead = True
+            events.append(exc)
+        return events
+
+    # -- parsing ---------------------------------------------------------------------
+
+    def _feed(self, data: memoryview) -> None:
+        feed_data = self._parser.feed_data
+        head_limit = self._head_limit
+        while data:
+            if self._raw_remaining or self._dead:
+                data = self._feed_raw(data)
+                continue
+            if self._head_done:
+                chunk, data = data, data[:0]
+            else:
+                room = head_limit - self._head_raw
+                if room <= 0:
+                    raise HeaderFieldsTooLarge("request head exceeds the header allowance")
+                chunk, data = data[:room], data[room:]
+                if self._head_raw < 32:
+                    self._start += bytes(chunk[: 32 - self._head_raw])
+                self._head_raw += len(chunk)
+            try:
+                feed_data(chunk)
+            except HttpParserUpgrade as upgrade:
+                # The parser stops after the head of an upgrade request; what follows
+                # is its body (by Content-Length) and then a foreign protocol.
+                data = chunk[int(upgrade.args[0]) :]
+                self._dead = True
+                continue
+            except HttpParserCallbackError as exc:
+                raise self._pending or BadRequest(str(exc)) from None
+            except HttpParserInvalidMethodError:
+                raise self._method_error(self._start) from None
+            except HttpParserError as exc:
+                if self._pending is not None:
+                    raise self._pending from None
+                message = str(exc)
+                if "version" in message.lower():
+                    raise VersionNotSupported(message) from None
+                raise BadRequest(message) from None
+            if not self._head_done and self._head_raw >= head_limit:
+                if self._url_len >= self._config.max_request_line:
+                    raise URITooLong("request target too long")
+                raise HeaderFieldsTooLarge("request head exceeds the header allowance")
+
+    def _feed_raw(self, data: memoryview) -> memoryview:
+        """Deliver the Content-Length body of an upgrade request; drop what follows."""
+        take = min(self._raw_remaining, len(data))
+        if take:
+            self._events.append(bytes(data[:take]))
+            self._raw_remaining -= take
+            if not self._raw_remaining and self._defer_end:
+                self._defer_end = False
+                self._events.append(END_OF_MESSAGE)
+        return data[len(data) :]
+
+    @staticmethod
+    def _method_error(start: bytes) -> HTTPError:
+        """501 for a well-formed but unknown method, 400 for garbage."""
+        method = start.lstrip(b"\r\n").partition(b" ")[0]
+        if method and all(c in _TOKEN_CHARS for c in method):
+            return NotImplemented501(f"unknown method {method!r}")
+        return BadRequest("invalid request line")
+
+    def _fail(self, error: HTTPError) -> HTTPError:
+        """Remember ``error`` so it survives httptools' callback-error wrapping."""
+        self._pending = error
+        return error
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._url_len = 0
+        self._headers = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url_len += len(url)
+        if self._url_len > self._config.max_request_line:
+            raise self._fail(URITooLong(f"request target longer than {self._config.max_request_line}"))
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        config = self._config
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > config.max_header_size:
+            raise self._fail(HeaderFieldsTooLarge("header section too large"))
+        if self._head_done:
+            return  # a trailer field: counted against the limit, then dropped
+        headers = self._headers
+        if len(headers) >= config.max_headers:
+            raise self._fail(HeaderFieldsTooLarge(f"more than {config.max_headers} header fields"))
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise self._fail(VersionNotSupported(f"HTTP/{version}"))
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise self._fail(NotImplemented501("CONNECT is not supported"))
+        content_length: int | None = None
+        te: list[bytes] = []
+        connection: list[bytes] = []
+        expect = False
+        for name, value in self._headers:
+            if len(name) not in (6, 10, 14, 17):
+                continue
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = int(value)  # llhttp checked digits and duplicates
+            elif lname == b"transfer-encoding":
+                te.append(value)
+            elif lname == b"connection":
+                connection.append(value)
+            elif lname == b"expect":
+                expect = value.strip(b" \t").lower() == b"100-continue"
+        chunked = False
+        if te:
+            if version == "1.0":
+                raise self._fail(BadRequest("Transfer-Encoding in an HTTP/1.0 request"))
+            codings = _split_tokens(te)
+            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+                raise self._fail(BadRequest("chunked is not the final transfer coding"))
+            if len(codings) > 1:
+                raise self._fail(NotImplemented501("unsupported transfer coding"))
+            chunked = True
+        if content_length is not None and content_length > self._config.max_body_size:
+            raise self._fail(PayloadTooLarge(f"Content-Length {content_length}"))
+        tokens = _split_tokens(connection) if connection else []
+        if version == "1.1":
+            keep_alive = b"close" not in tokens
+        else:
+            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            expect = False  # RFC 9110 10.1.1: ignore 100-continue from HTTP/1.0
+        self._upgrade = parser.should_upgrade()
+        if self._upgrade:
+            # WSGI cannot switch protocols: answer as a plain request, then close.
+            if chunked:
+                raise self._fail(NotImplemented501("chunked body on an upgrade request"))
+            keep_alive = False
+        self._head_done = True
+        self._events.append(
+            Request(
+                method,
+                b"".join(self._url),
+                version,
+                self._headers,
+                content_length,
+                chunked,
+                keep_alive,
+                expect,
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self._config.max_body_size:
+            raise self._fail(PayloadTooLarge("request body too large"))
+        self._events.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._upgrade and self._headers_declare_body():
+            self._raw_remaining = self._declared_length()
+            self._defer_end = True
+        else:
+            self._events.append(END_OF_MESSAGE)
+        self._head_done = False
+        self._head_raw = 0
+        self._start = b""
+
+    def _declared_length(self) -> int:
+        for name, value in self._headers:
+            if name.lower() == b"content-length":
+                return int(value)
+        return 0
+
+    def _headers_declare_body(self) -> bool:
+        return self._declared_length() > 0

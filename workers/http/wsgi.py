@@ -1,0 +1,282 @@
+"""The WSGI side (PEP 3333): environ, ``start_response`` validation, file wrapper.
+
+The environ is built in two steps for speed: what is fixed for a connection (server
+and peer addresses, trusted-proxy decision, the ``wsgi.*`` constants) once per
+connection by ``base_environ``, and per request a ``dict.copy()`` of that plus the
+request's own keys by ``request_environ``.
+
+Application mistakes (a malformed status, a header name that is not a token, a value
+with CR/LF/NUL or outside latin-1, a second ``start_response`` without ``exc_info``)
+raise ``AppError``. The handler treats them like any application exception: a 500 if
+nothing was sent yet, an aborted connection otherwise, and never malformed bytes on
+the wire.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+from .body import InputBody
+from .limits import HttpConfig
+from .protocol import Request
+
+__all__ = [
+    "AppError",
+    "ExcInfo",
+    "FileWrapper",
+    "StartResponse",
+    "base_environ",
+    "client_from_forwarded",
+    "request_environ",
+]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+_STATUS = re.compile(r"[2-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z").match
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]").search
+# Hop-by-hop fields belong to the server (PEP 3333); the application's are dropped,
+# except that ``Connection: close`` is honoured.
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+     "trailer", "transfer-encoding", "upgrade")
+)
+_SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+
+
+class AppError(Exception):
+    """The application broke the WSGI contract (answered with 500, logged)."""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: lets the handler send a file with ``sendfile``.
+
+    Iterating it reads ``blksize`` chunks, so it also works where the handler cannot
+    use the descriptor.
+
+    Args:
+        filelike: an object with ``read``; ``fileno`` and ``seek``/``tell`` enable
+            ``sendfile`` from the current position.
+        blksize: the chunk size when iterated.
+    """
+
+    __slots__ = ("blksize", "filelike")
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Iterator[bytes]:
+        read, size = self.filelike.read, self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class StartResponse:
+    """The ``start_response`` callable of one request, and what the app told it.
+
+    Attributes:
+        status: the validated status string, or "" before the first call.
+        headers: the validated fields as ``"Name: value\\r\\n"`` lines.
+        content_length: the app's ``Content-Length``, if it set one.
+        close: the app asked for ``Connection: close``.
+        headers_sent: set by the handler once the head is on the wire.
+        written: bytes passed to the legacy ``write()`` callable, in order.
+    """
+
+    __slots__ = ("close", "content_length", "headers", "headers_sent", "status", "written")
+
+    def __init__(self) -> None:
+        self.status = ""
+        self.headers = ""
+        self.content_length: int | None = None
+        self.close = False
+        self.headers_sent = False
+        self.written: list[bytes] = []
+
+    def __call__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the traceback cycle (PEP 3333)
+        elif self.status:
+            raise AppError("start_response called a second time without exc_info")
+        if type(status) is not str or not _STATUS(status):
+            raise AppError(f"invalid status {status!r}")
+        if type(headers) is not list:
+            raise AppError("response headers must be a list")
+        lines = []
+        content_length = None
+        close = False
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:
+                raise AppError(f"header {item!r} is not a (name, value) tuple")
+            name, value = item
+            if type(name) is not str or not _TOKEN(name):
+                raise AppError(f"invalid header name {name!r}")
+            if type(value) is not str or _BAD_VALUE(value):
+                raise AppError(f"invalid value for header {name}")
+            lname = name.lower()
+            if lname in _HOP_BY_HOP:
+                if lname == "connection" and "close" in value.lower():
+                    close = True
+                continue
+            if lname == "content-length":
+                value = value.strip()
+                if not value.isdigit() or not value.isascii() or content_length is not None:
+                    raise AppError(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+                continue
+            lines.append(f"{name}: {value}\r\n")
+        self.status = status
+        self.headers = "".join(lines)
+        self.content_length = content_length
+        self.close = close
+        return self.written.append
+
+
+def _host_port(addr: Any) -> tuple[str, int | None]:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return str(addr[0]), int(addr[1])
+    return "", None
+
+
+def client_from_forwarded(value: str, trusted: frozenset[str]) -> str | None:
+    """The client address named by an ``X-Forwarded-For`` list.
+
+    The list is read from the right (the entry the nearest proxy appended) and the
+    first address not itself a trusted proxy is the client; if every entry is trusted
+    (as with ``*``), the leftmost is.
+
+    Args:
+        value: the (joined) header value.
+        trusted: the trusted proxy addresses; ``"*"`` trusts all.
+
+    Returns:
+        The client address, or None if the list is empty.
+    """
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    if not entries:
+        return None
+    if "*" not in trusted:
+        for addr in reversed(entries):
+            if addr not in trusted:
+                return addr
+    return entries[0]
+
+
+def base_environ(peer: Any, local: Any, config: HttpConfig) -> dict[str, Any]:
+    """The part of the environ that is the same for every request on a connection.
+
+    Args:
+        peer: the client address (``(host, port)`` for TCP; a path or "" for Unix).
+        local: the server address, likewise.
+        config: the handler configuration.
+
+    Returns:
+        A dict to ``copy()`` per request. The key ``mioreactor.trusted_proxy`` says
+        whether ``X-Forwarded-*`` from this peer are believed.
+    """
+    peer_host, peer_port = _host_port(peer)
+    local_host, local_port = _host_port(local)
+    scheme = config.url_scheme
+    allow = config.forwarded_allow_ips
+    if local_port is None:
+        local_host, local_port = "localhost", 443 if scheme == "https" else 80
+    return {
+        "SERVER_NAME": local_host,
+        "SERVER_PORT": str(local_port),
+        "REMOTE_ADDR": peer_host,
+        "REMOTE_PORT": "" if peer_port is None else str(peer_port),
+        "SCRIPT_NAME": "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": config.multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "mioreactor.trusted_proxy": bool(allow) and ("*" in allow or peer_host in allow),
+    }
+
+
+def request_environ(
+    base: dict[str, Any], request: Request, body: InputBody, trusted: frozenset[str]
+) -> dict[str, Any]:
+    """The environ of one request.
+
+    Args:
+        base: this connection's ``base_environ``.
+        request: the parsed head.
+        body: the complete body, becomes ``wsgi.input``.
+        trusted: ``forwarded_allow_ips`` as a set.
+
+    Returns:
+        A fresh environ dict.
+    """
+    environ = base.copy()
+    target = request.target
+    path, _, query = target.partition(b"?")
+    if path[:1] != b"/" and b"://" in path:  # absolute-form: keep only the path
+        path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if b"%" in path else path.decode("latin-1")
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["RAW_URI"] = environ["REQUEST_URI"] = target.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/1.0"
+    environ["wsgi.input"] = body
+    special = _SPECIAL
+    for name, raw in request.headers:
+        value = raw.decode("latin-1")
+        key = special.get(name.lower())
+        if key is None:
+            if b"_" in name:
+                continue  # "X_Forwarded_For" would alias X-Forwarded-For: drop it
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        old = environ.get(key)
+        if old is not None:
+            value = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old}, {value}"
+        environ[key] = value
+    if request.chunked or "CONTENT_LENGTH" in environ:
+        environ["CONTENT_LENGTH"] = str(body.size)
+    if environ["mioreactor.trusted_proxy"]:
+        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded_for:
+            client = client_from_forwarded(forwarded_for, trusted)
+            if client:
+                environ["REMOTE_ADDR"] = client
+                environ["REMOTE_PORT"] = ""
+        proto = environ.get("HTTP_X_FORWARDED_PROTO")
+        if proto:
+            proto = proto.rsplit(",", 1)[-1].strip().lower()
+            if proto in ("http", "https"):
+                environ["wsgi.url_scheme"] = proto
+    return environ
+
+
+def close_iterable(result: Iterable[bytes]) -> None:
+    """Call ``result.close()`` if it has one (PEP 3333 requires it)."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
