@@ -276,7 +276,7 @@ class Conn:
                         wbuf.popleft().release()
                     continue
                 if len(wbuf) > 1:
-                    chunks = []
+                    chunks: list[Any] = []
                     for item in wbuf:
                         if type(item) is FileSlice or len(chunks) >= _IOV_MAX:
                             break

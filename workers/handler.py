@@ -81,7 +81,11 @@ class Connection(Protocol):
     peer: Any
     local: Any
     context: Any
-    worker: WorkerContext
+
+    @property
+    def worker(self) -> WorkerContext:
+        """The worker that owns this connection."""
+        ...
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` now; buffer what the kernel does not take and flush it later.

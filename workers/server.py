@@ -227,21 +227,21 @@ class Server:
         when called on the main thread."""
         if not self._started:
             self.start()
-        restore: list[tuple[int, Any]] = []
+        restore: list[tuple[signal.Signals, Any]] = []
         if threading.current_thread() is threading.main_thread():
 
             def on_signal(signum: int, frame: FrameType | None) -> None:
                 log.info("signal %s: stopping gracefully", signal.Signals(signum).name)
                 threading.Thread(target=self.stop, name="reactor-stopper", daemon=True).start()
 
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                restore.append((sig, signal.signal(sig, on_signal)))
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                restore.append((signum, signal.signal(signum, on_signal)))
         try:
             while not self._stopped.wait(0.5):
                 pass
         finally:
-            for sig, old in restore:
-                signal.signal(sig, old)
+            for which, old in restore:
+                signal.signal(which, old)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped; True if it has."""

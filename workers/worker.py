@@ -152,9 +152,9 @@ class Worker:
                     self._drain()
                 elif msg is not None:
                     msg()  # a callable sent with call_soon_threadsafe
-                for exc in timers.run_due():
+                for error in timers.run_due():
                     self.handler_errors += 1
-                    log.error("timer callback failed in %s", self.name, exc_info=exc)
+                    log.error("timer callback failed in %s", self.name, exc_info=error)
             except Exception:
                 log.exception("unexpected error in %s; it goes on", self.name)
             finally:
