@@ -19,6 +19,15 @@ Accept errors
   will come for connections already queued, so waiting for one would strand them,
   and retrying at once would spin the CPU.
 
+Dispatch
+--------
+All readiness of one poll cycle goes to the shared queue as one batch (a deque), with
+the cycle's new connections. After each cycle the acceptor asks the run-slot
+scheduler whether the running worker has been stuck in a blocking app call for
+longer than the hand-off threshold while work waits; if so a standby worker takes
+over (``workers.scheduler``). While work waits, it polls with that threshold as
+its timeout, so the check happens even when no new event comes.
+
 Backpressure
 ------------
 At ``max_connections`` the acceptor stops accepting (clients wait in the kernel
@@ -34,11 +43,12 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from reactor import Events, Interest, Poll, Waker
 from reactor.net import TcpListener, UnixListener
-from workers.worker import DRAIN, STOP, NewConnection, Worker
+from workers.worker import DRAIN, STOP, Dispatch, NewConnection, Worker
 
 __all__ = ["FIRST_CONN_TOKEN", "Acceptor", "BoundListener"]
 
@@ -101,6 +111,7 @@ class Acceptor:
         poll: Poll,
         listeners: list[BoundListener],
         workers: list[Worker],
+        dispatch: Dispatch,
         *,
         max_connections: int,
         graceful_timeout: float,
@@ -109,6 +120,7 @@ class Acceptor:
         self.poll = poll
         self.listeners = listeners
         self.workers = workers
+        self.dispatch = dispatch
         self.max_connections = max_connections
         self.graceful_timeout = graceful_timeout
         self.overload_response = overload_response
@@ -167,29 +179,25 @@ class Acceptor:
         events = Events(1024)
         raw = events.raw
         poll = self.poll.poll
-        workers = self.workers
-        n = len(workers)
-        puts = [w.queue.put for w in workers]
+        put = self.dispatch.queue.put
+        qsize = self.dispatch.queue.qsize
+        check = self.dispatch.slots.check
         first = FIRST_CONN_TOKEN
         by_token = self._by_token
-        accepting = True
+        timeout: float | None = None
         while True:
-            timeout = None
             if self._retry_at is not None:
-                timeout = max(0.0, self._retry_at - time.monotonic())
+                retry = max(0.0, self._retry_at - time.monotonic())
+                timeout = retry if timeout is None else min(timeout, retry)
             poll(events, timeout)
-            batches: list[list[Any] | None] = [None] * n
+            batch: deque[Any] = deque()
+            append = batch.append
             ready: list[BoundListener] = []
             woke = False
             for item in raw:
                 token = item[0]
                 if token >= first:
-                    i = token % n
-                    batch = batches[i]
-                    if batch is None:
-                        batches[i] = [item]
-                    else:
-                        batch.append(item)
+                    append(item)
                 elif token == WAKER_TOKEN:
                     woke = True
                 else:
@@ -197,9 +205,9 @@ class Acceptor:
                     if bl is not None:
                         ready.append(bl)
             if self._stop_requested:
-                if accepting:
-                    self._drain_all(batches)
-                self._flush(batches, puts)
+                self._drain_all(batch)
+                if batch:
+                    put(batch)
                 self._shutdown(time.monotonic())
                 return
             if self._retry_at is not None and time.monotonic() >= self._retry_at:
@@ -208,23 +216,19 @@ class Acceptor:
             elif woke and self.want_close_notice and self.active < self.max_connections:
                 ready = list(self.listeners)
             for bl in ready:
-                self._drain(bl, batches)
-            self._flush(batches, puts)
+                self._drain(bl, batch)
+            if batch:
+                put(batch)
+            timeout = check(qsize())
 
-    @staticmethod
-    def _flush(batches: list[list[Any] | None], puts: list[Any]) -> None:
-        for i, batch in enumerate(batches):
-            if batch is not None:
-                puts[i](batch)
-
-    def _drain_all(self, batches: list[list[Any] | None]) -> None:
+    def _drain_all(self, batch: deque[Any]) -> None:
         for bl in self.listeners:
-            self._drain(bl, batches)
+            self._drain(bl, batch)
 
-    def _drain(self, bl: BoundListener, batches: list[list[Any] | None]) -> None:
+    def _drain(self, bl: BoundListener, batch: deque[Any]) -> None:
         """accept() until BlockingIOError, capacity, or a resource error."""
         accept = bl.listener.accept
-        n = len(self.workers)
+        append = batch.append
         tcp = bl.kind == "tcp"
         active = self.active
         limit = self.max_connections
@@ -261,13 +265,7 @@ class Acceptor:
                 continue
             self.accepted += 1
             active += 1
-            i = token % n
-            item = NewConnection(token, stream, peer, bl)
-            batch = batches[i]
-            if batch is None:
-                batches[i] = [item]
-            else:
-                batch.append(item)
+            append(NewConnection(token, stream, peer, bl))
 
     def _count_error(self, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
@@ -333,31 +331,24 @@ class Acceptor:
                     os.unlink(bl.path)
                 except OSError:
                     pass
-        for w in self.workers:
-            w.queue.put(DRAIN)
+        put = self.dispatch.queue.put
+        put(DRAIN)
         self.want_close_notice = True
         deadline = started + self.graceful_timeout
         events = Events(1024)
-        n = len(self.workers)
-        puts = [w.queue.put for w in self.workers]
         while self.active > 0:
             left = deadline - time.monotonic()
             if left <= 0:
                 log.warning("graceful stop: %d connection(s) cut at the timeout", self.active)
                 break
             self.poll.poll(events, min(left, 0.05))
-            batches: list[list[Any] | None] = [None] * n
-            for item in events.raw:
-                if item[0] >= FIRST_CONN_TOKEN:
-                    i = item[0] % n
-                    batch = batches[i]
-                    if batch is None:
-                        batches[i] = [item]
-                    else:
-                        batch.append(item)
-            self._flush(batches, puts)
-        for w in self.workers:
-            w.queue.put(STOP)
+            batch = deque(item for item in events.raw if item[0] >= FIRST_CONN_TOKEN)
+            if batch:
+                put(batch)
+            self.dispatch.slots.check(self.dispatch.queue.qsize())
+        for _ in self.workers:
+            put(STOP)
+        self.dispatch.slots.wake_all()
         for w in self.workers:
             w.join()
         self.waker.close()

@@ -1,8 +1,11 @@
 """The worker side of one accepted stream: buffered writes, reads, timers, teardown.
 
-Ownership: a ``Conn`` is created, used and closed only by the worker thread that
-owns its token (docs/design.md, "Ownership"). ``_owner`` records that thread; with
-``REACTOR_DEBUG=1`` every entry point asserts it.
+Ownership: one thread at a time uses a ``Conn`` (docs/design.md, "Ownership"): the
+worker that is serving it, which sets ``conn.worker`` and ``conn.handler`` to itself
+before each use. ``_busy`` marks a connection that a detached worker still serves;
+other workers stash its events in ``_pending`` and its timers in ``_deferred``.
+With ``REACTOR_DEBUG=1`` every entry point asserts that the calling thread is the
+worker the connection was last handed to.
 
 Hot path: ``on_readable`` drains the socket until ``BlockingIOError`` (edge-triggered
 rule) and hands each chunk to the handler; ``write`` sends at once and queues only
@@ -64,8 +67,10 @@ class Conn:
     """One connection, owned by one worker. Implements ``workers.handler.Connection``."""
 
     __slots__ = (
+        "_busy",
+        "_deferred",
         "_eof",
-        "_owner",
+        "_pending",
         "_read_paused",
         "_recv",
         "_send",
@@ -77,6 +82,7 @@ class Conn:
         "_wsize",
         "context",
         "handler",
+        "listener",
         "local",
         "peer",
         "stream",
@@ -108,15 +114,18 @@ class Conn:
         self._write_paused = False
         self._eof = False
         self._timers: set[Timer] | None = None
-        self._owner = threading.get_ident()
+        self._busy: Any = None
+        self._pending = 0
+        self._deferred: list[Callable[[], None]] | None = None
+        self.listener: Any = None
 
     def __repr__(self) -> str:
         return f"<Conn token={self.token} peer={self.peer!r} state={self._state}>"
 
     def _check_owner(self) -> None:
-        assert threading.get_ident() == self._owner, (
+        assert threading.current_thread().name == self.worker.name, (
             f"connection {self.token} touched from thread {threading.current_thread().name}, "
-            f"not its worker"
+            f"not from {self.worker.name} which serves it"
         )
 
     # -- the Connection protocol ---------------------------------------------------
@@ -144,7 +153,10 @@ class Conn:
             self._teardown(exc)
             return
         if n < len(data):
+            # A short send: queue the rest and keep sending until the kernel says
+            # "would block" (the edge-triggered rule; it also re-arms the fallback).
             self._queue(memoryview(data)[n:])
+            self._flush()
 
     def writelines(self, chunks: list[bytes]) -> None:
         if DEBUG:
@@ -171,6 +183,7 @@ class Conn:
                     continue
                 self._queue(memoryview(chunk)[n:] if n else chunk)
                 n = 0
+            self._flush()
 
     def sendfile(self, file: Any, offset: int, count: int | None) -> None:
         if self._state:
@@ -183,6 +196,18 @@ class Conn:
         self._wsize += count
         self._flush()
         self._check_high_water()
+
+    def _flush_after_short_send(self) -> None:
+        """A short send is not "would block": send on until the kernel says so.
+
+        The edge-triggered rule (reactor.poll, "Draining readiness"): only a
+        ``BlockingIOError`` guarantees a writable event later. The fallback backend
+        re-arms WRITABLE on exactly that error, so a connection that stopped after a
+        short send would wait for an event that never comes (seen as a stalled 8 MB
+        echo over a Unix socket, tests/workers/test_echo.py). Usually the retry
+        raises at once: one extra system call, only after a short send.
+        """
+        self._flush()
 
     def _queue(self, data: Any) -> None:
         self._wbuf.append(data)
@@ -220,7 +245,15 @@ class Conn:
         timers = self._timers
         if timers is None:
             timers = self._timers = set()
-        return self.worker.timers.call_later(delay, callback, timers)
+        return self.worker.timers.call_later(delay, callback, timers, self)
+
+    def close_when_idle(self) -> None:
+        """Graceful stop: the handler's ``drain`` if it has one, else ``close()``."""
+        drain = getattr(self.handler, "drain", None)
+        if drain is not None:
+            drain(self)
+        else:
+            self.close()
 
     # -- driven by the worker ------------------------------------------------------
     def on_readable(self) -> None:

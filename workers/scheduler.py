@@ -1,23 +1,29 @@
-"""Run slots: how many worker threads execute Python code at once.
+"""Run slots: how many worker threads run Python code at once, and who takes over.
 
-Why this exists (measured, see docs/design.md "The GIL"): on a GIL build, two or more
-*runnable* worker threads fight for the interpreter. A thread that releases the GIL
-around a non-blocking system call takes it back before the waiting thread is
-scheduled, so the waiter gets it only at the forced switch (5 ms), and tails grow
-from 4 ms to 150 ms. Yet WSGI apps block (databases, files, other services), and
-blocking is what worker threads are for.
+Why (measured, docs/design.md "The GIL"): on a GIL build, two or more *runnable*
+worker threads fight for the interpreter. A thread that releases the GIL around a
+non-blocking system call takes it back before a waiting thread is scheduled, so the
+waiter gets it only at the forced switch (5 ms): tails grow from 4 ms to 150 ms.
+Splitting each poll cycle's events across N pinned workers is worse still: every
+cycle becomes N hand-offs. Yet WSGI apps block (databases, files, other services),
+and blocking is what worker threads are for.
 
-So workers take a *run slot* before they process a batch and give it back after. A
-waiting worker sleeps on its own lock, not on the GIL, so it does not disturb the
-running one; slots are handed over directly, in arrival order. A worker that enters a
-section that may block (``with worker.blocking():`` around the app call) keeps its
-slot while the section is short; once it has run longer than ``handoff_after``, a
-waiting worker takes the slot over (the blocked one is *detached*, like a Go
-``P`` handed off during a long system call) and the detached worker queues for a slot
-again when its section ends. CPU-light apps thus run with one runnable worker and
-no GIL convoy; blocking apps get as many concurrent calls as there are workers.
+The rule here, close to Go's scheduler (a ``P`` handed off during a long syscall):
 
-On a free-threaded build there is no GIL to protect: the default is one slot per CPU.
+* ``slots`` workers *hold* a run slot (1 on a GIL build) and take batches from the
+  shared queue. The others are on *standby*: parked on their own lock, they cost
+  nothing, wake nobody and take no GIL.
+* A worker marks code that may block (the WSGI app call, a body iterator) with
+  ``with worker.blocking():``. Short sections keep the slot.
+* When a section has run longer than ``handoff_after`` *and work is waiting*, the
+  acceptor (which wakes for every poll cycle anyway) *detaches* that worker: its slot
+  and the rest of its batch go to a standby worker, which is promoted. The detached
+  worker finishes the one connection it was serving (nobody else touches it
+  meanwhile: it is marked busy, its events are stashed) and then goes on standby.
+
+CPU-light apps therefore run on one hot worker with no GIL convoy; blocking apps get
+up to N concurrent calls. On a free-threaded build there is no GIL to protect and the
+default is one slot per CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
+from typing import Any
 
 __all__ = ["BlockingSection", "RunSlots", "SlotHolder", "default_slots"]
 
@@ -40,26 +47,32 @@ def default_slots() -> int:
 
 
 class SlotHolder:
-    """A worker's state as the scheduler sees it."""
+    """A worker as the scheduler sees it.
 
-    __slots__ = ("blocked_since", "detached", "gate", "holding", "name")
+    ``batch`` is the deque the worker is consuming (handed over on detach);
+    ``current`` the connection it is serving (marked busy on detach).
+    """
+
+    __slots__ = ("batch", "blocked_since", "current", "detached", "gate", "holding", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.gate = threading.Lock()
-        self.gate.acquire()  # held: waiting on it blocks until a slot is handed over
+        self.gate.acquire()  # held: acquiring it again parks until promoted
         self.holding = False
         self.detached = False
         self.blocked_since = 0.0
+        self.batch: deque[Any] | None = None
+        self.current: Any = None
 
 
 class RunSlots:
-    """At most ``slots`` holders run at once; long blocking sections hand theirs over.
+    """At most ``slots`` holders run; a holder blocked too long is replaced.
 
     Args:
-        slots: how many workers may run at once (>= 1).
-        handoff_after: seconds a ``blocking()`` section may hold a slot while another
-            worker waits.
+        slots: how many workers run at once (>= 1).
+        handoff_after: seconds a ``blocking()`` section may run while work waits
+            before another worker takes over.
     """
 
     def __init__(self, slots: int, handoff_after: float = 0.002) -> None:
@@ -71,10 +84,15 @@ class RunSlots:
         self.handoff_after = handoff_after
         self._free = slots
         self._lock = threading.Lock()
-        self._waiters: deque[SlotHolder] = deque()
+        self._standby: deque[SlotHolder] = deque()
         self._holders: list[SlotHolder] = []
+        self.orphans: deque[deque[Any]] = deque()
         self.handoffs = 0
-        self.waits = 0
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Guards busy marks on connections as well as the scheduler's own state."""
+        return self._lock
 
     def holder(self, name: str) -> SlotHolder:
         h = SlotHolder(name)
@@ -83,74 +101,109 @@ class RunSlots:
         return h
 
     @property
-    def waiting(self) -> int:
-        return len(self._waiters)
+    def standby_count(self) -> int:
+        return len(self._standby)
 
-    def acquire(self, h: SlotHolder) -> None:
-        """Take a slot, waiting in line if none is free."""
+    def enter(self, h: SlotHolder) -> None:
+        """Take a free slot, or park on standby until promoted."""
         with self._lock:
-            if self._free > 0 and not self._waiters:
+            h.detached = False
+            if self._free > 0:
                 self._free -= 1
                 h.holding = True
                 return
-            self._waiters.append(h)
-            self.waits += 1
-        handoff_after = self.handoff_after
-        while not h.gate.acquire(timeout=handoff_after):
-            self._take_from_blocked()
+            self._standby.append(h)
+        h.gate.acquire()  # released by _promote, with h.holding already set
 
-    def release(self, h: SlotHolder) -> None:
-        """Give the slot to the first waiter, or back to the pool."""
+    def leave(self, h: SlotHolder) -> None:
+        """Give up a slot for good (the worker is ending)."""
         with self._lock:
-            h.holding = False
-            self._give()
+            if h in self._standby:
+                self._standby.remove(h)
+                return
+            if h.holding:
+                h.holding = False
+                self._grant()
 
-    def _give(self) -> None:
-        # Under the lock.
-        if self._waiters:
-            nxt = self._waiters.popleft()
+    def _grant(self) -> None:
+        # Under the lock: a slot became free.
+        if self._standby:
+            nxt = self._standby.popleft()
             nxt.holding = True
             nxt.gate.release()
         else:
             self._free += 1
 
-    def _take_from_blocked(self) -> None:
-        """Detach a holder whose blocking section has run past the threshold."""
-        now = time.monotonic()
+    def wake_all(self) -> None:
+        """Promote every standby worker (used at shutdown so each can see STOP)."""
         with self._lock:
-            for h in self._holders:
-                since = h.blocked_since
-                if h.holding and since and now - since >= self.handoff_after:
-                    h.holding = False
-                    h.detached = True
-                    self.handoffs += 1
-                    self._give()
-                    return
+            while self._standby:
+                nxt = self._standby.popleft()
+                nxt.holding = True
+                nxt.gate.release()
+
+    def check(self, queued: int) -> float | None:
+        """Detach a holder stuck in a blocking section while work waits.
+
+        Called by the acceptor after each poll cycle with the shared queue's depth.
+        Work waits when the queue, an orphaned batch, or the rest of a holder's
+        current batch is not empty. Returns the seconds after which to check again
+        (the acceptor's poll timeout), or None when no work waits.
+        """
+        holders = self._holders
+        waiting = queued > 0 or bool(self.orphans)
+        if not waiting:
+            for h in holders:
+                if h.holding and h.batch:
+                    waiting = True
+                    break
+            else:
+                return None
+        now = time.monotonic()
+        soonest = self.handoff_after
+        for h in holders:
+            since = h.blocked_since
+            if not since or not h.holding:
+                continue
+            due = since + self.handoff_after - now
+            if due > 0:
+                soonest = min(soonest, due)
+                continue
+            with self._lock:
+                if h.blocked_since == since and h.holding and self._standby:
+                    self._detach(h)
+        return soonest
+
+    def _detach(self, h: SlotHolder) -> None:
+        # Under the lock.
+        h.holding = False
+        h.detached = True
+        conn = h.current
+        if conn is not None:
+            conn._busy = h  # nobody else may touch it until h is done with it
+        if h.batch:
+            self.orphans.append(h.batch)
+        h.batch = None
+        self.handoffs += 1
+        self._grant()
 
     def section(self, h: SlotHolder) -> BlockingSection:
         """A reusable context manager for ``h``'s blocking sections."""
-        return BlockingSection(self, h)
-
-    def _leave(self, h: SlotHolder) -> bool:
-        with self._lock:
-            h.blocked_since = 0.0
-            detached = h.detached
-            h.detached = False
-        return detached
+        return BlockingSection(h, self._lock)
 
 
 class BlockingSection:
-    """``with section:`` marks code that may block; its slot may be handed over.
+    """``with section:`` marks code that may block; the worker may be detached meanwhile.
 
     One object per worker, reused for every section (no allocation per request).
     Nested sections count as one.
     """
 
-    __slots__ = ("_depth", "_h", "_slots")
+    __slots__ = ("_depth", "_h", "_lock")
 
-    def __init__(self, slots: RunSlots, h: SlotHolder) -> None:
-        self._slots = slots
+    def __init__(self, h: SlotHolder, lock: threading.Lock) -> None:
         self._h = h
+        self._lock = lock
         self._depth = 0
 
     def __enter__(self) -> None:
@@ -161,5 +214,7 @@ class BlockingSection:
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0 and self._h.blocked_since:
-            if self._slots._leave(self._h):
-                self._slots.acquire(self._h)
+            # Under the lock: a detach decided by the acceptor is either complete
+            # before this (and ``h.detached`` is seen by the worker) or not at all.
+            with self._lock:
+                self._h.blocked_since = 0.0

@@ -24,7 +24,7 @@ from workers.acceptor import Acceptor, BoundListener
 from workers.binds import open_listeners
 from workers.handler import HandlerFactory
 from workers.scheduler import RunSlots, default_slots
-from workers.worker import Worker
+from workers.worker import STOP, Dispatch, Worker
 
 __all__ = ["Server", "serve"]
 
@@ -115,6 +115,7 @@ class Server:
         self._workers: list[Worker] = []
         self._listeners: list[BoundListener] = []
         self._slots: RunSlots | None = None
+        self._dispatch: Dispatch | None = None
         self._started = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -144,9 +145,7 @@ class Server:
         self._listeners = listeners
         poll = Poll(self.backend)
         self._poll = poll
-        slots = None
-        if self.run_slots < self.workers_count:
-            slots = RunSlots(self.run_slots, self.handoff_after)
+        slots = RunSlots(min(self.run_slots, self.workers_count), self.handoff_after)
         self._slots = slots
         acceptor_ref: list[Acceptor] = []
 
@@ -154,20 +153,19 @@ class Server:
             if acceptor_ref:
                 acceptor_ref[0].connection_closed()
 
-        self._workers = [
-            Worker(i, self.factory, poll.registry, slots, on_close)
-            for i in range(self.workers_count)
-        ]
+        dispatch = Dispatch(poll.registry, slots, on_close)
+        self._dispatch = dispatch
+        self._workers = [Worker(i, self.factory, dispatch) for i in range(self.workers_count)]
         for w in self._workers:
             w.start()
         for w in self._workers:
             w.started.wait()
         failed = next((w.start_error for w in self._workers if w.start_error), None)
         if failed is not None:
-            from workers.worker import STOP
-
+            for _ in self._workers:
+                dispatch.queue.put(STOP)
+            slots.wake_all()
             for w in self._workers:
-                w.queue.put(STOP)
                 w.join()
             for bl in listeners:
                 bl.listener.close()
@@ -177,6 +175,7 @@ class Server:
             poll,
             listeners,
             self._workers,
+            dispatch,
             max_connections=self.max_connections,
             graceful_timeout=self.graceful_timeout,
             overload_response=self.overload_response,
@@ -302,7 +301,9 @@ class Server:
             "paused_at_max": acceptor.paused_full if acceptor else 0,
             "accept_errors": dict(acceptor.accept_errors) if acceptor else {},
             "handoffs": self._slots.handoffs if self._slots else 0,
-            "run_slots": self.run_slots,
+            "run_slots": self._slots.slots if self._slots else self.run_slots,
+            "queue_depth": self._dispatch.queue.qsize() if self._dispatch else 0,
+            "connections": len(self._dispatch.conns) if self._dispatch else 0,
             "backend": self.backend_name,
             "workers": workers,
             "listen_queue": listen_queue,
@@ -313,7 +314,7 @@ class Server:
 def _listen_queue_depth(port: int) -> int | None:
     try:
         from workers.doctor import listen_queue_depth
-    except ImportError:  # pragma: no cover - the doctor module ships with workers
+    except (ImportError, OSError):  # OSError: EMFILE while importing, when stats matter most
         return None
     try:
         return listen_queue_depth(port)

@@ -1,13 +1,19 @@
-"""A worker thread: its queue, its handler, its connections and its timers.
+"""Worker threads: one hot worker serves the shared queue; the rest stand by.
 
-The acceptor registers each accepted stream and sends the worker a batch per poll
-cycle: ``NewConnection`` items and ``(token, bits)`` readiness tuples. From then on
-only this thread reads, writes, deregisters and closes that stream. Events for a
-token this worker no longer knows (closed meanwhile) are ignored: tokens are never
-reused, so such an event cannot belong to anyone else.
+The acceptor registers each accepted stream and puts one batch per poll cycle on the
+shared queue: ``NewConnection`` items and ``(token, bits)`` readiness tuples. A worker
+holding a run slot (``workers.scheduler``) takes the batch and serves it: it reads and
+writes each ready connection until ``BlockingIOError`` and runs the handler.
 
-Before touching its batch the worker takes a run slot (``workers.scheduler``), so
-that on a GIL build CPU-light work runs on one thread at a time.
+Ownership: one thread at a time touches a connection. With one slot that is simply
+the holder. When the holder is detached because an app call blocked too long, the
+connection it was serving is marked busy (``conn._busy``): the next holder stashes
+that connection's events and timers instead of touching it, and the detached worker
+hands them back (re-queued) when it is done with the connection. With several slots
+(free-threaded builds) every event claims its connection the same way.
+
+Events for a token nobody knows (closed meanwhile) are ignored: tokens are never
+reused, so such an event cannot belong to another connection.
 """
 
 from __future__ import annotations
@@ -15,21 +21,21 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from reactor import Registry
 from reactor.event import ERROR, READ_CLOSED, READABLE, WRITABLE
 from reactor.net import Stream
 from workers.connection import Conn
-from workers.scheduler import RunSlots
+from workers.scheduler import BlockingSection, RunSlots
 from workers.timers import Timer, Timers
 
 if TYPE_CHECKING:
     from workers.handler import Handler, HandlerFactory
 
-__all__ = ["DRAIN", "STOP", "NewConnection", "Worker"]
+__all__ = ["DRAIN", "STOP", "Dispatch", "NewConnection", "Worker"]
 
 log = logging.getLogger("workers")
 
@@ -37,7 +43,7 @@ _READ_BITS = READABLE | READ_CLOSED | ERROR
 
 
 class NewConnection:
-    """The hand-off of an accepted, registered stream to its worker."""
+    """The hand-off of an accepted, registered stream to the workers."""
 
     __slots__ = ("listener", "peer", "stream", "token")
 
@@ -59,7 +65,22 @@ class _Control:
 
 
 DRAIN = _Control("DRAIN")  # graceful stop: close idle connections, finish the rest
-STOP = _Control("STOP")  # final: abort what is left and end the thread
+STOP = _Control("STOP")  # final: one per worker; abort what is left and end
+
+
+class Dispatch:
+    """What the workers share: the queue, the connection table, timers, run slots."""
+
+    def __init__(
+        self, registry: Registry, slots: RunSlots, on_close: Callable[[], None]
+    ) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.conns: dict[int, Conn] = {}
+        self.timers = Timers()
+        self.slots = slots
+        self.registry = registry
+        self.on_close = on_close
+        self.draining = False
 
 
 class Worker:
@@ -68,48 +89,41 @@ class Worker:
     Args:
         index: K, 0-based.
         factory: makes this worker's handler (called on the worker thread).
-        registry: to deregister connections before closing them.
-        slots: the run-slot scheduler shared by all workers, or None for no limit.
-        on_close: called after a connection is closed (wakes the acceptor when it
-            waits for capacity).
+        dispatch: the state shared by all workers.
     """
 
-    def __init__(
-        self,
-        index: int,
-        factory: HandlerFactory,
-        registry: Registry,
-        slots: RunSlots | None,
-        on_close: Callable[[], None],
-    ) -> None:
+    def __init__(self, index: int, factory: HandlerFactory, dispatch: Dispatch) -> None:
         self.index = index
         self.name = f"reactor-worker-{index}"
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.conns: dict[int, Conn] = {}
-        self.timers = Timers()
+        self.dispatch = dispatch
+        self.timers = dispatch.timers
         self.closed = 0
         self.adopted = 0
+        self.batches = 0
         self.handler_errors = 0
-        self.draining = False
         self.handler: Handler | None = None
         self.started = threading.Event()
         self.start_error: BaseException | None = None
         self._factory = factory
-        self._registry = registry
-        self._slots = slots
-        self._holder = slots.holder(self.name) if slots is not None else None
-        self._blocking: AbstractContextManager[None] = (
-            slots.section(self._holder) if slots is not None and self._holder else nullcontext()
-        )
-        self._on_close = on_close
+        self._slots = dispatch.slots
+        self._holder = dispatch.slots.holder(self.name)
+        self._section: BlockingSection = dispatch.slots.section(self._holder)
+        self._claim = dispatch.slots.slots > 1
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     # -- WorkerContext -------------------------------------------------------------
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self.timers.call_later(delay, callback)
 
-    def blocking(self) -> AbstractContextManager[None]:
-        return self._blocking
+    def blocking(self) -> BlockingSection:
+        return self._section
+
+    @property
+    def state(self) -> str:
+        h = self._holder
+        if h.detached:
+            return "detached"
+        return "running" if h.holding else "standby"
 
     # -- thread control --------------------------------------------------------------
     def start(self) -> None:
@@ -129,78 +143,166 @@ class Worker:
             self.started.set()
             return
         self.started.set()
-        get = self.queue.get
-        timers = self.timers
         slots = self._slots
-        holder = self._holder
-        run_batch = self._run_batch
-        while True:
-            timeout = timers.timeout()
-            try:
-                msg = get(True, timeout)
-            except queue.Empty:
-                msg = None
-            if slots is not None and holder is not None:
-                slots.acquire(holder)
-            try:
-                if type(msg) is list:
-                    run_batch(msg)
-                elif msg is STOP:
-                    self._abort_all()
-                    return
-                elif msg is DRAIN:
-                    self._drain()
-                elif msg is not None:
-                    msg()  # a callable sent with call_soon_threadsafe
-                for error in timers.run_due():
-                    self.handler_errors += 1
-                    log.error("timer callback failed in %s", self.name, exc_info=error)
-            except Exception:
-                log.exception("unexpected error in %s; it goes on", self.name)
-            finally:
-                if slots is not None and holder is not None:
-                    slots.release(holder)
-
-    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on this worker thread."""
-        self.queue.put(fn)
+        h = self._holder
+        get = self.dispatch.queue.get
+        orphans = slots.orphans
+        timers = self.timers
+        slots.enter(h)
+        try:
+            while True:
+                if h.detached:
+                    slots.enter(h)  # stand by until promoted
+                    continue
+                batch: Any = None
+                if orphans:
+                    try:
+                        batch = orphans.popleft()
+                    except IndexError:
+                        batch = None
+                if batch is None:
+                    try:
+                        batch = get(True, timers.timeout())
+                    except queue.Empty:
+                        batch = None
+                try:
+                    if type(batch) is deque:
+                        self._run_batch(batch)
+                    elif batch is STOP:
+                        self._abort_all()
+                        return
+                    elif batch is DRAIN:
+                        self._drain_all()
+                    elif batch is not None:
+                        batch(self)  # a callable: run on a worker thread
+                    if not h.detached:
+                        self._run_timers()
+                except Exception:
+                    log.exception("unexpected error in %s; it goes on", self.name)
+        finally:
+            slots.leave(h)
 
     # -- the hot path ------------------------------------------------------------------
-    def _run_batch(self, batch: list[Any]) -> None:
-        conns = self.conns
-        for item in batch:
-            if type(item) is tuple:
-                token, bits = item
-                conn = conns.get(token)
-                if conn is None:
-                    continue  # closed meanwhile; tokens are never reused
-                try:
-                    if bits & _READ_BITS:
-                        conn.on_readable()
-                    if bits & WRITABLE and conn._wbuf:
-                        conn.on_writable()
-                    if bits & ERROR and conn._state != 2:
-                        conn.on_closed(bits)
-                except Exception as exc:
-                    self._handler_failed(conn, exc)
-            else:
+    def _run_batch(self, batch: deque[Any]) -> None:
+        self.batches += 1
+        h = self._holder
+        h.batch = batch
+        pop = batch.popleft
+        conns = self.dispatch.conns
+        handler = self.handler
+        assert handler is not None
+        claim = self._claim
+        lock = self._slots.lock
+        while not h.detached:
+            try:
+                item = pop()
+            except IndexError:
+                break
+            if type(item) is not tuple:
                 self._adopt(item)
+                if h.detached:
+                    self._release(h.current)
+                    break
+                continue
+            token, bits = item
+            conn = conns.get(token)
+            if conn is None:
+                continue  # closed meanwhile; tokens are never reused
+            if claim:
+                with lock:
+                    if conn._busy is not None:
+                        conn._pending |= bits
+                        continue
+                    conn._busy = h
+            elif conn._busy is not None and self._stash(conn, bits):
+                continue
+            h.current = conn
+            conn.worker = self
+            conn.handler = handler
+            try:
+                if bits & _READ_BITS:
+                    conn.on_readable()
+                if bits & WRITABLE and conn._wbuf:
+                    conn.on_writable()
+                if bits & ERROR and conn._state != 2:
+                    conn.on_closed(bits)
+            except Exception as exc:
+                self._handler_failed(conn, exc)
+            if claim or h.detached:
+                self._release(conn)
+        h.current = None
+        h.batch = None
+
+    def _stash(self, conn: Conn, bits: int) -> bool:
+        """Keep the events of a connection another worker is busy with."""
+        with self._slots.lock:
+            if conn._busy is None:
+                return False
+            conn._pending |= bits
+            return True
+
+    def _release(self, conn: Conn | None) -> None:
+        """Done with a busy connection: hand back what was stashed for it."""
+        if conn is None:
+            return
+        with self._slots.lock:
+            conn._busy = None
+            bits = conn._pending
+            conn._pending = 0
+            calls = conn._deferred
+            conn._deferred = None
+        if bits:
+            self.dispatch.queue.put(deque([(conn.token, bits)]))
+        if calls:
+            for call in calls:
+                self.dispatch.queue.put(_Deferred(conn, call))
 
     def _adopt(self, nc: NewConnection) -> None:
         handler = self.handler
         assert handler is not None
         conn = Conn(nc.token, nc.stream, nc.peer, self, handler)
-        self.conns[nc.token] = conn
+        conn.listener = nc.listener
+        self.dispatch.conns[nc.token] = conn
         self.adopted += 1
+        self._holder.current = conn
         try:
             handler.connection_made(conn)
-            if self.draining:
+            if self.dispatch.draining:
                 self._drain_one(conn)
             # Clients often send at once: read now rather than wait for the event the
             # registration will raise (which then finds nothing: a spurious event).
             conn.on_readable()
         except Exception as exc:
             self._handler_failed(conn, exc)
+
+    def _run_timers(self) -> None:
+        for timer, error in self.timers.run_due(self._defer_timer):
+            self.handler_errors += 1
+            log.error("timer callback failed in %s", self.name, exc_info=error)
+            conn = timer.conn
+            if conn is not None:
+                conn.abort()
+
+    def _defer_timer(self, timer: Timer) -> bool:
+        """Run a connection's timer here, or stash it if another worker is busy with it."""
+        conn = timer.conn
+        if conn is None:
+            return False
+        with self._slots.lock:
+            if conn._busy is None:
+                self._serve(conn)
+                return False
+            if conn._deferred is None:
+                conn._deferred = []
+            conn._deferred.append(timer.callback)
+            return True
+
+    def _serve(self, conn: Conn) -> None:
+        """Hand ``conn`` to this worker (and its handler) for the next callbacks."""
+        handler = self.handler
+        assert handler is not None
+        conn.worker = self
+        conn.handler = handler
 
     def _handler_failed(self, conn: Conn, exc: Exception) -> None:
         self.handler_errors += 1
@@ -209,21 +311,28 @@ class Worker:
 
     def forget(self, conn: Conn) -> None:
         """Called by ``Conn`` teardown: deregister before close, then drop it."""
-        if self.conns.pop(conn.token, None) is None:
+        if self.dispatch.conns.pop(conn.token, None) is None:
             return
         stream = conn.stream
         try:
-            self._registry.deregister(stream)
+            self.dispatch.registry.deregister(stream)
         except (OSError, ValueError):
             pass
         stream.close()
         self.closed += 1
-        self._on_close()
+        self.dispatch.on_close()
 
     # -- graceful stop -----------------------------------------------------------------
-    def _drain(self) -> None:
-        self.draining = True
-        for conn in list(self.conns.values()):
+    def _drain_all(self) -> None:
+        self.dispatch.draining = True
+        for conn in list(self.dispatch.conns.values()):
+            with self._slots.lock:
+                if conn._busy is not None:
+                    if conn._deferred is None:
+                        conn._deferred = []
+                    conn._deferred.append(conn.close_when_idle)
+                    continue
+            self._serve(conn)
             self._drain_one(conn)
 
     def _drain_one(self, conn: Conn) -> None:
@@ -237,15 +346,44 @@ class Worker:
             self._handler_failed(conn, exc)
 
     def _abort_all(self) -> None:
-        for conn in list(self.conns.values()):
-            conn.abort()
+        for conn in list(self.dispatch.conns.values()):
+            if conn._busy is None or conn._busy is self._holder:
+                conn.worker = self
+                conn.abort()
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "connections": len(self.conns),
-            "queue_depth": self.queue.qsize(),
+            "state": self.state,
+            "batches": self.batches,
             "adopted": self.adopted,
             "closed": self.closed,
             "handler_errors": self.handler_errors,
         }
+
+
+class _Deferred:
+    """A stashed timer callback, re-queued for whichever worker runs next."""
+
+    __slots__ = ("call", "conn")
+
+    def __init__(self, conn: Conn, call: Callable[[], None]) -> None:
+        self.conn = conn
+        self.call = call
+
+    def __call__(self, worker: Worker) -> None:
+        conn = self.conn
+        if conn._state == 2:
+            return
+        if conn._busy is not None:
+            with worker._slots.lock:
+                if conn._busy is not None:
+                    if conn._deferred is None:
+                        conn._deferred = []
+                    conn._deferred.append(self.call)
+                    return
+        worker._serve(conn)
+        try:
+            self.call()
+        except Exception as exc:
+            worker._handler_failed(conn, exc)

@@ -1,0 +1,23 @@
+"""The apps every server in the benchmarks serves: the same module for all peers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+BODY = b"Hello, world!"
+
+
+def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """13 bytes, Content-Length known: the classic keep-alive benchmark app."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [BODY]
+
+
+def mixed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """10% of requests (path /slow) wait 20 ms as an I/O-bound app would on a database."""
+    if environ.get("PATH_INFO") == "/slow":
+        time.sleep(0.020)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [BODY]
