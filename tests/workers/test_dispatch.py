@@ -1,0 +1,206 @@
+"""The dispatch rule: one hot worker, standby workers, hand-off of blocked app calls.
+
+See workers/scheduler.py for the rule and docs/design.md ("The GIL") for why.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+
+import workers.connection
+from workers import Server
+from workers.scheduler import RunSlots
+
+from .util import wait_for
+
+SLOW = 0.3
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    if path.startswith("/slow"):
+        time.sleep(float(path[6:] or SLOW))
+    body = path.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server(app, bind="127.0.0.1:0", workers=4, run_slots=1, handoff_after=0.005)
+    s.start()
+    yield s
+    s.stop(timeout=5)
+
+
+def get(address: tuple[str, int], path: str, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
+# -- the scheduler alone -----------------------------------------------------------
+def test_the_first_holders_run_and_the_rest_stand_by_until_promoted() -> None:
+    slots = RunSlots(1, handoff_after=0.01)
+    a, b = slots.holder("a"), slots.holder("b")
+    slots.enter(a)
+    promoted = threading.Event()
+
+    def standby() -> None:
+        slots.enter(b)
+        promoted.set()
+
+    t = threading.Thread(target=standby, daemon=True)
+    t.start()
+    assert wait_for(lambda: slots.standby_count == 1, 2.0)
+    assert a.holding and not b.holding and not promoted.is_set()
+    slots.leave(a)
+    assert promoted.wait(2.0) and b.holding
+    t.join(2.0)
+
+
+def test_no_work_waiting_means_no_check_timeout_and_no_hand_off() -> None:
+    slots = RunSlots(1, handoff_after=0.001)
+    a = slots.holder("a")
+    slots.enter(a)
+    with slots.section(a):
+        time.sleep(0.005)
+        assert slots.check(queued=0) is None
+    assert slots.handoffs == 0 and a.holding
+
+
+def test_a_section_blocked_past_the_threshold_with_work_waiting_is_detached() -> None:
+    slots = RunSlots(1, handoff_after=0.002)
+    a, b = slots.holder("a"), slots.holder("b")
+    slots.enter(a)
+    threading.Thread(target=slots.enter, args=(b,), daemon=True).start()
+    assert wait_for(lambda: slots.standby_count == 1, 2.0)
+
+    class FakeConn:
+        _busy: Any = None
+
+    conn = FakeConn()
+    a.current = conn
+    a.batch = deque([("rest", 1)])
+    with slots.section(a):
+        assert slots.check(queued=1) is not None  # not past the threshold yet
+        assert slots.handoffs == 0
+        time.sleep(0.01)
+        slots.check(queued=1)
+        assert slots.handoffs == 1
+        assert a.detached and not a.holding
+        assert conn._busy is a, "the detached worker keeps its connection"
+        assert list(slots.orphans) == [deque([("rest", 1)])], "the rest of its batch moves on"
+    assert wait_for(lambda: b.holding, 2.0)
+
+
+def test_a_stuck_holder_is_not_detached_when_nobody_stands_by() -> None:
+    slots = RunSlots(1, handoff_after=0.001)
+    a = slots.holder("a")
+    slots.enter(a)
+    with slots.section(a):
+        time.sleep(0.005)
+        slots.check(queued=3)
+    assert slots.handoffs == 0 and a.holding and not a.detached
+
+
+# -- through a real server -----------------------------------------------------------
+def test_a_cpu_light_load_is_served_by_one_hot_worker(server: Server) -> None:
+    for i in range(60):
+        assert get(server.address, f"/fast{i}").endswith(f"/fast{i}".encode())
+    stats = server.stats()
+    busy = [w for w in stats["workers"] if w["batches"] > 0]
+    assert len(busy) == 1, stats["workers"]
+    assert stats["handoffs"] == 0
+    assert sorted(w["state"] for w in stats["workers"]) == ["running"] + ["standby"] * 3
+
+
+def test_a_blocked_app_call_does_not_hold_up_other_connections(server: Server) -> None:
+    results: dict[str, float] = {}
+
+    def timed(path: str) -> None:
+        t0 = time.monotonic()
+        assert get(server.address, path).endswith(path.encode())
+        results[path] = time.monotonic() - t0
+
+    slow = threading.Thread(target=timed, args=("/slow",))
+    slow.start()
+    time.sleep(0.05)  # the slow call is running
+    for i in range(5):
+        timed(f"/fast{i}")
+    slow.join(5)
+    assert results["/slow"] >= SLOW
+    assert all(results[f"/fast{i}"] < SLOW / 2 for i in range(5)), results
+    assert server.stats()["handoffs"] >= 1
+
+
+def test_blocking_calls_run_concurrently_up_to_the_worker_count() -> None:
+    with Server(app, bind="127.0.0.1:0", workers=8, run_slots=1, handoff_after=0.002) as s:
+        t0 = time.monotonic()
+        threads = [
+            threading.Thread(target=get, args=(s.address, "/slow/0.2")) for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 4 * 0.2, f"8 blocking calls of 0.2 s took {elapsed:.2f} s: not concurrent"
+
+
+def test_events_for_a_connection_served_by_a_detached_worker_are_handed_back(
+    server: Server,
+) -> None:
+    """Keep-alive: /slow, then (while it runs) /after on the same connection. The
+    second request's readiness event is stashed and handed back, never lost."""
+    stop = threading.Event()
+
+    def load() -> None:  # other work waiting, so the slow worker gets detached
+        while not stop.is_set():
+            get(server.address, "/fast")
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"/after"):
+                chunk = sock.recv(65536)
+                assert chunk, f"closed early: {data!r}"
+                data += chunk
+    finally:
+        stop.set()
+        loader.join(5)
+    assert data.index(b"/slow") < data.index(b"/after")
+    assert server.stats()["handoffs"] >= 1
+
+
+def test_only_the_serving_worker_touches_a_connection_under_mixed_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workers.connection, "DEBUG", True)
+    with Server(app, bind="127.0.0.1:0", workers=4, run_slots=1, handoff_after=0.002) as s:
+        threads = [
+            threading.Thread(target=get, args=(s.address, p))
+            for p in ["/slow/0.05"] * 4 + ["/fast"] * 20
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        stats = s.stats()
+    assert all(w["handler_errors"] == 0 for w in stats["workers"]), stats["workers"]
+    assert stats["accepted"] == 24 and stats["closed"] == 24
