@@ -84,7 +84,16 @@ class Connection(Protocol):
 
     @property
     def worker(self) -> WorkerContext:
-        """The worker that owns this connection."""
+        """The worker serving this connection now."""
+        ...
+
+    @property
+    def handler(self) -> Handler:
+        """The handler of the worker serving this connection now.
+
+        A timer callback should call its handler through this, not through a handler
+        captured when the timer was set: the timer may fire on another worker.
+        """
         ...
 
     def write(self, data: bytes | bytearray | memoryview) -> None:

@@ -552,7 +552,7 @@ class HttpHandler:
         if st.timer is not None:
             st.timer.cancel()
         st.timer_kind = kind
-        st.timer = conn.call_later(delay, partial(self._on_timer, conn, kind))
+        st.timer = conn.call_later(delay, partial(_fire_timer, conn, kind))
 
     @staticmethod
     def _disarm(st: _State) -> None:
@@ -560,6 +560,10 @@ class HttpHandler:
             st.timer.cancel()
             st.timer = None
         st.timer_kind = -1
+
+    def on_timer(self, conn: Connection, kind: int) -> None:
+        """A connection timer fired (called through ``conn.handler``)."""
+        self._on_timer(conn, kind)
 
     def _on_timer(self, conn: Connection, kind: int) -> None:
         st: _State = conn.context
@@ -571,7 +575,7 @@ class HttpHandler:
             idle = time.monotonic() - st.last_rx
             if idle < self.config.body_timeout:  # progress since armed: wait the rest
                 st.timer_kind = T_BODY
-                st.timer = conn.call_later(self.config.body_timeout - idle, partial(self._on_timer, conn, kind))
+                st.timer = conn.call_later(self.config.body_timeout - idle, partial(_fire_timer, conn, kind))
                 return
             self._fail(conn, st, RequestTimeout("request body stalled"))
         elif kind == T_HEADER and st.proto.in_head:
@@ -582,3 +586,14 @@ class HttpHandler:
             conn.abort()
         else:
             self._close(conn, st)
+
+
+def _fire_timer(conn: Connection, kind: int) -> None:
+    """Run a timer on the handler of whichever worker serves ``conn`` now.
+
+    The worker that fires a timer sets ``conn.handler`` to its own handler first, so
+    a handler instance is only ever used by its own thread.
+    """
+    handler = conn.handler
+    assert isinstance(handler, HttpHandler)
+    handler.on_timer(conn, kind)
