@@ -48,7 +48,7 @@ from typing import Any
 
 from reactor import Events, Interest, Poll, Waker
 from reactor.net import TcpListener, UnixListener
-from workers.worker import DRAIN, STOP, Dispatch, NewConnection, Worker
+from workers.worker import DRAIN, Dispatch, NewConnection, Worker
 
 __all__ = ["FIRST_CONN_TOKEN", "Acceptor", "BoundListener"]
 
@@ -346,9 +346,7 @@ class Acceptor:
             if batch:
                 put(batch)
             self.dispatch.slots.check(self.dispatch.queue.qsize())
-        for _ in self.workers:
-            put(STOP)
-        self.dispatch.slots.wake_all()
+        self.dispatch.stop_workers(len(self.workers))
         for w in self.workers:
             w.join()
         self.waker.close()

@@ -134,14 +134,6 @@ class RunSlots:
         else:
             self._free += 1
 
-    def wake_all(self) -> None:
-        """Promote every standby worker (used at shutdown so each can see STOP)."""
-        with self._lock:
-            while self._standby:
-                nxt = self._standby.popleft()
-                nxt.holding = True
-                nxt.gate.release()
-
     def check(self, queued: int) -> float | None:
         """Detach a holder stuck in a blocking section while work waits.
 

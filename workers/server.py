@@ -24,7 +24,7 @@ from workers.acceptor import Acceptor, BoundListener
 from workers.binds import open_listeners
 from workers.handler import HandlerFactory
 from workers.scheduler import RunSlots, default_slots
-from workers.worker import STOP, Dispatch, Worker
+from workers.worker import Dispatch, Worker
 
 __all__ = ["Server", "serve"]
 
@@ -162,9 +162,7 @@ class Server:
             w.started.wait()
         failed = next((w.start_error for w in self._workers if w.start_error), None)
         if failed is not None:
-            for _ in self._workers:
-                dispatch.queue.put(STOP)
-            slots.wake_all()
+            dispatch.stop_workers(len(self._workers))
             for w in self._workers:
                 w.join()
             for bl in listeners:

@@ -81,6 +81,15 @@ class Dispatch:
         self.registry = registry
         self.on_close = on_close
         self.draining = False
+        self.stopping = False
+
+    def stop_workers(self, count: int) -> None:
+        """One STOP per worker. The holder takes one, ends, and its slot passes to the
+        next standby worker, which takes the next: workers end one at a time, so no
+        two ever run without a run slot. A detached worker ends when it is done."""
+        self.stopping = True
+        for _ in range(count):
+            self.queue.put(STOP)
 
 
 class Worker:
@@ -152,6 +161,8 @@ class Worker:
         try:
             while True:
                 if h.detached:
+                    if self.dispatch.stopping:
+                        return
                     slots.enter(h)  # stand by until promoted
                     continue
                 batch: Any = None

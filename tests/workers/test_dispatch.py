@@ -204,3 +204,19 @@ def test_only_the_serving_worker_touches_a_connection_under_mixed_load(
         stats = s.stats()
     assert all(w["handler_errors"] == 0 for w in stats["workers"]), stats["workers"]
     assert stats["accepted"] == 24 and stats["closed"] == 24
+
+
+def test_stop_returns_while_a_worker_is_detached_in_a_long_app_call() -> None:
+    s = Server(app, bind="127.0.0.1:0", workers=3, run_slots=1, handoff_after=0.002)
+    s.start()
+    slow = threading.Thread(target=get, args=(s.address, "/slow/0.5"))
+    slow.start()
+    time.sleep(0.05)
+    for _ in range(5):  # work waiting: the slow worker is detached
+        get(s.address, "/fast")
+    assert s.stats()["handoffs"] >= 1
+    t0 = time.monotonic()
+    s.stop(timeout=0.1)
+    assert time.monotonic() - t0 < 3.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("reactor-")]
+    slow.join(5)
