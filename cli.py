@@ -1,2 +1,437 @@
+"""``reactor``: the command line of mioreactor (serve, bench, doctor).
+
+A thin front end: each command turns its options into a value of the library
+(``workers.config.Config``, ``workers.loadgen.BenchConfig``) and calls the library
+(``workers.supervisor.run``, ``workers.loadgen.run_bench``, ``workers.doctor.diagnose``).
+Every option has help text, shows its default, and reads an environment variable:
+``REACTOR_<OPTION>`` for ``serve`` (``REACTOR_BIND``, ``REACTOR_WORKERS``, ...),
+``REACTOR_BENCH_<OPTION>`` and ``REACTOR_DOCTOR_<OPTION>`` for the others. A mistake
+ends with one line naming it and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from workers.config import (
+    DEFAULT_BIND,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    check_access_log_format,
+    parse_forwarded_allow_ips,
+    parse_size,
+    parse_unix_mode,
+)
+from workers.http.limits import HttpConfig
+
+__all__ = ["bench", "doctor", "main", "reactor", "serve"]
+
+HTTP = HttpConfig()  # the defaults every HTTP option shows
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; 8.1 does not subscript
+    _IntParamType = click.ParamType[int]
+else:
+    _IntParamType = click.ParamType
+
+
+class Size(_IntParamType):
+    """A byte count: ``65536``, ``64k``, ``1M``, ``2G`` (binary units)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = Size()
+POSITIVE_INT = click.IntRange(min=1)
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+def _check_binds(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from workers.binds import BindError, parse_bind
+
+    for spec in value:
+        try:
+            parse_bind(spec)
+        except BindError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_mode(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return parse_unix_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_ips(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return parse_forwarded_allow_ips(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_log_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        check_access_log_format(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from workers.appload import AppLoadError, split_app_spec
+
+    if value is not None:
+        try:
+            split_app_spec(value)
+        except AppLoadError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.group(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+@click.version_option(package_name="mioreactor", prog_name="reactor")
+def reactor() -> None:
+    """mioreactor: a multithreaded edge-triggered WSGI and raw-protocol server.
+
+    \b
+      reactor serve [MODULE:APP]   serve a WSGI app (or the built-in demo app)
+      reactor bench URL            load a server and say what happened to every connection
+      reactor doctor               say which host limits a load test will hit, and the fix
+    """
+
+
+@reactor.command(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+@click.argument("app", required=False, envvar="REACTOR_APP", callback=_check_app)
+@click.option("--factory", is_flag=True, show_default="off", show_envvar=True,
+              help="APP names a zero-argument callable that returns the app; call it.")
+@click.option("--app-dir", default=".", show_default=True, show_envvar=True,
+              type=click.Path(file_okay=False),
+              help="Directory put first on sys.path before importing APP.")
+@click.option("--interface", type=click.Choice(["wsgi", "handler"]), default="wsgi",
+              show_default=True, show_envvar=True,
+              help="wsgi: APP is a WSGI application served over HTTP/1.1. handler: APP is a "
+                   "handler factory (factory(worker) -> Handler) for a raw protocol, e.g. "
+                   "workers.handler:EchoHandler.")
+@click.option("--bind", "-b", multiple=True, callback=_check_binds, show_envvar=True,
+              show_default=f"{DEFAULT_BIND}, or the systemd sockets",
+              help="Where to listen; repeat for several: HOST:PORT, [IPV6]:PORT, unix:PATH or "
+                   "fd://N. Sockets passed by systemd socket activation (LISTEN_FDS) are "
+                   "always served. In REACTOR_BIND, separate several with spaces.")
+@click.option("--unix-mode", callback=_check_mode, show_envvar=True, metavar="OCTAL",
+              show_default="from the umask",
+              help="Permission bits of unix: socket files, in octal (e.g. 660).")
+@click.option("--workers", "-w", type=POSITIVE_INT, default=4, show_default=True,
+              show_envvar=True, help="Worker threads per process.")
+@click.option("--processes", "-p", type=POSITIVE_INT, default=1, show_default=True,
+              show_envvar=True,
+              help="Server processes. More than 1 runs a supervisor that restarts a process "
+                   "that dies, forwards SIGTERM/SIGINT and does a rolling restart on SIGHUP.")
+@click.option("--share", type=click.Choice(["auto", "reuseport", "inherit"]), default="auto",
+              show_default=True, show_envvar=True,
+              help="How --processes share a TCP port: reuseport (each binds with SO_REUSEPORT, "
+                   "the kernel balances), inherit (one listener, inherited), auto (reuseport "
+                   "on Linux, else inherit).")
+@click.option("--backlog", type=POSITIVE_INT, default=1024, show_default=True, show_envvar=True,
+              help="Listen backlog asked of the kernel (capped by net.core.somaxconn; see "
+                   "reactor doctor).")
+@click.option("--max-connections", type=POSITIVE_INT, default=10000, show_default=True,
+              show_envvar=True,
+              help="Open connections per process at most; beyond, clients wait in the backlog.")
+@click.option("--run-slots", type=POSITIVE_INT, default=None, show_envvar=True,
+              show_default="1 with a GIL, the CPU count without",
+              help="Worker threads that may run Python code at once.")
+@click.option("--handoff-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              show_envvar=True,
+              help="Milliseconds a blocking app call keeps its run slot before another worker "
+                   "may run.")
+@click.option("--backend", type=click.Choice(["epoll", "kqueue", "fallback"]), default=None,
+              show_default="the best the kernel offers", show_envvar=True,
+              help="Force a poll backend.")
+@click.option("--max-request-line", type=SIZE, default=HTTP.max_request_line, show_default=True,
+              show_envvar=True, help="Longest request target in bytes; longer gets 414.")
+@click.option("--max-header-size", type=SIZE, default=HTTP.max_header_size, show_default=True,
+              show_envvar=True,
+              help="Bytes of the whole header section at most; more gets 431.")
+@click.option("--max-headers", type=POSITIVE_INT, default=HTTP.max_headers, show_default=True,
+              show_envvar=True, help="Header fields per request at most; more gets 431.")
+@click.option("--max-body-size", type=SIZE, default=HTTP.max_body_size, show_default=True,
+              show_envvar=True,
+              help="Largest request body in bytes (k, M, G allowed); larger gets 413.")
+@click.option("--body-spool-threshold", type=SIZE, default=HTTP.body_spool_threshold,
+              show_default=True, show_envvar=True,
+              help="Request bodies up to this size stay in memory; larger ones go to a "
+                   "temporary file.")
+@click.option("--max-pipeline-buffer", type=SIZE, default=HTTP.max_pipeline_buffer,
+              show_default=True, show_envvar=True,
+              help="Bytes of pipelined requests held during a response before reading pauses.")
+@click.option("--header-timeout", type=SECONDS, default=HTTP.header_timeout, show_default=True,
+              show_envvar=True,
+              help="Seconds a request head may take to arrive; a partial head then gets 408.")
+@click.option("--keepalive-timeout", type=SECONDS, default=HTTP.keepalive_timeout,
+              show_default=True, show_envvar=True,
+              help="Seconds an idle keep-alive connection waits for its next request.")
+@click.option("--body-timeout", type=SECONDS, default=HTTP.body_timeout, show_default=True,
+              show_envvar=True,
+              help="Seconds a request body may stall before the server answers 408.")
+@click.option("--send-timeout", type=SECONDS, default=HTTP.send_timeout, show_default=True,
+              show_envvar=True,
+              help="Seconds a response may stay blocked on a client that does not read.")
+@click.option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, show_envvar=True,
+              help="Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
+@click.option("--server-header", default=HTTP.server_header, show_default=True,
+              show_envvar=True, help="Value of the Server response header; empty sends none.")
+@click.option("--url-scheme", type=click.Choice(["http", "https"]), default=HTTP.url_scheme,
+              show_default=True, show_envvar=True,
+              help="wsgi.url_scheme, unless a trusted proxy says otherwise.")
+@click.option("--access-log/--no-access-log", default=HTTP.access_log, show_default=True,
+              show_envvar=True, help="Log one line per response (logger workers.http.access).")
+@click.option("--access-log-format", default=HTTP.access_log_format, show_default=True,
+              show_envvar=True, callback=_check_log_format,
+              help="%-style access log format over h r m U q H s b D T a f (gunicorn's names).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              show_envvar=True, help="Least severe log level written to stderr.")
+@click.option("--forwarded-allow-ips", default="", callback=_check_ips, show_envvar=True,
+              show_default="none trusted",
+              help="Comma-separated peer addresses trusted to set X-Forwarded-For and "
+                   "X-Forwarded-Proto; '*' trusts every peer.")
+@click.option("--proxy-protocol", is_flag=True, show_default="off", show_envvar=True,
+              help="Expect a PROXY protocol v1/v2 header first on every connection.")
+@click.option("--reload", is_flag=True, show_default="off", show_envvar=True,
+              help="Development: restart the server processes when a .py file under "
+                   "--app-dir (or --reload-dir) changes.")
+@click.option("--reload-dir", multiple=True, type=click.Path(file_okay=False, exists=True),
+              show_default="--app-dir", show_envvar=True,
+              help="Directory to watch with --reload; repeatable.")
+def serve(app: str | None, **opts: Any) -> None:
+    """Serve APP (MODULE:APP, e.g. myproject.wsgi:application) until SIGTERM or SIGINT.
+
+    Without APP, a built-in demo app: a page saying what serves it, and /stats.
+    """
+    from workers.appload import AppLoadError
+    from workers.runner import ServeError
+    from workers.supervisor import run
+
+    try:
+        config = build_serve_config(app, opts)
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        status = run(config)
+    except (ServeError, AppLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(status)
+
+
+def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
+    """The ``Config`` for ``reactor serve`` given its parsed options.
+
+    Raises:
+        ConfigError / ValueError: a combination of values that cannot work.
+    """
+    http = HttpConfig(
+        max_request_line=opts["max_request_line"],
+        max_header_size=opts["max_header_size"],
+        max_headers=opts["max_headers"],
+        max_body_size=opts["max_body_size"],
+        body_spool_threshold=opts["body_spool_threshold"],
+        max_pipeline_buffer=opts["max_pipeline_buffer"],
+        header_timeout=opts["header_timeout"],
+        keepalive_timeout=opts["keepalive_timeout"],
+        body_timeout=opts["body_timeout"],
+        send_timeout=opts["send_timeout"],
+        server_header=opts["server_header"],
+        url_scheme=opts["url_scheme"],
+        access_log=opts["access_log"],
+        access_log_format=opts["access_log_format"],
+        forwarded_allow_ips=opts["forwarded_allow_ips"],
+        proxy_protocol=opts["proxy_protocol"],
+    )
+    return Config(
+        app=app,
+        factory=opts["factory"],
+        app_dir=opts["app_dir"],
+        interface=opts["interface"],
+        binds=tuple(opts["bind"]),
+        unix_mode=opts["unix_mode"],
+        workers=opts["workers"],
+        processes=opts["processes"],
+        share=opts["share"],
+        backlog=opts["backlog"],
+        max_connections=opts["max_connections"],
+        run_slots=opts["run_slots"],
+        handoff_ms=opts["handoff_ms"],
+        graceful_timeout=opts["graceful_timeout"],
+        backend=opts["backend"],
+        http=http,
+        log_level=opts["log_level"],
+        reload=opts["reload"],
+        reload_dirs=tuple(opts["reload_dir"]),
+    )
+
+
+def _header(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in value:
+        name, sep, val = item.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected 'Name: value'")
+        out.append((name.strip(), val.strip()))
+    return tuple(out)
+
+
+def _body(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
+    if value.startswith("@"):
+        try:
+            with open(value[1:], "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]!r}: {exc.strerror}") from None
+    return value.encode()
+
+
+class _Progress:
+    """One plain progress line on stderr: rewritten in place on a terminal, else ~1/s."""
+
+    def __init__(self, duration: float | None, requests: int | None) -> None:
+        self.duration = duration
+        self.requests = requests
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, elapsed: float, snap: Any) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self.last < 1.0:
+            return
+        self.last = now
+        c = snap.connections
+        failed = c.failed
+        goal = f"/{self.duration:g}s" if self.duration else ""
+        done = f"/{self.requests:,}" if self.requests else ""
+        line = (f"[{elapsed:6.1f}s{goal}] {snap.responses:,}{done} responses, "
+                f"{snap.throughput_rps:,.0f}/s, {c.established:,} connected, {failed:,} failed")
+        if self.tty:
+            click.echo(f"\r{line}\x1b[K", err=True, nl=False)
+        else:
+            click.echo(line, err=True)
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            click.echo("", err=True)
+
+
+@reactor.command(context_settings=CONTEXT)
+@click.argument("url")
+@click.option("--connections", "-c", type=POSITIVE_INT, default=50, show_default=True,
+              show_envvar=True, help="Concurrent connections kept busy.")
+@click.option("--duration", "-d", type=SECONDS, default=None, show_envvar=True,
+              show_default="10 s, or until --requests are done",
+              help="Seconds to run.")
+@click.option("--requests", "-n", type=POSITIVE_INT, default=None, show_envvar=True,
+              show_default="no limit", help="Requests to make in total; with --duration, "
+                                            "whichever comes first ends the run.")
+@click.option("--keepalive/--close", default=True, show_default=True, show_envvar=True,
+              help="Reuse connections, or open a new one per request (Connection: close).")
+@click.option("--method", "-m", default="GET", show_default=True, show_envvar=True,
+              help="Request method.")
+@click.option("--header", "-H", multiple=True, callback=_header, show_envvar=True,
+              show_default="none", help="Extra request header 'Name: value'; repeatable.")
+@click.option("--body", default="", callback=_body, show_envvar=True, show_default="empty",
+              help="Request body; @FILE reads it from a file.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              show_envvar=True, show_default="closed loop, as fast as answers come",
+              help="Open loop: total requests per second, latency counted from when each "
+                   "was due.")
+@click.option("--timeout", type=SECONDS, default=5.0, show_default=True, show_envvar=True,
+              help="Seconds a connect, then a response, may take before it counts as timed out.")
+@click.option("--json", "as_json", is_flag=True, show_default="off", show_envvar=True,
+              envvar="REACTOR_BENCH_JSON", help="Print the result as JSON on stdout.")
+@click.option("--allow-remote", is_flag=True, show_default="off", show_envvar=True,
+              help="Allow a target that is not loopback (only a host you are responsible for).")
+@click.option("--quiet", "-q", is_flag=True, show_default="off", show_envvar=True,
+              help="No progress line on stderr.")
+def bench(url: str, connections: int, duration: float | None, requests: int | None,
+          keepalive: bool, method: str, header: tuple[tuple[str, str], ...], body: bytes,
+          rate: float | None, timeout: float, as_json: bool, allow_remote: bool,
+          quiet: bool) -> None:
+    """Load URL (http://HOST:PORT/PATH, loopback unless --allow-remote) and report.
+
+    Reports what happened to connections (attempted, established, refused, reset, timed
+    out), requests, status codes, latency percentiles and throughput, and when connects
+    fail, the likely cause. Exits 1 when the run failed (no answer, or failed connections).
+    """
+    try:
+        from workers.loadgen import BenchConfig, run_bench
+    except ImportError as exc:  # pragma: no cover - the load generator ships with workers
+        raise click.ClickException(f"the load generator is not available: {exc}") from None
+    if duration is None and requests is None:
+        duration = 10.0
+    try:
+        config = BenchConfig(
+            url=url, connections=connections, duration=duration, requests=requests,
+            keepalive=keepalive, method=method.upper(), headers=header, body=body, rate=rate,
+            timeout=timeout, allow_remote=allow_remote,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    progress = None if quiet else _Progress(duration, requests)
+    try:
+        result = run_bench(config, progress=progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted") from None
+    finally:
+        if progress is not None:
+            progress.done()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(result.to_text())
+    if not result.ok:
+        sys.exit(1)
+
+
+@reactor.command(context_settings=CONTEXT)
+@click.option("--backlog", type=POSITIVE_INT, default=1024, show_default=True, show_envvar=True,
+              help="The listen backlog the server will ask for (as reactor serve --backlog).")
+@click.option("--json", "as_json", is_flag=True, show_default="off", show_envvar=True,
+              envvar="REACTOR_DOCTOR_JSON", help="Print the report as JSON on stdout.")
+def doctor(backlog: int, as_json: bool) -> None:
+    """Say which host limits a load test will hit, with the numbers and the fix.
+
+    Ephemeral ports and how many are in use, TIME_WAIT and tcp_tw_reuse, somaxconn and
+    the backlog the server really gets, open-file limits, listen-queue overflow
+    counters, the poll backend. Anything unreadable is reported as unknown.
+    """
+    from workers.doctor import diagnose
+
+    report = diagnose(backlog)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(report.to_text())
+
+
 def main() -> None:
-    pass
+    """Console script entry point (``reactor``)."""
+    reactor(prog_name="reactor")
+
+
+if __name__ == "__main__":
+    main()

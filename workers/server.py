@@ -32,7 +32,7 @@ log = logging.getLogger("workers")
 
 _OVERLOADED_HTTP = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 20\r\nRetry-After: 1\r\n\r\nserver overloaded\r\n\r\n"
+    b"Content-Length: 19\r\nRetry-After: 1\r\n\r\nserver overloaded\r\n"
 )
 
 
@@ -120,6 +120,7 @@ class Server:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self.started_at = 0.0
+        self._lq_cache: tuple[float, dict[str, int | None]] = (-1e9, {})
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> Server:
@@ -287,10 +288,6 @@ class Server:
         workers = [w.snapshot() for w in self._workers]
         closed = sum(w["closed"] for w in workers)
         accepted = acceptor.accepted if acceptor else 0
-        listen_queue: dict[str, int | None] = {}
-        for bl in self._listeners:
-            if bl.kind == "tcp":
-                listen_queue[bl.describe()] = _listen_queue_depth(bl.address[1])
         return {
             "accepted": accepted,
             "active": accepted - closed,
@@ -304,9 +301,26 @@ class Server:
             "connections": len(self._dispatch.conns) if self._dispatch else 0,
             "backend": self.backend_name,
             "workers": workers,
-            "listen_queue": listen_queue,
+            "listen_queue": self._listen_queue(),
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
         }
+
+
+    def _listen_queue(self) -> dict[str, int | None]:
+        """Kernel accept-queue depth per TCP listener, read at most once a second:
+        it scans /proc/net/tcp, which holds every socket of the host (tens of
+        thousands after a load test), so a monitoring scrape must not pay it each
+        time."""
+        now = time.monotonic()
+        cached_at, cached = self._lq_cache
+        if now - cached_at < 1.0:
+            return dict(cached)
+        depths: dict[str, int | None] = {}
+        for bl in self._listeners:
+            if bl.kind == "tcp":
+                depths[bl.describe()] = _listen_queue_depth(bl.address[1])
+        self._lq_cache = (now, depths)
+        return dict(depths)
 
 
 def _listen_queue_depth(port: int) -> int | None:

@@ -1,0 +1,53 @@
+"""Apps the CLI tests serve with ``reactor serve tests.cli.apps:NAME``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+StartResponse = Callable[..., Any]
+
+
+def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answers every request with JSON naming this process and the path."""
+    body = json.dumps({"pid": os.getpid(), "path": environ["PATH_INFO"], "app": "plain"}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def slow(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Sleeps ``?seconds`` (default 1) before answering: an in-flight request to drain."""
+    query = environ.get("QUERY_STRING", "")
+    seconds = float(query.partition("seconds=")[2] or 1.0)
+    time.sleep(seconds)
+    body = f"slept {seconds}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def create_app() -> Callable[..., Iterable[bytes]]:
+    """A factory (``--factory``) returning an app that says it was made by one."""
+
+    def made(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = b"made by a factory\n"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return made
+
+
+def failing_factory() -> Callable[..., Iterable[bytes]]:
+    raise RuntimeError("the factory failed on purpose")
+
+
+class Nested:
+    """Dotted attribute access: ``tests.cli.apps:Nested.inner.app``."""
+
+    class inner:
+        app = staticmethod(app)
+
+
+not_callable = 42

@@ -1,0 +1,224 @@
+"""BenchConfig: what one ``reactor bench`` run does, checked before any traffic.
+
+Every run is bounded in time and in count (``MAX_DURATION``, ``MAX_REQUESTS``,
+``MAX_CONNECTIONS``) and aimed at loopback unless ``allow_remote`` says otherwise.
+``Target`` is the resolved form: the address to connect to and the exact request bytes
+sent for every request (built once, sent with one ``send``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_DURATION",
+    "MAX_REQUESTS",
+    "BenchConfig",
+    "Target",
+    "resolve_target",
+]
+
+MAX_DURATION = 3600.0
+"""No run lasts longer than this many seconds, whatever it was asked for."""
+
+MAX_REQUESTS = 100_000_000
+"""The most requests one run may be asked for."""
+
+MAX_CONNECTIONS = 60_000
+"""The most concurrent connections: one client address has at most ~64k ports per target."""
+
+USER_AGENT = "mioreactor-bench/0.1"
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One load-generator run. Invalid values raise ``ValueError`` at construction.
+
+    Args:
+        url: ``http://HOST[:PORT]/PATH?QUERY``; HOST must be loopback (127.0.0.0/8,
+            ``::1``, ``localhost``) unless ``allow_remote``.
+        connections: concurrent connections (slots) kept busy.
+        duration: seconds to run, at most ``MAX_DURATION``; ``None`` with ``requests``
+            runs until that many requests are done (still bounded by ``MAX_DURATION``).
+        requests: requests to make in total (each ends with a response or an error);
+            with ``duration`` too, whichever comes first ends the run.
+        keepalive: reuse each connection (reconnect when the server closes it); False
+            opens a new connection per request and sends ``Connection: close``.
+        method: the request method (``HEAD`` responses have no body).
+        headers: extra ``(name, value)`` request headers; a ``Host`` here replaces ours.
+        body: the request body (sent with ``Content-Length``).
+        rate: open loop: total requests per second spread over the connections,
+            latency measured from each request's scheduled time; ``None``: closed loop,
+            as fast as responses come back.
+        timeout: seconds a connect, and then a response, may take before it counts as
+            timed out.
+        allow_remote: allow a host that is not loopback (an explicit, deliberate target).
+
+    Raises:
+        ValueError: a value out of range, a URL that is not ``http://``, a header with
+            CR/LF, or a remote host without ``allow_remote``.
+    """
+
+    url: str
+    connections: int = 50
+    duration: float | None = 10.0
+    requests: int | None = None
+    keepalive: bool = True
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    rate: float | None = None
+    timeout: float = 5.0
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be 1..{MAX_CONNECTIONS}, got {self.connections}")
+        if self.duration is None and self.requests is None:
+            raise ValueError("give a duration or a number of requests (or both)")
+        if self.duration is not None and not (
+            math.isfinite(self.duration) and 0 < self.duration <= MAX_DURATION
+        ):
+            raise ValueError(
+                f"duration must be more than 0 and at most {MAX_DURATION:g} s, got {self.duration}"
+            )
+        if self.requests is not None and not 1 <= self.requests <= MAX_REQUESTS:
+            raise ValueError(f"requests must be 1..{MAX_REQUESTS}, got {self.requests}")
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"rate must be a positive number of requests/s, got {self.rate}")
+        if not (math.isfinite(self.timeout) and 0 < self.timeout <= MAX_DURATION):
+            raise ValueError(f"timeout must be more than 0 s, got {self.timeout}")
+        if not _is_token(self.method):
+            raise ValueError(f"not a valid HTTP method: {self.method!r}")
+        for name, value in self.headers:
+            if not _is_token(name):
+                raise ValueError(f"not a valid header name: {name!r}")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"header {name} has CR, LF or NUL in its value")
+        _parse_url(self.url)  # syntax, scheme and loopback check (literal addresses)
+        if not self.allow_remote:
+            host = urlsplit(self.url).hostname or ""
+            if host.lower() != "localhost" and not _is_loopback_literal(host):
+                raise ValueError(
+                    f"refusing to load {host!r}: not a loopback address (127.0.0.0/8, ::1, "
+                    "localhost). Pass allow_remote=True (--allow-remote) to load a host you "
+                    "are responsible for"
+                )
+
+    @property
+    def time_limit(self) -> float:
+        """The run's hard deadline in seconds: ``duration``, else ``MAX_DURATION``."""
+        return self.duration if self.duration is not None else MAX_DURATION
+
+    def to_json(self) -> dict[str, object]:
+        """The configuration as JSON-ready values (the body as its length)."""
+        return {
+            "url": self.url,
+            "connections": self.connections,
+            "duration": self.duration,
+            "requests": self.requests,
+            "keepalive": self.keepalive,
+            "method": self.method,
+            "headers": [list(h) for h in self.headers],
+            "body_bytes": len(self.body),
+            "rate": self.rate,
+            "timeout": self.timeout,
+            "allow_remote": self.allow_remote,
+        }
+
+
+def _is_loopback_literal(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _parse_url(url: str) -> tuple[str, int, str]:
+    """Split an ``http://`` URL into ``(host, port, path_and_query)``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad URL {url!r}: {exc}") from exc
+    if parts.scheme.lower() != "http":
+        raise ValueError(f"only http:// URLs can be loaded, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in URL {url!r}")
+    if any(c in url for c in " \r\n\t\0"):
+        raise ValueError(f"URL {url!r} has whitespace or control characters")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return parts.hostname, port if port is not None else 80, path
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to connect and what to send.
+
+    Attributes:
+        host: the host as written in the URL.
+        address: the socket address to connect to (``(ip, port)``).
+        port: the server port.
+        request: the exact bytes of one request.
+        head: the method is HEAD (responses carry no body).
+    """
+
+    host: str
+    address: tuple[str, int]
+    port: int
+    request: bytes
+    head: bool
+
+
+def resolve_target(config: BenchConfig) -> Target:
+    """Resolve the URL's host (once, before any traffic) and build the request bytes.
+
+    A name is resolved with ``getaddrinfo`` (an IPv4 answer is preferred); without
+    ``allow_remote`` every answer must be a loopback address (``localhost`` mapped
+    elsewhere is refused).
+
+    Raises:
+        ValueError: the host cannot be resolved, or resolves to a remote address.
+    """
+    host, port, path = _parse_url(config.url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc}") from exc
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first, as servers bind it
+    ip = str(infos[0][4][0])
+    if not config.allow_remote and not all(_is_loopback_literal(str(i[4][0])) for i in infos):
+        raise ValueError(f"{host!r} resolves to {ip}, not a loopback address; refusing")
+    default_port = port == 80
+    host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
+    names = {name.lower() for name, _ in config.headers}
+    lines = [f"{config.method} {path} HTTP/1.1"]
+    if "host" not in names:
+        lines.append(f"Host: {host_header}")
+    if "user-agent" not in names:
+        lines.append(f"User-Agent: {USER_AGENT}")
+    lines += [f"{name}: {value}" for name, value in config.headers]
+    if config.body and "content-length" not in names:
+        lines.append(f"Content-Length: {len(config.body)}")
+    if not config.keepalive and "connection" not in names:
+        lines.append("Connection: close")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + config.body
+    return Target(host, (ip, port), port, request, config.method.upper() == "HEAD")

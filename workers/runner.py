@@ -1,0 +1,243 @@
+"""One server process: build it from a ``Config``, start it, serve until a signal.
+
+``serve_single`` is ``reactor serve`` without a supervisor (one process, no
+``--reload``). ``child_main`` is the same thing run as a child of
+``workers.supervisor``: it reads its ``Config`` from the supervisor's socketpair,
+answers ``{"event": "ready", ...}`` once it accepts connections (or
+``{"event": "error", "message": ...}`` when it cannot start), and treats EOF on the
+pair as the supervisor's death: it then stops gracefully, so no orphan keeps serving.
+
+Every start-up failure (an app that does not import, an address in use, a value the
+server rejects) becomes a ``ServeError`` with a one-line message for the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from workers.appload import AppLoadError, load_app
+from workers.binds import BindError
+from workers.config import Config, ConfigError
+from workers.server import Server
+
+__all__ = [
+    "LOG_FORMAT",
+    "ServeError",
+    "announce",
+    "build_server",
+    "child_main",
+    "serve_single",
+    "setup_logging",
+    "start_server",
+]
+
+log = logging.getLogger("workers.serve")
+
+LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ServeError(RuntimeError):
+    """The server could not start; the message is one line naming the problem."""
+
+
+def setup_logging(config: Config) -> None:
+    """Send log records to stderr at ``config.log_level``; access lines when enabled."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_reactor", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    handler._reactor = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(config.log_level_number)
+    access = logging.getLogger("workers.http.access")
+    access.setLevel(logging.INFO if config.http.access_log else logging.NOTSET)
+
+
+def build_server(config: Config) -> Server:
+    """Import the app (or make the demo app) and build, but not start, its ``Server``.
+
+    Raises:
+        AppLoadError: the app cannot be imported or is not callable.
+        ValueError: a value the server rejects.
+    """
+    kwargs = config.server_kwargs()
+    if config.app is None:
+        from workers.demo import DemoApp
+
+        demo = DemoApp(processes=config.processes)
+        server = Server(demo, **kwargs)
+        demo.attach(server)
+        return server
+    if config.interface == "handler":
+        factory = load_app(
+            config.app, factory=config.factory, app_dir=config.app_dir,
+            what="a handler factory (factory(worker) -> Handler)",
+        )
+        return Server(handler=factory, **kwargs)
+    app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+    return Server(app, **kwargs)
+
+
+def start_server(config: Config) -> Server:
+    """``build_server`` and ``start``, with every failure as a one-line ``ServeError``."""
+    try:
+        server = build_server(config)
+        server.start()
+    except (AppLoadError, BindError, ConfigError) as exc:
+        raise ServeError(str(exc)) from None
+    except (ValueError, OSError) as exc:
+        raise ServeError(f"{type(exc).__name__}: {exc}") from None
+    return server
+
+
+def announce(listeners: list[str], backend: str, config: Config, pid: int) -> None:
+    """Log what is served where, and by what: one line per listener, then a summary."""
+    from workers.demo import version
+
+    for where in listeners:
+        log.info("listening on %s", where)
+    app = config.app or "the built-in demo app"
+    log.info(
+        "mioreactor %s serving %s (%s): %d process(es) x %d worker thread(s), backend %s, pid %d",
+        version(), app, config.interface, config.processes, config.workers, backend, pid,
+    )
+
+
+class _StopFlag:
+    """Set once by SIGTERM/SIGINT (or a lost lifeline); later signals change nothing."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+        self.event.set()
+
+
+@contextlib.contextmanager
+def _stop_signals(stop: _StopFlag, *, supervised: bool) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (installed before the server starts, so a signal
+    that comes while it starts is not lost); SIGHUP is left to the supervisor."""
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set(f"signal {signal.Signals(signum).name}")
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        if not supervised:
+            log.warning("SIGHUP ignored: rolling restarts need the supervisor "
+                        "(--processes 2 or more, or --reload)")
+
+    previous = [(s, signal.signal(s, on_stop)) for s in STOP_SIGNALS]
+    previous.append((signal.SIGHUP, signal.signal(signal.SIGHUP, on_hup)))
+    try:
+        yield
+    finally:
+        for signum, handler in previous:
+            signal.signal(signum, handler)
+
+
+def _serve_until_stopped(server: Server, stop: _StopFlag) -> None:
+    """Block until ``stop`` is set (by a signal or the lifeline), then stop gracefully."""
+    while not stop.event.wait(0.25):
+        if server.wait(0):
+            return
+    log.info("%s: stopping gracefully (up to %.1f s)", stop.reason, server.graceful_timeout)
+    server.stop()
+
+
+def serve_single(config: Config) -> int:
+    """Serve ``config`` in this process until SIGTERM/SIGINT; return the exit status.
+
+    Raises:
+        ServeError: the app or a bind failed; nothing is left running.
+    """
+    setup_logging(config)
+    stop = _StopFlag()
+    with _stop_signals(stop, supervised=False):
+        server = start_server(config)
+        announce([bl.describe() for bl in server.listeners], server.backend_name, config,
+                 os.getpid())
+        _serve_until_stopped(server, stop)
+    return 0
+
+
+# -- the child side of the supervisor ------------------------------------------------
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+    except OSError:
+        pass  # the supervisor is gone; the lifeline thread notices
+
+
+def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk or len(data) > limit:
+            raise ConfigError("the supervisor closed the pipe before sending a configuration")
+        data += chunk
+    return data
+
+
+def child_main(fd: int) -> None:
+    """Entry point of a supervised server process; ``fd`` is its end of the socketpair.
+
+    Reads its ``Config``, starts the server, reports ``ready`` (or ``error``), serves
+    until SIGTERM/SIGINT or until the supervisor's end closes, drains, exits.
+    """
+    # A terminal's ^C reaches the whole process group; until the handlers below are
+    # installed, leave it to the supervisor (it forwards a stop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    try:
+        config = Config.from_json(_read_line(sock).decode())
+    except (ConfigError, OSError, UnicodeDecodeError) as exc:
+        print(f"reactor child: {exc}", file=sys.stderr)
+        sys.exit(3)
+    setup_logging(config)
+    stop = _StopFlag()
+    with _stop_signals(stop, supervised=True):
+        try:
+            server = start_server(config)
+        except ServeError as exc:
+            _send(sock, {"event": "error", "pid": os.getpid(), "message": str(exc)})
+            sys.exit(3)
+        _serve_child(server, sock, stop)
+    sys.exit(0)
+
+
+def _serve_child(server: Server, sock: socket.socket, stop: _StopFlag) -> None:
+    """Report ``ready``, watch the lifeline, serve until ``stop``, drain."""
+    _send(sock, {
+        "event": "ready",
+        "pid": os.getpid(),
+        "listeners": [bl.describe() for bl in server.listeners],
+        "backend": server.backend_name,
+    })
+
+    def lifeline() -> None:
+        try:
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        stop.set("the supervisor is gone")
+
+    threading.Thread(target=lifeline, name="reactor-lifeline", daemon=True).start()
+    _serve_until_stopped(server, stop)

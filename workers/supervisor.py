@@ -1,0 +1,473 @@
+"""Run a ``Config``: one server process, or a supervisor over several.
+
+``run(config)`` is what ``reactor serve`` calls. With ``processes == 1`` and no
+``reload`` it serves in this process (``workers.runner.serve_single``). Otherwise
+this process becomes a ``Supervisor``: it never imports the app, and runs
+``processes`` children (``workers.runner.child_main``), each a full ``Server`` with
+its own acceptor and worker threads.
+
+How children share a TCP port (``Config.share``):
+
+* ``reuseport`` (``auto`` on Linux): the supervisor binds the address with
+  SO_REUSEPORT but never listens on it, which holds the port (and turns port 0 into
+  a real number) without taking connections; each child binds the same address
+  with SO_REUSEPORT and listens, and the kernel spreads connections over the
+  children's accept queues.
+* ``inherit`` (elsewhere, and always for ``unix:``, ``fd://`` and systemd sockets):
+  the supervisor opens the listener and every child inherits it as ``fd://N``.
+
+Signals to the supervisor: SIGTERM/SIGINT stop gracefully (forwarded to every
+child, which drains within ``graceful_timeout``; a second one kills them); SIGHUP
+does a rolling restart, one child at a time: start a new one, wait until it serves,
+then SIGTERM the old one. A child that dies is replaced at once; one that dies
+before it serves is retried with a growing delay. With ``reload`` a change to a
+watched ``.py`` file does the same rolling restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from enum import Enum
+from types import FrameType
+from typing import Any
+
+from reactor import backend_name
+from reactor.net import parse_host_port
+from workers.acceptor import BoundListener
+from workers.binds import BindError, open_listeners, parse_bind
+from workers.config import Config
+from workers.reloader import Watcher
+from workers.runner import ServeError, announce, serve_single, setup_logging
+
+__all__ = ["ServeError", "Supervisor", "run"]
+
+log = logging.getLogger("workers.supervisor")
+
+_CHILD_CODE = "import sys; from workers.runner import child_main; child_main(int(sys.argv[1]))"
+_BACKOFF_MIN, _BACKOFF_MAX = 0.5, 10.0
+_KILL_GRACE = 5.0  # seconds past graceful_timeout before stragglers get SIGKILL
+
+
+def run(config: Config) -> int:
+    """Serve ``config`` until stopped; return the process exit status.
+
+    Raises:
+        ServeError: it could not start (a bad app, an address in use, ...); nothing is
+            left running.
+    """
+    if not config.supervised:
+        return serve_single(config)
+    setup_logging(config)
+    return Supervisor(config).run()
+
+
+def reuseport_available() -> bool:
+    """Whether SO_REUSEPORT balances connections here (Linux); BSDs only share."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _reserve(spec: str) -> tuple[socket.socket, str]:
+    """Bind ``spec`` with SO_REUSEPORT without listening: hold the port, take no clients."""
+    host, port = parse_host_port(spec)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"bind {spec!r}: cannot resolve host ({exc})") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"bind {spec!r}: {exc.strerror or exc}") from None
+    real_port = sock.getsockname()[1]
+    where = f"[{host}]:{real_port}" if ":" in host else f"{host}:{real_port}"
+    return sock, where
+
+
+class State(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RETIRING = "retiring"
+    EXITED = "exited"
+
+
+class Child:
+    """One server process as the supervisor sees it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock = sock
+        self.state = State.STARTING
+        self.buffer = b""
+        self.error = ""
+        self.backend = ""
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def live(self) -> bool:
+        return self.state in (State.STARTING, State.READY)
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signum)
+
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
+
+class Supervisor:
+    """Runs ``config.processes`` server processes; see the module docstring.
+
+    Args:
+        config: what to serve; ``config.processes`` children are kept running.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.children: list[Child] = []
+        self.child_binds: list[str] = []
+        self.pass_fds: list[int] = []
+        self.described: list[str] = []
+        self._held_sockets: list[socket.socket] = []
+        self._held_listeners: list[BoundListener] = []
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._signals: list[int] = []
+        self.stopping = 0  # the stop signal received, 0 while running
+        self.forced = False
+        self.restart_requested = ""
+        self._backoff = _BACKOFF_MIN
+        self._next_spawn = 0.0
+        self._serving = False  # True once the first children all serve
+        self.backend = config.backend or backend_name()
+
+    # -- listeners ---------------------------------------------------------------------
+    def open_listeners(self) -> None:
+        """Hold every bind for the children (see the module docstring for how).
+
+        Raises:
+            ServeError: a bind is malformed or in use; whatever was opened is closed.
+        """
+        cfg = self.config
+        share = cfg.share
+        if share == "auto":
+            share = "reuseport" if reuseport_available() else "inherit"
+        elif share == "reuseport" and not hasattr(socket, "SO_REUSEPORT"):
+            raise ServeError("--share reuseport: SO_REUSEPORT is not available on this platform")
+        try:
+            inherited: list[BoundListener] = []
+            if cfg.use_systemd:
+                inherited += open_listeners([], proxy_protocol=cfg.http.proxy_protocol)
+            for spec in cfg.effective_binds:
+                kind, _ = parse_bind(spec)
+                if kind == "tcp" and share == "reuseport":
+                    sock, where = _reserve(spec)
+                    self._held_sockets.append(sock)
+                    self.child_binds.append(where)
+                    self.described.append(where)
+                else:
+                    inherited += open_listeners(
+                        [spec], backlog=cfg.backlog, unix_mode=cfg.unix_mode,
+                        proxy_protocol=cfg.http.proxy_protocol, use_systemd=False,
+                    )
+            for bl in inherited:
+                self._held_listeners.append(bl)
+                fd = bl.listener.fileno()
+                self.child_binds.append(f"fd://{fd}")
+                self.pass_fds.append(fd)
+                self.described.append(bl.describe())
+        except BindError as exc:
+            self.close_listeners()
+            raise ServeError(str(exc)) from None
+        if not self.child_binds:
+            raise ServeError("nothing to listen on: give --bind (or systemd sockets)")
+
+    def close_listeners(self) -> None:
+        for sock in self._held_sockets:
+            sock.close()
+        for bl in self._held_listeners:
+            bl.listener.close()
+            if bl.path:
+                with contextlib.suppress(OSError):
+                    os.unlink(bl.path)
+        self._held_sockets.clear()
+        self._held_listeners.clear()
+
+    def child_config(self) -> Config:
+        """The ``Config`` a child serves: the supervisor's binds, as it holds them."""
+        return self.config.replace(
+            binds=tuple(self.child_binds),
+            use_systemd=False,
+            reuse_port=bool(self._held_sockets),
+            reload=False,
+        )
+
+    # -- children ------------------------------------------------------------------------
+    def spawn(self) -> Child:
+        """Start one server process and send it its configuration."""
+        mine, theirs = socket.socketpair()
+        fd = theirs.fileno()
+        env = dict(os.environ)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, str(fd)],
+                pass_fds=[fd, *self.pass_fds],
+                env=env,
+            )
+        finally:
+            theirs.close()
+        payload = self.child_config().to_json().encode() + b"\n"
+        with contextlib.suppress(OSError):  # a child that died at once is reaped below
+            mine.sendall(payload)
+        mine.setblocking(False)
+        child = Child(proc, mine)
+        self._selector.register(mine, selectors.EVENT_READ, child)
+        self.children.append(child)
+        log.debug("started server process %d", proc.pid)
+        return child
+
+    def _on_message(self, child: Child, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "ready" and child.state is State.STARTING:
+            child.state = State.READY
+            child.backend = str(message.get("backend", ""))
+            self.backend = child.backend or self.backend
+            self._backoff = _BACKOFF_MIN
+            log.info("server process %d is serving", child.pid)
+        elif event == "error":
+            child.error = str(message.get("message", "unknown error"))
+
+    def _read(self, child: Child) -> None:
+        while True:
+            try:
+                data = child.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._selector.unregister(child.sock)
+                return
+            child.buffer += data
+            *lines, child.buffer = child.buffer.split(b"\n")
+            for line in lines:
+                try:
+                    self._on_message(child, json.loads(line))
+                except ValueError:
+                    log.warning("server process %d sent %r", child.pid, line[:200])
+
+    def _reap(self) -> None:
+        for child in self.children:
+            if child.state is State.EXITED or child.proc.poll() is None:
+                continue
+            was = child.state
+            child.state = State.EXITED
+            with contextlib.suppress(KeyError, ValueError):
+                self._read(child)  # a last message (an error) may still be queued
+                self._selector.unregister(child.sock)
+            child.sock.close()
+            if was is State.RETIRING or self.stopping:
+                log.log(logging.INFO if self._serving else logging.DEBUG,
+                        "server process %d has exited (%s)", child.pid, child.describe_exit())
+            elif was is State.READY:
+                log.warning("server process %d died (%s); starting a new one",
+                            child.pid, child.describe_exit())
+            else:
+                why = child.error or child.describe_exit()
+                # While starting, the ServeError carries the reason: no second line.
+                level = logging.ERROR if self._serving else logging.DEBUG
+                log.log(level, "server process %d failed to start: %s", child.pid, why)
+                self._next_spawn = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        self.children = [c for c in self.children if c.state is not State.EXITED]
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            name = signal.Signals(signum).name
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping:
+                    log.warning("%s again: killing the server processes", name)
+                    self.forced = True
+                    for child in self.children:
+                        child.signal(signal.SIGKILL)
+                else:
+                    log.info("%s: stopping gracefully (up to %.1f s)", name,
+                             self.config.graceful_timeout)
+                    self.stopping = signum
+            elif signum == signal.SIGHUP:
+                self.restart_requested = "SIGHUP"
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a child message, a child exit or a signal; handle it."""
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(OSError):
+                    while self._wake_r.recv(4096):
+                        pass
+            else:
+                self._read(key.data)
+        self._handle_signals()
+        self._reap()
+
+    def wait_ready(self, child: Child, timeout: float) -> bool:
+        """Pump until ``child`` serves (True), or fails, times out or a stop comes (False)."""
+        deadline = time.monotonic() + timeout
+        while child.state is State.STARTING and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                child.error = child.error or f"not serving after {timeout:g} s"
+                return False
+            self.pump(min(left, 0.1))
+        return child.state is State.READY
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the listeners and start every child; return when all serve.
+
+        Raises:
+            ServeError: with the first child's error message; nothing is left running.
+        """
+        self.open_listeners()
+        first = [self.spawn() for _ in range(self.config.processes)]
+        for child in first:
+            if not self.wait_ready(child, self.config.startup_timeout):
+                reason = child.error or f"the server process {child.describe_exit()}"
+                if self.stopping:
+                    reason = "stopped while starting"
+                self.shutdown(signal.SIGTERM)
+                raise ServeError(reason)
+        self._serving = True
+
+    def ensure_children(self) -> None:
+        """Start children until ``processes`` are starting or serving."""
+        live = sum(1 for c in self.children if c.live)
+        if live < self.config.processes and time.monotonic() >= self._next_spawn:
+            for _ in range(self.config.processes - live):
+                self.spawn()
+
+    def rolling_restart(self, reason: str) -> bool:
+        """Replace every child, one at a time; the old one stops once the new one serves.
+
+        Returns:
+            True when every child was replaced; False when a new one failed (the old
+            ones keep serving) or a stop signal came.
+        """
+        self.restart_requested = ""
+        old = [c for c in self.children if c.live]
+        log.info("%s: rolling restart of %d server process(es)", reason, len(old))
+        for child in old:
+            if self.stopping:
+                return False
+            new = self.spawn()
+            if not self.wait_ready(new, self.config.startup_timeout):
+                if not self.stopping:
+                    log.error("rolling restart stopped: the new server process failed (%s); "
+                              "the old ones keep serving", new.error or new.describe_exit())
+                if new.live:
+                    new.state = State.RETIRING
+                    new.signal(signal.SIGTERM)
+                return False
+            if child.live:
+                child.state = State.RETIRING
+                child.signal(signal.SIGTERM)
+        log.info("rolling restart done")
+        return True
+
+    def shutdown(self, signum: int) -> None:
+        """Forward ``signum`` to every child and wait for them (SIGKILL after the grace)."""
+        self.stopping = self.stopping or signum
+        for child in self.children:
+            if child.state is not State.EXITED:
+                child.signal(signum)
+        deadline = time.monotonic() + self.config.graceful_timeout + _KILL_GRACE
+        while self.children and time.monotonic() < deadline:
+            self.pump(0.1)
+        for child in self.children:
+            log.warning("server process %d did not stop in time: killing it", child.pid)
+            child.signal(signal.SIGKILL)
+            child.proc.wait()
+        self._reap()
+        self.close_listeners()
+
+    def run(self) -> int:
+        """Start, supervise until SIGTERM/SIGINT, stop; the exit status.
+
+        Raises:
+            ServeError: the servers could not start.
+        """
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        previous = [(s, signal.signal(s, self._on_signal)) for s in handled]
+        try:
+            self.start()
+            announce(self.described, self.backend, self.config, os.getpid())
+            log.info("supervisor pid %d: SIGHUP restarts the server processes one by one, "
+                     "SIGTERM stops gracefully", os.getpid())
+            watcher = self._watcher()
+            next_scan = time.monotonic() + self.config.reload_interval
+            while not self.stopping:
+                self.pump(0.2)
+                if self.stopping:
+                    break
+                if self.restart_requested:
+                    self.rolling_restart(self.restart_requested)
+                    continue
+                self.ensure_children()
+                if watcher is not None and time.monotonic() >= next_scan:
+                    changed = watcher.changed()
+                    next_scan = time.monotonic() + self.config.reload_interval
+                    if changed:
+                        shown = watcher.display(changed[0])
+                        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+                        self.rolling_restart(f"reload: {shown}{more} changed")
+            self.shutdown(self.stopping)
+            return 0
+        finally:
+            for signum, handler in previous:
+                signal.signal(signum, handler)
+            self.close_listeners()
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _watcher(self) -> Watcher | None:
+        if not self.config.reload:
+            return None
+        dirs = self.config.reload_dirs or (self.config.app_dir,)
+        watcher = Watcher(dirs)
+        log.info("reload: watching %d .py file(s) under %s", watcher.count, ", ".join(dirs))
+        return watcher
