@@ -160,7 +160,10 @@ class Acceptor:
     def connection_closed(self) -> None:
         """Called by workers after a close; wakes us only when we wait for capacity."""
         if self.want_close_notice:
-            self.waker.wake()
+            try:
+                self.waker.wake()
+            except OSError:  # the acceptor has shut down and closed its waker
+                pass
 
     @property
     def active(self) -> int:

@@ -41,8 +41,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
 
 
 def http_get(address: tuple[str, int], timeout: float = 1.0) -> bytes:
-    """One HTTP/1.0 request on a fresh connection; the raw response ('' on timeout)."""
-    with socket.create_connection(address, timeout=timeout) as sock:
+    """One HTTP/1.0 request on a fresh connection; the raw response ('' on timeout,
+    including a connect that times out because the accept queue is stuck)."""
+    try:
+        sock = socket.create_connection(address, timeout=timeout)
+    except OSError:
+        return b""
+    with sock:
         sock.sendall(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
         chunks = []
         try:
@@ -54,3 +59,44 @@ def http_get(address: tuple[str, int], timeout: float = 1.0) -> bytes:
         except (TimeoutError, ConnectionResetError):
             pass
         return b"".join(chunks)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Read exactly ``n`` bytes (or fewer if the peer closes first)."""
+    chunks = []
+    while n > 0:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def echo_once(address: Any, payload: bytes = b"ping", timeout: float = 2.0) -> bytes:
+    """Connect (TCP ``(host, port)`` or a Unix path), send ``payload``, return the echo."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(payload)
+        try:
+            return recv_exactly(sock, len(payload))
+        except (TimeoutError, ConnectionResetError):
+            return b""
+
+
+def reactor_threads() -> list[str]:
+    """Names of live threads that belong to a server (``reactor-*``)."""
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("reactor-")]
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Read until the peer closes: True on end-of-file or a reset (``abort()`` sends
+    RST), False if data arrives instead."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
