@@ -82,6 +82,8 @@ class Dispatch:
         self.on_close = on_close
         self.draining = False
         self.stopping = False
+        # Set by a worker about to wait for work; the acceptor paces itself on it.
+        self.idle = threading.Event()
 
     def stop_workers(self, count: int) -> None:
         """One STOP per worker. The holder takes one, ends, and its slot passes to the
@@ -157,6 +159,9 @@ class Worker:
         get = self.dispatch.queue.get
         orphans = slots.orphans
         timers = self.timers
+        idle_is_set = self.dispatch.idle.is_set
+        idle_set = self.dispatch.idle.set
+        queue_size = self.dispatch.queue.qsize
         slots.enter(h)
         try:
             while True:
@@ -172,6 +177,8 @@ class Worker:
                     except IndexError:
                         batch = None
                 if batch is None:
+                    if not idle_is_set() and not queue_size():
+                        idle_set()  # ready for more: the acceptor may poll again
                     try:
                         batch = get(True, timers.timeout())
                     except queue.Empty:
