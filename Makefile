@@ -25,5 +25,33 @@ lint: venv
 	$(BIN)/ruff check reactor workers cli.py tests bench
 	$(BIN)/mypy --strict reactor workers
 
+# Peers in .bench-venv (made by the runner), wrk from the OS; prints the table and
+# appends a dated block to docs/performance.md. BENCH_ARGS="--rounds 5" etc.
+bench:
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
+
+# The docs site: installs the docs extra into .venv, builds site/ (gitignored). --strict
+# turns every warning (a broken link, a nav entry without its page, a docstring that
+# mkdocstrings cannot read) into a failure.
+docs: venv
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Reliability (docs/reliability.md). The fast part of tests/reliability runs in `make test`.
+# soak: a server under mixed load with faults for SOAK_SECONDS (default 180); RSS,
+# descriptors and threads must stay flat; rewrites the figures in docs/reliability.md.
+SOAK_SECONDS ?= 180
+soak: venv
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python soak/soak.py
+
+# fuzz: atheris (libFuzzer) on the sans-IO HTTP parser for FUZZ_SECONDS (default 60).
+# Skips with a message where atheris does not install. Crashes land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install -q atheris || true
+	mkdir -p $(VENV)/fuzz-corpus fuzz/artifacts
+	$(BIN)/python fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/http.dict \
+		-artifact_prefix=fuzz/artifacts/ $(VENV)/fuzz-corpus fuzz/corpus

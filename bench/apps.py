@@ -21,3 +21,17 @@ def mixed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
         time.sleep(0.020)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [BODY]
+
+
+async def hello_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The same 13-byte response as ``hello`` as a native ASGI app (reference row only)."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
+        }
+    )
+    await send({"type": "http.response.body", "body": BODY})

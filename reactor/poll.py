@@ -188,8 +188,15 @@ class Poll:
             timeout: seconds; ``None`` blocks until an event, ``0`` returns at once,
                 a positive value is rounded **up** to whole milliseconds.
 
-        A signal that interrupts the wait returns with no events (mio semantics); note
-        CPython runs the handler first, and if it raises, so does ``poll``.
+        Signals (PEP 475, see docs/decisions.md): CPython runs the Python handler when
+        a signal interrupts the wait. If the handler raises, ``poll`` raises that
+        exception; if it returns, the wait resumes with the time left, so a plain
+        handler does *not* end the poll (mio's "EINTR returns no events" does not hold
+        here). A handler that must end the poll calls ``Waker.wake()``.
+
+        The fallback backend never returns empty before ``timeout`` just because
+        another thread changed a registration; any backend may still return an event
+        with nothing to do (see "Spurious events").
         """
         raw = events.raw
         raw.clear()

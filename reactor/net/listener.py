@@ -96,7 +96,11 @@ class TcpListener(SocketSource):
             ValueError: ``fd`` is not a listening stream socket.
         """
         sock = socket.socket(fileno=fd)
-        return cls.from_socket(sock)
+        try:
+            return cls.from_socket(sock)
+        except BaseException:
+            sock.detach()  # refused: the caller still owns ``fd``; do not close it
+            raise
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> TcpListener:
@@ -160,8 +164,11 @@ class UnixListener(SocketSource):
     @classmethod
     def from_fd(cls, fd: int) -> UnixListener:
         sock = socket.socket(fileno=fd)
-        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            raise ValueError(f"fd {fd} is not a listening socket")
+        if sock.family != socket.AF_UNIX or not sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            sock.detach()  # refused: the caller still owns ``fd``; do not close it
+            raise ValueError(f"fd {fd} is not a listening Unix socket")
         return cls(sock)
 
     def accept(self) -> tuple[UnixStream, Any]:

@@ -16,8 +16,10 @@ A backend module exposes ``NAME`` and a ``Selector`` class with:
 ``select(out, capacity, timeout_ms)``
     Block until readiness, or ``timeout_ms`` (None: forever, 0: do not block),
     then append at most ``capacity`` ``(token, bits)`` tuples to ``out``, with the
-    portable bits of ``reactor.event``. A signal interrupting the wait returns with
-    no events. Readiness beyond ``capacity`` is reported by the next call.
+    portable bits of ``reactor.event``. A signal interrupting the wait runs its
+    Python handler (PEP 475): a handler that raises ends ``select`` with its
+    exception; one that returns lets the wait resume with the time left.
+    Readiness beyond ``capacity`` is reported by the next call.
 ``new_waker(token)``
     A waker object (``wake()``, ``close()``) that makes ``select`` report ``token``
     readable. Wakes before a select coalesce into one event; a wake after a select
@@ -42,6 +44,7 @@ in the environment (or ``Poll(backend=...)``) forces one.
 
 from __future__ import annotations
 
+import importlib
 import os
 import select
 from types import ModuleType
@@ -79,13 +82,7 @@ def load_backend(name: str | None = None) -> ModuleType:
         raise ValueError(f"unknown reactor backend {name!r} (expected epoll, kqueue or fallback)")
     if not _can_use(name):
         raise ValueError(f"reactor backend {name!r} is not available on this machine")
-    if name == "epoll":
-        from reactor.sys import epoll as mod
-    elif name == "kqueue":
-        from reactor.sys import kqueue as mod
-    else:
-        from reactor.sys import fallback as mod
-    return mod
+    return importlib.import_module(f"reactor.sys.{name}")
 
 
 def _default() -> str:

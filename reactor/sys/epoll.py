@@ -121,10 +121,20 @@ class Selector:
 
     def select(self, out: list[tuple[int, int]], capacity: int, timeout_ms: int | None) -> None:
         timeout = -1.0 if timeout_ms is None else timeout_ms / 1000.0
+        # No InterruptedError here: CPython retries epoll_wait after a signal handler
+        # that returns (PEP 475), and a handler that raises propagates from poll().
+        ready = self._epoll.poll(timeout, capacity)
+        # Hot path: one comprehension while every fd is known and every mask has been
+        # seen (a third cheaper per event than the loop below). A fd deregistered while
+        # we waited, or a mask not seen before, takes the careful loop.
+        tokens = self._tokens
+        bits_for = self._bits_for
         try:
-            ready = self._epoll.poll(timeout, capacity)
-        except InterruptedError:
-            return
+            out += [(tokens[fd], bits_for[mask]) for fd, mask in ready]
+        except KeyError:
+            self._slow_translate(out, ready)
+
+    def _slow_translate(self, out: list[tuple[int, int]], ready: list[tuple[int, int]]) -> None:
         tokens_get = self._tokens.get
         bits_for = self._bits_for
         append = out.append
@@ -181,4 +191,3 @@ class EventFdWaker:
                 pass
             os.close(self._fd)
             self._fd = -1
-

@@ -25,6 +25,7 @@ import errno
 import os
 import selectors
 import threading
+import time
 
 from reactor.event import READABLE, WRITABLE
 
@@ -93,6 +94,9 @@ class Selector:
     def register(self, fd: int, token: int, interest_bits: int) -> None:
         if fd < 0:
             raise ValueError(f"invalid file descriptor {fd}")
+        # poll(2) takes any number and reports a bad one as POLLNVAL, forever ready;
+        # refuse it here as epoll_ctl and kevent do (EBADF), before any bookkeeping.
+        os.fstat(fd)
         with self._lock:
             if fd in self._entries:
                 raise FileExistsError(errno.EEXIST, f"fd {fd} is already registered")
@@ -140,15 +144,34 @@ class Selector:
     # -- waiting ----------------------------------------------------------------
     def select(self, out: list[tuple[int, int]], capacity: int, timeout_ms: int | None) -> None:
         timeout = None if timeout_ms is None else timeout_ms / 1000.0
-        with self._lock:
-            self._polling = True
-        try:
-            ready = self._sel.select(timeout)
-        except InterruptedError:
-            ready = []
-        finally:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
             with self._lock:
-                self._polling = False
+                self._polling = True
+            try:
+                ready = self._sel.select(timeout)
+            finally:
+                with self._lock:
+                    self._polling = False
+            self._collect(out, capacity, ready)
+            # Nothing to report, but something woke us: the internal pipe (another
+            # thread changed a registration) or readiness that was consumed or
+            # deregistered meanwhile. Wait again, with what is left of the timeout, so
+            # a blocking poll never returns empty before its time (mio's poll backend
+            # loops the same way).
+            if out or not ready:
+                return
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return
+
+    def _collect(
+        self,
+        out: list[tuple[int, int]],
+        capacity: int,
+        ready: list[tuple[selectors.SelectorKey, int]],
+    ) -> None:
         with self._lock:
             for key, mask in ready:
                 fd = key.fd

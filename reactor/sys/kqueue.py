@@ -156,9 +156,7 @@ class UserWaker:
 
     def wake(self) -> None:
         assert _FILTER_USER is not None
-        self._kq.control(
-            [_kevent(self._ident, _FILTER_USER, 0, self._token, _NOTE_TRIGGER)], 0, 0
-        )
+        self._kq.control([_kevent(self._ident, _FILTER_USER, 0, self._token, _NOTE_TRIGGER)], 0, 0)
 
     def close(self) -> None:
         assert _FILTER_USER is not None

@@ -1,0 +1,1 @@
+"""Benchmarks: the runner behind `make bench` (bench/run.py) and its pieces."""

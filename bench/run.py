@@ -1,0 +1,444 @@
+"""``make bench``: mioreactor against its peers, interleaved, medians, ratios, docs.
+
+What it does, start to finish (a fresh clone needs only python3 and network for pip):
+
+1. Makes the peers' venv ``.bench-venv`` (``python3 -m venv``) and installs into it
+   ``uvicorn[standard]``, ``waitress``, ``gunicorn``, ``granian`` and ``a2wsgi``, one at a
+   time so that a peer that does not install is skipped with its reason, plus
+   ``-e .`` (mioreactor itself). ``wrk`` comes from the OS (``apt-get install -y wrk``
+   when missing and root; otherwise the wrk rows are skipped with a reason).
+2. For each scenario, starts every server of the scenario (each on its own port,
+   each serving ``bench/apps.py``), warms each up, then measures them round by round,
+   rotating the order each round, so that a noisy neighbour on a shared machine hits
+   every server alike. Figures are medians over rounds.
+3. Prints the table (server, req/s, p50, p99, ours/peer) and the issue-6 targets, and
+   appends a dated results block to ``docs/performance.md`` (``--no-docs`` to skip).
+
+Every server is stopped in ``finally``; every wrk and client run has a time bound;
+and the whole run stops starting new scenarios after ``--budget`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report import (
+    Sample,
+    check_targets,
+    format_checks,
+    format_table,
+    machine_info,
+    results_markdown,
+    rows_from_samples,
+)
+from bench.servers import PEERS, REPO, Launched, ServerSpec, launch, raise_nofile, session_rss_kib
+from bench.wrk import WrkResult, run_wrk, wrk_path
+
+__all__ = ["SCENARIOS", "Scenario", "main"]
+
+VENV = REPO / ".bench-venv"
+DOCS = REPO / "docs" / "performance.md"
+#: pip requirement -> the executable that proves it installed (None: a library)
+PEER_PACKAGES: list[tuple[str, str | None]] = [
+    ("uvicorn[standard]", "uvicorn"),
+    ("waitress", "waitress-serve"),
+    ("gunicorn", "gunicorn"),
+    ("granian", "granian"),
+    ("a2wsgi", None),
+]
+SERVER_EXE = {
+    "ours": "reactor",
+    "uvicorn": "uvicorn",
+    "uvicorn-asgi": "uvicorn",
+    "waitress": "waitress-serve",
+    "gunicorn": "gunicorn",
+    "granian": "granian",
+}
+HELLO_PEERS = ("ours", "uvicorn", "uvicorn-asgi", "waitress", "gunicorn", "granian")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row group of the table.
+
+    Attributes:
+        key: short name (``keepalive``); ``title`` is what the table shows.
+        servers: the servers measured, ``ours`` first.
+        app: the callable in ``bench/apps.py``.
+        threads: worker threads for every server (ours ``-w``, peers' thread pools).
+        processes: server processes.
+        headers: extra request headers for wrk.
+        script: a wrk Lua script (relative to the repo).
+        driver: ``wrk``, ``loadgen`` (``reactor bench``) or ``idle`` (10k idle + wrk).
+    """
+
+    key: str
+    title: str
+    servers: tuple[str, ...]
+    app: str = "hello"
+    threads: int = 4
+    processes: int = 1
+    headers: tuple[str, ...] = ()
+    script: str | None = None
+    driver: str = "wrk"
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("keepalive", "keep-alive hello", HELLO_PEERS),
+    Scenario("close", "Connection: close hello", HELLO_PEERS, headers=("Connection: close",)),
+    Scenario("close-loadgen", "close hello (reactor bench)", ("ours", "uvicorn", "uvicorn-asgi"),
+             driver="loadgen"),
+    Scenario("mixed", "mixed 10% x 20 ms, 8 threads", ("ours", "waitress", "gunicorn"),
+             app="mixed", threads=8, script="bench/mixed.lua"),
+    Scenario("procs2", "2 processes, keep-alive", ("ours", "uvicorn", "uvicorn-asgi", "gunicorn"),
+             processes=2),
+    Scenario("idle", "50 active beside 10k idle", ("ours", "uvicorn"), driver="idle"),
+]
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- setup -------------------------------------------------------------------------------
+
+def ensure_venv(venv: Path) -> tuple[Path, dict[str, str]]:
+    """Create and fill the peers' venv; return its bin dir and skip reasons by server."""
+    bin_dir = venv / "bin"
+    stamp = venv / ".bench-installed"
+    pyproject = REPO / "pyproject.toml"
+    fresh = not stamp.exists() or stamp.stat().st_mtime < pyproject.stat().st_mtime
+    failures: dict[str, str] = {}
+    if fresh:
+        if not (bin_dir / "python").exists():
+            log(f"creating {venv}")
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        pip = [str(bin_dir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        for req in [*(r for r, _ in PEER_PACKAGES), "py-spy", "-e ."]:
+            log(f"pip install {req}")
+            args = ["-e", str(REPO)] if req == "-e ." else [req]
+            try:
+                proc = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                failures[req] = "pip install timed out"
+                continue
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                failures[req] = f"pip install failed: {last}"
+        stamp.write_text(json.dumps(failures))
+    else:
+        with contextlib.suppress(ValueError, OSError):
+            failures = json.loads(stamp.read_text())
+    skipped: dict[str, str] = {}
+    for server, exe in SERVER_EXE.items():
+        if not (bin_dir / exe).exists():
+            req = next((r for r, e in PEER_PACKAGES if e == exe), "-e .")
+            skipped[server] = failures.get(req, f"{exe} is not installed in {venv}")
+    return bin_dir, skipped
+
+
+def ensure_wrk() -> str | None:
+    """wrk's path, installing it from the OS packages when missing and root; else None."""
+    path = wrk_path()
+    if path is not None:
+        return path
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    log("installing wrk (apt-get install -y wrk)")
+    for argv in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"],
+                 ["apt-get", "install", "-y", "wrk"]):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(argv, capture_output=True, timeout=300, check=False)
+        if wrk_path() is not None:
+            break
+    return wrk_path()
+
+
+def versions(bin_dir: Path) -> dict[str, str]:
+    """Installed versions of the servers, the parser, uvloop, and wrk."""
+    code = (
+        "import importlib.metadata as m, json\n"
+        "out = {}\n"
+        "for p in ('mioreactor','uvicorn','uvloop','httptools','waitress','gunicorn','granian'):\n"
+        "    try: out[p] = m.version(p)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        proc = subprocess.run([str(bin_dir / "python"), "-c", code], capture_output=True,
+                              text=True, timeout=60, check=True)
+        found: dict[str, str] = json.loads(proc.stdout)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        found = {}
+    exe = wrk_path()
+    if exe:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10)
+            first = (out.stdout + out.stderr).split()
+            if len(first) > 1:
+                found["wrk"] = first[1]
+    return found
+
+
+# -- drivers -----------------------------------------------------------------------------
+
+def _sample(scn: Scenario, server: str, rnd: int, r: WrkResult) -> Sample:
+    return Sample(scn.key, server, rnd, r.rps, r.p50, r.p99, r.error_count)
+
+
+def _wrk(scn: Scenario, srv: Launched, duration: float) -> WrkResult:
+    script = str(REPO / scn.script) if scn.script else None
+    return run_wrk(srv.url, connections=50, duration=duration, headers=scn.headers, script=script)
+
+
+def _loadgen(bin_dir: Path, srv: Launched, duration: float) -> WrkResult:
+    """``reactor bench --close`` as the second driver; its JSON read into a WrkResult."""
+    argv = [str(bin_dir / "reactor"), "bench", srv.url, "-c", "50", "-d", str(duration),
+            "--close", "--json", "-q"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise RuntimeError(f"reactor bench gave no JSON: {proc.stderr.strip()[-300:]}") from exc
+    conns = data.get("connections", {})
+    errors = sum(int(conns.get(k, 0) or 0) for k in ("refused", "reset", "timed_out"))
+    lat = data.get("latency_ms", {})
+    return WrkResult(
+        rps=float(data["throughput_rps"]),
+        requests=int(data.get("responses", 0)),
+        latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
+        errors={"connections": errors} if errors else {},
+    )
+
+
+def run_interleaved(
+    scn: Scenario,
+    specs: list[ServerSpec],
+    bin_dir: Path,
+    rounds: int,
+    duration: float,
+    measure: Callable[[Launched], WrkResult],
+    notes: list[str],
+) -> list[Sample]:
+    """Start every server of ``scn``, warm each up, then measure round by round."""
+    samples: list[Sample] = []
+    with contextlib.ExitStack() as stack:
+        running: list[Launched] = []
+        for spec in specs:
+            try:
+                running.append(stack.enter_context(launch(
+                    spec, bin_dir, app=scn.app, threads=scn.threads, processes=scn.processes)))
+            except RuntimeError as exc:
+                notes.append(f"{scn.key}: {spec.name} skipped: {' '.join(str(exc).split())[:200]}")
+                log(f"  {spec.name}: could not start: {exc}")
+        for srv in running:
+            with contextlib.suppress(RuntimeError, ValueError):
+                run_wrk(srv.url, duration=1, latency=False)  # warm-up (imports, caches)
+        for rnd in range(rounds):
+            k = rnd % len(running) if running else 0
+            for srv in running[k:] + running[:k]:
+                try:
+                    r = measure(srv)
+                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                    notes.append(f"{scn.key}: {srv.spec.name} round {rnd + 1} failed: {exc}")
+                    continue
+                samples.append(_sample(scn, srv.spec.name, rnd, r))
+                log(f"  round {rnd + 1} {srv.spec.name:<13} {r.rps:>9,.0f} req/s  "
+                    f"p99 {r.p99 if r.p99 is not None else float('nan'):.2f} ms"
+                    + (f"  errors {r.errors}" if r.errors else ""))
+    return samples
+
+
+def _read_ready(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The idle client's ``ready OPEN FAILED`` line, waiting at most ``timeout``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError("idle client not ready in time")
+    return proc.stdout.readline().strip()
+
+
+def run_idle(
+    scn: Scenario,
+    specs: list[ServerSpec],
+    bin_dir: Path,
+    rounds: int,
+    duration: float,
+    count: int,
+    notes: list[str],
+) -> list[Sample]:
+    """Per round and server, on a fresh server: wrk alone, RSS, open ``count`` idle
+    keep-alive connections, RSS again, wrk beside them. A fresh server per round keeps
+    memory freed by an earlier round from hiding the growth."""
+    samples: list[Sample] = []
+    for rnd in range(rounds):
+        k = rnd % len(specs)
+        for spec in specs[k:] + specs[:k]:
+            try:
+                with launch(spec, bin_dir, app=scn.app, threads=scn.threads, idle=True) as srv:
+                    run_wrk(srv.url, duration=1, latency=False)
+                    alone = run_wrk(srv.url, duration=duration)
+                    time.sleep(0.3)
+                    rss0 = session_rss_kib(srv.proc.pid)
+                    client = subprocess.Popen(
+                        [str(bin_dir / "python"), "-m", "bench.idle", "--port", str(srv.port),
+                         "-n", str(count), "--hold", "300"],
+                        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                        env={**os.environ, "PYTHONPATH": str(REPO)},
+                    )
+                    try:
+                        line = _read_ready(client, 120).split()
+                        opened = int(line[1]) if len(line) == 3 else 0
+                        time.sleep(0.5)
+                        rss1 = session_rss_kib(srv.proc.pid)
+                        beside = run_wrk(srv.url, duration=duration)
+                    finally:
+                        if client.stdin is not None:
+                            with contextlib.suppress(OSError):
+                                client.stdin.close()
+                        try:
+                            client.wait(30)
+                        except subprocess.TimeoutExpired:
+                            client.kill()
+                            client.wait(5)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                notes.append(f"idle: {spec.name} round {rnd + 1} failed: {str(exc).splitlines()[0]}")
+                log(f"  {spec.name}: failed: {exc}")
+                continue
+            per_conn = (rss1 - rss0) / opened if opened else 0.0
+            share = beside.rps / alone.rps if alone.rps else 0.0
+            s = _sample(scn, spec.name, rnd, beside)
+            s.extra = {"rps_alone": alone.rps, "active_share": share, "rss_per_conn_kib": per_conn,
+                       "idle_open": float(opened)}
+            samples.append(s)
+            log(f"  round {rnd + 1} {spec.name:<13} alone {alone.rps:,.0f}  beside {opened} idle "
+                f"{beside.rps:,.0f} req/s ({share:.0%})  RSS +{per_conn:.2f} KiB/conn")
+    return samples
+
+
+# -- docs --------------------------------------------------------------------------------
+
+_DOCS_SKELETON = """# Performance
+
+How fast mioreactor is, how it is measured, and where the time goes.
+
+## Results
+
+`make bench` appends a dated block here (see "HTTP" for what each row means).
+"""
+
+
+def append_results(block: str, path: Path = DOCS) -> None:
+    """Add ``block`` as the last entry of the ``## Results`` section of ``path``.
+
+    Other sections (written by other benchmarks) may follow ``## Results``; the block
+    goes before the next ``## `` heading, or at the end of the file.
+    """
+    text = path.read_text() if path.exists() else _DOCS_SKELETON
+    start = text.find("\n## Results")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n## Results\n"
+        start = text.find("\n## Results")
+    nxt = text.find("\n## ", start + 1)
+    if nxt < 0:
+        text = text.rstrip("\n") + "\n\n" + block
+    else:
+        text = text[:nxt].rstrip("\n") + "\n\n" + block + "\n" + text[nxt:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# -- main --------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="mioreactor vs peers (see bench/run.py).")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3 for claims)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
+                   help="comma-separated: " + ",".join(s.key for s in SCENARIOS))
+    p.add_argument("--servers", default="", help="only these servers (comma-separated)")
+    p.add_argument("--idle-count", type=int, default=10000, help="idle connections to hold")
+    p.add_argument("--budget", type=float, default=540.0,
+                   help="seconds after which no new scenario starts")
+    p.add_argument("--venv", type=Path, default=VENV)
+    p.add_argument("--no-docs", action="store_true", help="do not append to docs/performance.md")
+    p.add_argument("--json", type=Path, help="also write the samples here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table; append the results to the docs."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    raise_nofile()
+    bin_dir, skipped = ensure_venv(args.venv)
+    wrk = ensure_wrk()
+    wanted = {s for s in args.servers.split(",") if s}
+    keys = [k for k in args.scenarios.split(",") if k]
+    notes = [f"{name} skipped: {why}" for name, why in skipped.items()]
+    if wrk is None:
+        notes.append("wrk rows skipped: wrk is not installed and cannot be installed "
+                     "(not root, or no apt-get)")
+    samples: list[Sample] = []
+    titles = {s.key: s.title for s in SCENARIOS}
+    for scn in SCENARIOS:
+        if scn.key not in keys:
+            continue
+        if time.monotonic() - started > args.budget:
+            notes.append(f"{scn.key}: not run (time budget of {args.budget:.0f} s spent)")
+            continue
+        if wrk is None:
+            continue
+        specs = [PEERS[n] for n in scn.servers if n not in skipped and (not wanted or n in wanted)]
+        if "ours" not in [s.name for s in specs]:
+            notes.append(f"{scn.key}: not run (ours is not available)")
+            continue
+        log(f"== {scn.title}: {', '.join(s.name for s in specs)}")
+        if scn.driver == "idle":
+            samples += run_idle(scn, specs, bin_dir, args.rounds, args.duration,
+                                args.idle_count, notes)
+            continue
+        if scn.driver == "loadgen":
+            def measure(srv: Launched) -> WrkResult:
+                return _loadgen(bin_dir, srv, args.duration)
+        else:
+            def measure(srv: Launched, scn: Scenario = scn) -> WrkResult:
+                return _wrk(scn, srv, args.duration)
+        samples += run_interleaved(scn, specs, bin_dir, args.rounds, args.duration, measure, notes)
+    rows = rows_from_samples(samples)
+    order = {s.key: i for i, s in enumerate(SCENARIOS)}
+    rows.sort(key=lambda r: (order.get(r.scenario, 99), r.server != "ours"))
+    checks = check_targets(rows)
+    print(format_table(rows, titles))
+    print("\nTargets (issue 6; ratios of medians, per-round range in brackets):")
+    print(format_checks(checks))
+    for n in notes:
+        print(f"note: {n}")
+    elapsed = time.monotonic() - started
+    print(f"\n{len(samples)} measurements in {elapsed:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps([s.__dict__ for s in samples], indent=1))
+    if not args.no_docs and rows:
+        settings = (f"wrk -t1 -c50 -d{args.duration:g}s --latency, {args.rounds} interleaved "
+                    f"rounds, medians; threads 4 (mixed: 8).")
+        block = results_markdown(time.strftime("%Y-%m-%d %H:%M"), machine_info(),
+                                 versions(bin_dir), rows, titles, checks, notes, settings)
+        append_results(block)
+        log(f"results appended to {DOCS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

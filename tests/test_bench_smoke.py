@@ -1,0 +1,130 @@
+"""The benchmark runner's pieces work: wrk parsing, medians, ratios, targets, profiles.
+
+No server is started and nothing is timed: these check the arithmetic and parsing that
+the published table depends on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.profile import summarise
+from bench.report import Row, Sample, check_targets, format_table, median, rows_from_samples
+from bench.run import SCENARIOS, append_results
+from bench.servers import PEERS
+from bench.wrk import parse_duration_ms, parse_wrk
+
+WRK_OUTPUT = """\
+Running 3s test @ http://127.0.0.1:18001/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.70ms    2.01ms  40.12ms   95.12%
+    Req/Sec    29.51k     1.20k   31.00k    80.00%
+  Latency Distribution
+     50%    1.50ms
+     75%    1.80ms
+     90%  830.00us
+     99%    1.02s
+  88123 requests in 3.00s, 10.10MB read
+  Socket errors: connect 0, read 7, write 0, timeout 2
+  Non-2xx or 3xx responses: 5
+Requests/sec:  29371.09
+Transfer/sec:      3.37MB
+"""
+
+
+def test_wrk_report_is_parsed_with_units_and_errors() -> None:
+    r = parse_wrk(WRK_OUTPUT)
+    assert r.rps == pytest.approx(29371.09)
+    assert r.requests == 88123
+    assert r.p50 == pytest.approx(1.5) and r.latency_ms[90] == pytest.approx(0.83)
+    assert r.p99 == pytest.approx(1020.0)
+    assert r.errors == {"read": 7, "timeout": 2, "non2xx": 5} and r.error_count == 14
+
+
+def test_a_wrk_report_without_requests_per_second_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+    with pytest.raises(ValueError):
+        parse_duration_ms("12 parsecs")
+
+
+def test_medians_ignore_missing_values() -> None:
+    assert median([3.0, None, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0]) == 2.5
+    assert median([None]) is None
+
+
+def _samples() -> list[Sample]:
+    out = []
+    for rnd, (ours, peer) in enumerate([(300.0, 100.0), (200.0, 100.0), (250.0, 200.0)]):
+        out.append(Sample("keepalive", "ours", rnd, ours, 1.0, 5.0 + rnd))
+        out.append(Sample("keepalive", "uvicorn", rnd, peer, 2.0, 10.0))
+    return out
+
+
+def test_rows_take_medians_and_ratios_of_medians_with_per_round_ratios() -> None:
+    rows = {r.server: r for r in rows_from_samples(_samples())}
+    assert rows["ours"].rps == 250.0 and rows["ours"].p99 == 6.0 and rows["ours"].rounds == 3
+    assert rows["uvicorn"].rps == 100.0
+    assert rows["uvicorn"].ratio == pytest.approx(2.5)
+    assert sorted(rows["uvicorn"].round_ratios) == pytest.approx([1.25, 2.0, 3.0])
+    table = format_table(list(rows.values()), {"keepalive": "keep-alive hello"})
+    assert "keep-alive hello" in table and "2.50 (1.25-3.00)" in table
+    assert format_table(list(rows.values()), {}, markdown=True).startswith("| scenario |")
+
+
+def test_targets_are_judged_from_the_rows() -> None:
+    rows = rows_from_samples(_samples())
+    rows.append(Row("idle", "ours", 90.0, None, None, 3, 0,
+                    extra={"rss_per_conn_kib": 3.0, "active_share": 0.95}))
+    rows.append(Row("idle", "uvicorn", 50.0, None, None, 3, 0, extra={"rss_per_conn_kib": 9.0}))
+    checks = {c.name: c for c in check_targets(rows)}
+    assert checks["keep-alive / uvicorn >= 1.35"].met is True
+    assert checks["p99 at 50 conns <= uvicorn"].met is True
+    assert checks["close / uvicorn >= 1.5"].met is None  # not measured
+    assert checks["idle 10k: RSS/conn <= uvicorn"].met is True
+    assert checks["idle 10k: active req/s >= 90% of without"].met is True
+
+
+def test_every_scenario_names_known_servers_and_ours_first() -> None:
+    for scn in SCENARIOS:
+        assert scn.servers[0] == "ours"
+        assert all(name in PEERS for name in scn.servers)
+    argv = PEERS["ours"].argv(Path("/v/bin"), 8000, "hello", 8, 2, True)
+    assert argv[:3] == ["/v/bin/reactor", "serve", "bench.apps:hello"]
+    assert "-p" in argv and "--max-connections" in argv
+    assert PEERS["uvicorn-asgi"].argv(Path("b"), 1, "hello", 4, 1, False)[1] == "bench.apps:hello_asgi"
+
+
+def test_results_are_appended_under_the_results_heading(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\n## Echo\n\ntext\n")
+    append_results("### 2025-01-01\n\nblock\n", doc)
+    append_results("### 2025-01-02\n\nblock\n", doc)
+    text = doc.read_text()
+    assert text.count("## Results") == 1 and "## Echo" in text
+    assert text.index("## Results") < text.index("### 2025-01-01") < text.index("### 2025-01-02")
+
+
+def test_py_spy_raw_stacks_are_summarised_per_thread() -> None:
+    raw = (
+        "thread (0x1): reactor-worker-0;run (workers/worker.py:10);send (reactor/net/stream.py:5) 3\n"
+        "thread (0x1): reactor-worker-0;run (workers/worker.py:10) 1\n"
+        "thread (0x2): reactor-acceptor;select (reactor/sys/epoll.py:9) 4\n"
+    )
+    prof = summarise(raw)
+    worker = next(t for t in prof.total if "worker" in t)
+    assert prof.total[worker] == 4
+    assert prof.self_[worker]["send (reactor/net/stream.py)"] == 3
+    assert prof.inclusive[worker]["run (workers/worker.py)"] == 4
+
+
+def test_results_go_into_the_results_section_even_when_sections_follow(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# P\n\n## Results\n\nintro\n\n## Echo\n\necho text\n")
+    append_results("### day one\n", doc)
+    text = doc.read_text()
+    assert text.index("intro") < text.index("### day one") < text.index("## Echo")
