@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +39,7 @@ RECV_SIZE = 65536
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _IOV_MAX = 64
+_LINGER_ZERO = struct.pack("ii", 1, 0)
 _LOST_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
 
@@ -230,6 +233,14 @@ class Conn:
 
     def abort(self) -> None:
         if self._state != 2:
+            # Drop what the kernel still holds too: SO_LINGER 0 makes close() send RST
+            # and free the send buffer. A plain close() would leave an orphaned socket
+            # retrying megabytes towards a client that does not read (the slow-reader
+            # case that ``abort`` exists for), for minutes, out of any descriptor count.
+            try:
+                self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+            except OSError:
+                pass
             self._teardown(None)
 
     def pause_reading(self) -> None:

@@ -284,7 +284,13 @@ def test_reload_restarts_on_a_source_change(started: list[ServeProcess], tmp_pat
         "    return [body]\n"
     )
     module.write_text(source.replace("VERSION", "one"))
-    proc = serve(started, "reloadme:app", "--app-dir", str(tmp_path), "--reload", "-b", "127.0.0.1:0")
+    # --share inherit: one listen socket survives the switch, so no request is refused
+    # (with reuseport a connection hashed to the old child as it closes is reset; see
+    # docs/deployment.md, "Rolling restarts").
+    proc = serve(
+        started, "reloadme:app", "--app-dir", str(tmp_path), "--reload", "--share", "inherit",
+        "-b", "127.0.0.1:0",
+    )
     (where,) = proc.wait_serving()
     address = tcp_address(where)
     assert http_request(address)[2] == b"one"

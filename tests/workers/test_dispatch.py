@@ -201,9 +201,11 @@ def test_only_the_serving_worker_touches_a_connection_under_mixed_load(
             t.start()
         for t in threads:
             t.join(10)
+        # The client sees EOF when the socket closes, just before the count moves.
+        assert wait_for(lambda: s.stats()["closed"] == 24, 5.0), s.stats()
         stats = s.stats()
     assert all(w["handler_errors"] == 0 for w in stats["workers"]), stats["workers"]
-    assert stats["accepted"] == 24 and stats["closed"] == 24
+    assert stats["accepted"] == 24
 
 
 def test_stop_returns_while_a_worker_is_detached_in_a_long_app_call() -> None:

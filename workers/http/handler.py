@@ -15,9 +15,20 @@ state is a ``_State`` on ``conn.context``. A connection moves through these phas
   byte has arrived yet. Timer: ``body_timeout`` of no progress (expiry: 408).
 * RESPONDING: the application ran; its body is pulled lazily. While the worker's write
   buffer is above its high-water mark (``pause_writing``), pulling stops and
-  ``resume_writing`` continues it. Timer: ``send_timeout`` while paused (expiry:
-  abort). Bytes that arrive meanwhile (pipelining) wait unparsed in a backlog;
+  ``resume_writing`` continues it. Bytes that arrive meanwhile (pipelining) wait unparsed in a backlog;
   beyond ``max_pipeline_buffer`` reading is paused until the response is done.
+
+The send timer is separate from the phase timer: it runs whenever the write buffer
+is above its high-water mark, in any phase (a response buffered whole may outlive its
+request, and a lingering close still has bytes to flush), and aborts the connection
+after ``send_timeout`` without progress, i.e. without the buffer shrinking (nginx's
+``send_timeout`` rule: between two successive writes, not for the whole response).
+
+Graceful stop (``drain``): an idle keep-alive connection closes at once; a request
+that has begun (a head or body arriving, a response being sent, a request queued
+behind it) completes and its response says ``Connection: close``; a connection
+accepted during the drain that has sent nothing yet may send one request. The
+server's ``graceful_timeout`` bounds it all.
 
 Application failures: before the head is sent, a 500 and a close; after, an abort.
 Either way the traceback goes to the ``workers.http`` logger.
@@ -53,7 +64,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 IDLE, BODY, RESPONDING, CLOSED = 0, 1, 2, 3
 # Body framing of a response.
 NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
-# Timer kinds.
+# Timer kinds: the phase timer (header, keep-alive, body); the send timer has a slot
+# of its own (``_State.send_timer``).
 T_HEADER, T_KEEPALIVE, T_BODY, T_SEND = 0, 1, 2, 3
 
 
@@ -79,8 +91,10 @@ class _State:
         "backlog",
         "base",
         "body",
+        "draining",
         "eof",
         "events",
+        "fresh",
         "last_rx",
         "phase",
         "proto",
@@ -88,6 +102,8 @@ class _State:
         "read_paused",
         "request",
         "response",
+        "send_mark",
+        "send_timer",
         "started",
         "timer",
         "timer_kind",
@@ -105,9 +121,13 @@ class _State:
         self.response: _Response | None = None
         self.timer: TimerHandle | None = None
         self.timer_kind = -1
+        self.send_timer: TimerHandle | None = None
+        self.send_mark = 0  # write_buffer_size when the send timer was armed
         self.last_rx = 0.0
         self.started = 0.0
         self.eof = False
+        self.fresh = True  # no request head has arrived yet
+        self.draining = False
         self.read_paused = False
         self.write_paused = False
         self.proxy_buf: bytearray | None = bytearray() if proxy else None
@@ -191,20 +211,33 @@ class HttpHandler:
     def pause_writing(self, conn: Connection) -> None:
         st: _State = conn.context
         st.write_paused = True
-        if st.phase == RESPONDING:
-            self._arm(conn, st, T_SEND, self.config.send_timeout)
+        self._arm_send(conn, st)
 
     def resume_writing(self, conn: Connection) -> None:
         st: _State = conn.context
         st.write_paused = False
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+            st.send_timer = None
         if st.phase == RESPONDING:
-            self._disarm(st)
             self._pump(conn, st)
+        elif st.phase == IDLE and not st.events:
+            self._idle(conn, st)  # the keep-alive wait starts once the response is out
+
+    def drain(self, conn: Connection) -> None:
+        """Graceful stop: close when idle; finish a begun request first (module docstring)."""
+        st: _State = conn.context
+        st.draining = True
+        if st.phase == IDLE and not st.fresh and not st.events and not st.backlog and not st.proto.in_head:
+            self._close(conn, st)
 
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
         st: _State = conn.context
         st.phase = CLOSED
         self._disarm(st)
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+            st.send_timer = None
         resp = st.response
         st.response = None
         if resp is not None:
@@ -235,6 +268,7 @@ class HttpHandler:
 
     def _begin(self, conn: Connection, st: _State, request: Request) -> None:
         st.request = request
+        st.fresh = False
         if self.access is not None:
             st.started = time.perf_counter()
         if request.has_body:
@@ -256,12 +290,14 @@ class HttpHandler:
             st.events.extend(st.proto.feed(data))
             self._process(conn, st)
             return
-        if st.eof or st.proto.broken:
+        if st.eof or st.proto.broken or (st.draining and not st.fresh and not st.proto.in_head):
             self._close(conn, st)
             return
         if st.proto.in_head:
             if st.timer_kind != T_HEADER:
                 self._arm(conn, st, T_HEADER, self.config.header_timeout)
+        elif st.write_paused:
+            self._disarm(st)  # still sending: the send timer governs; resume_writing re-enters
         elif st.timer_kind != T_KEEPALIVE:
             self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
         if st.read_paused:
@@ -353,7 +389,14 @@ class HttpHandler:
         no body (the iterable is closed unread).
         """
         status = resp.status
-        keep_alive = request.keep_alive and not start.close and not st.eof
+        # After the client's EOF, requests it completed before are still answered:
+        # close only after the last of them.
+        keep_alive = (
+            request.keep_alive
+            and not start.close
+            and not st.draining
+            and not (st.eof and not st.events and not st.backlog)
+        )
         result = resp.result
         length = start.content_length
         if request.method == "HEAD" or status == 204 or status == 304:
@@ -481,7 +524,8 @@ class HttpHandler:
         """The body is fully handed over: frame its end, log, go on or close."""
         resp = st.response
         request = st.request
-        assert resp is not None and request is not None
+        if resp is None or request is None:
+            return  # the connection was lost while the head and body were written
         st.response = None
         if resp.mode == CHUNKED:
             conn.write(CHUNKED_END)
@@ -554,6 +598,26 @@ class HttpHandler:
         st.timer_kind = kind
         st.timer = conn.call_later(delay, partial(_fire_timer, conn, kind))
 
+    def _arm_send(self, conn: Connection, st: _State) -> None:
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+        st.send_mark = conn.write_buffer_size
+        st.send_timer = conn.call_later(self.config.send_timeout, partial(_fire_timer, conn, T_SEND))
+
+    def _on_send_timer(self, conn: Connection, st: _State) -> None:
+        """No write progress for ``send_timeout``: abort, in whatever phase."""
+        st.send_timer = None
+        if not st.write_paused:
+            return
+        size = conn.write_buffer_size
+        if 0 < size < st.send_mark:  # the client reads, slowly: wait another period
+            self._arm_send(conn, st)
+            return
+        log.info("%r: client stopped reading; aborting", conn.peer)
+        st.phase = CLOSED
+        self._disarm(st)
+        conn.abort()
+
     @staticmethod
     def _disarm(st: _State) -> None:
         if st.timer is not None:
@@ -563,6 +627,9 @@ class HttpHandler:
 
     def on_timer(self, conn: Connection, kind: int) -> None:
         """A connection timer fired (called through ``conn.handler``)."""
+        if kind == T_SEND:
+            self._on_send_timer(conn, conn.context)
+            return
         self._on_timer(conn, kind)
 
     def _on_timer(self, conn: Connection, kind: int) -> None:
@@ -580,10 +647,6 @@ class HttpHandler:
             self._fail(conn, st, RequestTimeout("request body stalled"))
         elif kind == T_HEADER and st.proto.in_head:
             self._fail(conn, st, RequestTimeout("request head incomplete"))
-        elif kind == T_SEND:
-            log.info("%r: client stopped reading; aborting", conn.peer)
-            st.phase = CLOSED
-            conn.abort()
         else:
             self._close(conn, st)
 

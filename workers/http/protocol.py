@@ -26,6 +26,18 @@ a ``Transfer-Encoding`` whose final coding is not ``chunked``, or which names
 ``chunked`` twice, is 400; one which lists codings besides a final ``chunked`` is 501;
 any ``Transfer-Encoding`` on HTTP/1.0 is 400. After an error nothing more is parsed,
 so no second request can be smuggled out of the bytes of one.
+
+Chunk extensions (RFC 9112 7.1.1: "a server ought to limit the total length of chunk
+extensions"): llhttp skips them without a callback, so the parser counts the bytes of
+a chunked body on the wire against the data bytes it delivers. The framing overhead
+(size lines, extensions, CRLFs, trailers) may reach ``max_header_size`` plus 64 bytes
+per chunk; beyond that the request is 400. A real client's overhead is a few bytes per
+chunk; a client trickling an endless extension is cut off. (Body bytes in the same
+feed as the end of the head are not counted: the limit may overrun by one feed.)
+
+Only a well-formed version other than 1.0/1.1 is 505; a request line that breaks the
+grammar (a bare LF or CR after the version, for example) is 400. The asterisk-form
+target is only valid for OPTIONS (RFC 9112 3.2.4); with any other method it is 400.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ class Marker(enum.Enum):
 
 END_OF_MESSAGE = Marker.END_OF_MESSAGE
 
+_CHUNK_OVERHEAD = 64  # framing bytes allowed per chunk, beyond max_header_size
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -119,6 +132,9 @@ class HttpProtocol:
 
     __slots__ = (
         "_body_bytes",
+        "_chunk_wire",
+        "_chunked",
+        "_chunks",
         "_config",
         "_dead",
         "_defer_end",
@@ -149,6 +165,9 @@ class HttpProtocol:
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._body_bytes = 0
+        self._chunked = False  # the current message has a chunked body
+        self._chunk_wire = 0  # bytes fed to llhttp during that body
+        self._chunks = 0
         self._pending: HTTPError | None = None
         self._dead = False
         self._upgrade = False
@@ -198,6 +217,8 @@ class HttpProtocol:
                 continue
             if self._head_done:
                 chunk, data = data, data[:0]
+                if self._chunked:
+                    self._chunk_wire += len(chunk)
             else:
                 room = head_limit - self._head_raw
                 if room <= 0:
@@ -222,9 +243,16 @@ class HttpProtocol:
                 if self._pending is not None:
                     raise self._pending from None
                 message = str(exc)
-                if "version" in message.lower():
+                if "invalid http version" in message.lower():
                     raise VersionNotSupported(message) from None
                 raise BadRequest(message) from None
+            if (
+                self._chunked
+                and self._head_done
+                and self._chunk_wire - self._body_bytes
+                > self._config.max_header_size + _CHUNK_OVERHEAD * self._chunks
+            ):
+                raise BadRequest("chunk extensions or framing too large")
             if not self._head_done and self._head_raw >= head_limit:
                 if self._url_len >= self._config.max_request_line:
                     raise URITooLong("request target too long")
@@ -289,6 +317,8 @@ class HttpProtocol:
         method = parser.get_method().decode("ascii")
         if method == "CONNECT":
             raise self._fail(NotImplemented501("CONNECT is not supported"))
+        if method != "OPTIONS" and self._url == [b"*"]:
+            raise self._fail(BadRequest("asterisk-form target without OPTIONS"))
         content_length: int | None = None
         te: list[bytes] = []
         connection: list[bytes] = []
@@ -330,6 +360,9 @@ class HttpProtocol:
                 raise self._fail(NotImplemented501("chunked body on an upgrade request"))
             keep_alive = False
         self._head_done = True
+        self._chunked = chunked
+        self._chunk_wire = 0
+        self._chunks = 0
         self._events.append(
             Request(
                 method,
@@ -349,6 +382,9 @@ class HttpProtocol:
             raise self._fail(PayloadTooLarge("request body too large"))
         self._events.append(body)
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_message_complete(self) -> None:
         if self._upgrade and self._headers_declare_body():
             self._raw_remaining = self._declared_length()
@@ -356,6 +392,7 @@ class HttpProtocol:
         else:
             self._events.append(END_OF_MESSAGE)
         self._head_done = False
+        self._chunked = False
         self._head_raw = 0
         self._start = b""
 

@@ -238,8 +238,10 @@ def request_environ(
     environ = base.copy()
     target = request.target
     path, _, query = target.partition(b"?")
+    authority = None
     if path[:1] != b"/" and b"://" in path:  # absolute-form: keep only the path
-        path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
+        authority, _, path = path.split(b"://", 1)[1].partition(b"/")
+        path = b"/" + path
     environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if b"%" in path else path.decode("latin-1")
     environ["QUERY_STRING"] = query.decode("latin-1")
@@ -258,6 +260,10 @@ def request_environ(
         if old is not None:
             value = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old}, {value}"
         environ[key] = value
+    if authority:
+        # RFC 9112 3.2.2: with an absolute-form target the Host field is ignored and
+        # the target's authority is the host (one host for the app and any cache).
+        environ["HTTP_HOST"] = authority.decode("latin-1")
     if request.chunked or "CONTENT_LENGTH" in environ:
         environ["CONTENT_LENGTH"] = str(body.size)
     if environ["mioreactor.trusted_proxy"]:
