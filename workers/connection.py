@@ -156,10 +156,10 @@ class Conn:
             self._teardown(exc)
             return
         if n < len(data):
-            # A short send: queue the rest and keep sending until the kernel says
-            # "would block" (the edge-triggered rule; it also re-arms the fallback).
-            self._queue(memoryview(data)[n:])
-            self._flush()
+            rest = memoryview(data)[n:]
+            self._wbuf.append(rest)
+            self._wsize += len(rest)
+            self._send_on()
 
     def writelines(self, chunks: list[bytes]) -> None:
         if DEBUG:
@@ -184,9 +184,11 @@ class Conn:
                 if n >= size:
                     n -= size
                     continue
-                self._queue(memoryview(chunk)[n:] if n else chunk)
+                rest = memoryview(chunk)[n:] if n else chunk
+                self._wbuf.append(rest)
+                self._wsize += len(rest)
                 n = 0
-            self._flush()
+            self._send_on()
 
     def sendfile(self, file: Any, offset: int, count: int | None) -> None:
         if self._state:
@@ -197,20 +199,25 @@ class Conn:
             return
         self._wbuf.append(FileSlice(file.fileno(), offset, count))
         self._wsize += count
-        self._flush()
-        self._check_high_water()
+        self._send_on()
 
-    def _flush_after_short_send(self) -> None:
-        """A short send is not "would block": send on until the kernel says so.
+    def _send_on(self) -> None:
+        """After a short send: keep sending until done or the kernel says "would block".
 
-        The edge-triggered rule (reactor.poll, "Draining readiness"): only a
-        ``BlockingIOError`` guarantees a writable event later. The fallback backend
-        re-arms WRITABLE on exactly that error, so a connection that stopped after a
-        short send would wait for an event that never comes (seen as a stalled 8 MB
-        echo over a Unix socket, tests/workers/test_echo.py). Usually the retry
-        raises at once: one extra system call, only after a short send.
+        A short send is not "would block". The edge-triggered rule (reactor.poll,
+        "Draining readiness") promises a writable event only after
+        ``BlockingIOError``, and the fallback backend re-arms WRITABLE on exactly that
+        error, so stopping at a short send could wait forever (seen as a stalled 8 MB
+        echo over a Unix socket, tests/workers/test_echo.py). Usually the retry raises
+        at once: one extra system call, only after a short send.
+
+        The handler is told ``pause_writing`` only after that, and never
+        ``resume_writing`` from inside its own ``write()``: resuming is for writable
+        events, so a handler is not re-entered while it is still writing.
         """
-        self._flush()
+        self._flush(notify=False)
+        if self._state == 0:
+            self._check_high_water()
 
     def _queue(self, data: Any) -> None:
         self._wbuf.append(data)
@@ -298,11 +305,16 @@ class Conn:
             self.close()
 
     def on_writable(self) -> None:
-        if self._wbuf:
+        if self._wbuf or self._write_paused:
             self._flush()
 
-    def _flush(self) -> None:
-        """Send queued data until done or ``BlockingIOError``."""
+    def _flush(self, notify: bool = True) -> None:
+        """Send queued data until done or ``BlockingIOError``.
+
+        Args:
+            notify: call ``resume_writing`` when the buffer drains below the low-water
+                mark (from writable events only; see ``_send_on``).
+        """
         wbuf = self._wbuf
         try:
             while wbuf:
@@ -343,7 +355,7 @@ class Conn:
         except OSError as exc:
             self._teardown(exc)
             return
-        if self._write_paused and self._wsize <= LOW_WATER and self._state == 0:
+        if notify and self._write_paused and self._wsize <= LOW_WATER and self._state == 0:
             self._write_paused = False
             self.handler.resume_writing(self)
         if self._state == 1 and not wbuf:
