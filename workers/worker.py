@@ -240,7 +240,7 @@ class Worker:
             try:
                 if bits & _READ_BITS:
                     conn.on_readable()
-                if bits & WRITABLE and conn._wbuf:
+                if bits & WRITABLE and (conn._wbuf or conn._write_paused):
                     conn.on_writable()
                 if bits & ERROR and conn._state != 2:
                     conn.on_closed(bits)
