@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reactor.net import Stream
-from workers.timers import Timer
+from workers.timers import Deadline, Timer
 
 if TYPE_CHECKING:
     from workers.handler import Handler
@@ -71,6 +71,7 @@ class Conn:
 
     __slots__ = (
         "_busy",
+        "_deadline",
         "_deferred",
         "_eof",
         "_pending",
@@ -117,6 +118,7 @@ class Conn:
         self._write_paused = False
         self._eof = False
         self._timers: set[Timer] | None = None
+        self._deadline: Deadline | None = None
         self._busy: Any = None
         self._pending = 0
         self._deferred: list[Callable[[], None]] | None = None
@@ -259,6 +261,18 @@ class Conn:
             # The readiness edge may have come and gone while paused: read now.
             self.on_readable()
 
+    def rearm(self, delay: float, callback: Callable[[Any], None]) -> Deadline:
+        """The connection's own timer: set (or move) it to ``delay`` seconds from now.
+
+        ``callback(conn)`` runs when it falls due. Always the same handle; re-arming
+        costs a float store, not an allocation (see ``workers.timers.Deadline``).
+        Closing the connection cancels it.
+        """
+        dl = self._deadline
+        if dl is None:
+            dl = self._deadline = Deadline(self.worker.timers, self)
+        return dl.set(delay, callback)
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timers = self._timers
         if timers is None:
@@ -371,6 +385,8 @@ class Conn:
         if self._state == 2:
             return
         self._state = 2
+        if self._deadline is not None:
+            self._deadline.cancel()
         timers = self._timers
         if timers:
             self._timers = None

@@ -23,6 +23,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from reactor import Registry
@@ -30,7 +31,7 @@ from reactor.event import ERROR, READ_CLOSED, READABLE, WRITABLE
 from reactor.net import Stream
 from workers.connection import Conn
 from workers.scheduler import BlockingSection, RunSlots
-from workers.timers import Timer, Timers
+from workers.timers import Deadline, Timer, Timers
 
 if TYPE_CHECKING:
     from workers.handler import Handler, HandlerFactory
@@ -301,7 +302,7 @@ class Worker:
             if conn is not None:
                 conn.abort()
 
-    def _defer_timer(self, timer: Timer) -> bool:
+    def _defer_timer(self, timer: Timer | Deadline) -> bool:
         """Run a connection's timer here, or stash it if another worker is busy with it."""
         conn = timer.conn
         if conn is None:
@@ -312,7 +313,11 @@ class Worker:
                 return False
             if conn._deferred is None:
                 conn._deferred = []
-            conn._deferred.append(timer.callback)
+            if isinstance(timer, Deadline):
+                if timer.callback is not None:
+                    conn._deferred.append(partial(timer.callback, conn))
+            else:
+                conn._deferred.append(timer.callback)
             return True
 
     def _serve(self, conn: Conn) -> None:

@@ -119,6 +119,14 @@ class FakeConnection:
     def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
         return self.worker.call_later(delay, callback)
 
+    def rearm(self, delay: float, callback: Callable[[Any], None]) -> FakeTimer:
+        """The connection's own timer: re-arming replaces the previous one."""
+        old = getattr(self, "_deadline", None)
+        if old is not None:
+            old.cancel()
+        self._deadline = self.worker.call_later(delay, lambda: callback(self))
+        return self._deadline
+
     # test helpers
     def drain(self) -> None:
         self.buffered = 0

@@ -593,10 +593,10 @@ class HttpHandler:
     # -- timers --------------------------------------------------------------------------
 
     def _arm(self, conn: Connection, st: _State, kind: int, delay: float) -> None:
-        if st.timer is not None:
-            st.timer.cancel()
+        # The phase timer (head, body, keep-alive) is the connection's own deadline:
+        # re-armed on every request without allocating (workers.timers.Deadline).
         st.timer_kind = kind
-        st.timer = conn.call_later(delay, partial(_fire_timer, conn, kind))
+        st.timer = conn.rearm(delay, _fire_phase)
 
     def _arm_send(self, conn: Connection, st: _State) -> None:
         if st.send_timer is not None:
@@ -642,13 +642,21 @@ class HttpHandler:
             idle = time.monotonic() - st.last_rx
             if idle < self.config.body_timeout:  # progress since armed: wait the rest
                 st.timer_kind = T_BODY
-                st.timer = conn.call_later(self.config.body_timeout - idle, partial(_fire_timer, conn, kind))
+                st.timer = conn.rearm(self.config.body_timeout - idle, _fire_phase)
                 return
             self._fail(conn, st, RequestTimeout("request body stalled"))
         elif kind == T_HEADER and st.proto.in_head:
             self._fail(conn, st, RequestTimeout("request head incomplete"))
         else:
             self._close(conn, st)
+
+
+def _fire_phase(conn: Connection) -> None:
+    """The connection's phase deadline fell due: run it for the phase armed last."""
+    st = conn.context
+    kind = st.timer_kind
+    if kind >= 0:
+        _fire_timer(conn, kind)
 
 
 def _fire_timer(conn: Connection, kind: int) -> None:
