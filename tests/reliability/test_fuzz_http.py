@@ -105,7 +105,7 @@ def served() -> Iterator[tuple[Server, int]]:
         yield pair
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=requests)
 def test_random_and_mutated_requests_never_get_a_5xx_or_a_hang(served: tuple[Server, int], data: bytes) -> None:
     server, _ = served

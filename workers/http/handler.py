@@ -172,11 +172,10 @@ class HttpHandler:
 
     def connection_made(self, conn: Connection) -> None:
         config = self.config
-        st = _State(
-            HttpProtocol(config),
-            base_environ(conn.peer, conn.local, config),
-            config.proxy_protocol,
-        )
+        # PROXY protocol: on every listener (HttpConfig) or on the one that asks for it.
+        listener = getattr(conn, "listener", None)
+        proxy = config.proxy_protocol or bool(getattr(listener, "proxy_protocol", False))
+        st = _State(HttpProtocol(config), base_environ(conn.peer, conn.local, config), proxy)
         conn.context = st
         self._arm(conn, st, T_HEADER, config.header_timeout)
 
