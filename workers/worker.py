@@ -307,17 +307,28 @@ class Worker:
         conn = timer.conn
         if conn is None:
             return False
+        if conn._busy is not None:
+            call: Callable[[], None] | None
+            if isinstance(timer, Deadline):
+                cb = timer.callback
+                call = partial(cb, conn) if cb is not None else None
+            else:
+                call = timer.callback
+            if self._stash_if_busy(conn, call):
+                return True
+        self._serve(conn)
+        return False
+
+    def _stash_if_busy(self, conn: Conn, call: Callable[[], None] | None) -> bool:
+        """If a detached worker is still busy with ``conn``, keep ``call`` for it to hand
+        back when done (``_release``) and return True; else False: serve it here."""
         with self._slots.lock:
             if conn._busy is None:
-                self._serve(conn)
                 return False
-            if conn._deferred is None:
-                conn._deferred = []
-            if isinstance(timer, Deadline):
-                if timer.callback is not None:
-                    conn._deferred.append(partial(timer.callback, conn))
-            else:
-                conn._deferred.append(timer.callback)
+            if call is not None:
+                if conn._deferred is None:
+                    conn._deferred = []
+                conn._deferred.append(call)
             return True
 
     def _serve(self, conn: Conn) -> None:
@@ -349,12 +360,8 @@ class Worker:
     def _drain_all(self) -> None:
         self.dispatch.draining = True
         for conn in list(self.dispatch.conns.values()):
-            with self._slots.lock:
-                if conn._busy is not None:
-                    if conn._deferred is None:
-                        conn._deferred = []
-                    conn._deferred.append(conn.close_when_idle)
-                    continue
+            if self._stash_if_busy(conn, conn.close_when_idle):
+                continue
             self._serve(conn)
             self._drain_one(conn)
 
@@ -398,13 +405,8 @@ class _Deferred:
         conn = self.conn
         if conn._state == 2:
             return
-        if conn._busy is not None:
-            with worker._slots.lock:
-                if conn._busy is not None:
-                    if conn._deferred is None:
-                        conn._deferred = []
-                    conn._deferred.append(self.call)
-                    return
+        if conn._busy is not None and worker._stash_if_busy(conn, self.call):
+            return
         worker._serve(conn)
         try:
             self.call()
