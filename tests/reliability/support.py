@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import socket
 import struct
 import threading
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from tests.workers.util import open_fds, wait_for
 from workers.http import HttpConfig
 from workers.server import Server
 
@@ -125,19 +125,6 @@ def make_app(probe: AppProbe | None = None) -> Callable[..., Any]:
 
 
 # -- descriptors, threads -------------------------------------------------------------
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 @contextlib.contextmanager
