@@ -48,14 +48,13 @@ from typing import Any
 
 from reactor import Events, Interest, Poll, Waker
 from reactor.net import TcpListener, UnixListener
-from workers.worker import DRAIN, Dispatch, NewConnection, Worker
+from workers.worker import DRAIN, FIRST_CONN_TOKEN, Dispatch, NewConnection, Worker
 
 __all__ = ["FIRST_CONN_TOKEN", "Acceptor", "BoundListener"]
 
 log = logging.getLogger("workers")
 
 WAKER_TOKEN = 0
-FIRST_CONN_TOKEN = 1 << 16  # below: the waker and listeners; above: connections
 _RW = Interest.READABLE | Interest.WRITABLE
 _SKIP_ERRNOS = {
     errno.ECONNABORTED,
@@ -178,10 +177,21 @@ class Acceptor:
             self._stop_requested = True
             self._shutdown(time.monotonic())
 
+    def _poll(self, events: Events, timeout: float | None) -> None:
+        """Poll under the dispatch's poll lock (one poller at a time, as in mio), then
+        add the listener and waker events the hot worker met and handed back."""
+        handback = self.dispatch.handback
+        if handback:
+            timeout = 0  # handed-back events wait: do not block
+        with self.dispatch.poll_lock:
+            self.poll.poll(events, timeout)
+        while handback:
+            events.raw.append(handback.popleft())
+
     def _loop(self) -> None:
         events = Events(1024)
         raw = events.raw
-        poll = self.poll.poll
+        poll = self._poll
         put = self.dispatch.queue.put
         qsize = self.dispatch.queue.qsize
         check = self.dispatch.slots.check
@@ -242,16 +252,31 @@ class Acceptor:
         and the two threads switch twice per cycle instead of once per event.
         The wait is cut at the hand-off threshold, to detach a worker stuck in a
         blocking call, and by a stop request or a pending accept retry.
+
+        While the hot worker polls for itself, the work waiting is in the kernel
+        where ``check`` cannot see it: when the worker sits in a blocking section
+        with nothing queued, go and poll, so that what waits is queued and the next
+        check can hand the slot over. A worker that is merely busy polls again
+        itself when its batch is done, and sets ``idle`` when it finds nothing or
+        meets listener or waker events, which are ours.
         """
         idle = self.dispatch.idle
-        check = self.dispatch.slots.check
+        slots = self.dispatch.slots
+        check = slots.check
         qsize = self.dispatch.queue.qsize
-        step = self.dispatch.slots.handoff_after
-        while not idle.wait(step):
+        step = slots.handoff_after
+        self_poll = self.dispatch.poll is not None
+        wait = step
+        while not idle.wait(wait):
             if self._stop_requested or self._retry_at is not None:
                 return
-            if check(qsize()) is None:
-                return  # nothing waits: the worker finished without telling us
+            due = check(qsize())
+            if due is None:
+                if not self_poll or slots.blocked():
+                    return  # nothing queued: poll for what waits in the kernel
+                wait = step
+            else:
+                wait = max(due, 0.0001)  # the next hand-off is due then, not a step later
 
     def _drain_all(self, batch: deque[Any]) -> None:
         for bl in self.listeners:
@@ -373,7 +398,7 @@ class Acceptor:
             if left <= 0:
                 log.warning("graceful stop: %d connection(s) cut at the timeout", self.active)
                 break
-            self.poll.poll(events, min(left, 0.05))
+            self._poll(events, min(left, 0.05))
             batch = deque(item for item in events.raw if item[0] >= FIRST_CONN_TOKEN)
             if batch:
                 put(batch)

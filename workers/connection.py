@@ -108,9 +108,7 @@ class Conn:
         self.worker = worker
         self.handler = handler
         self.context: Any = None
-        self._recv = stream.recv
-        self._send = stream.send
-        self._sendmsg = stream.sendmsg
+        self._recv, self._send, self._sendmsg = stream.io_methods()
         self._wbuf: deque[Any] = deque()
         self._wsize = 0
         self._state = 0

@@ -166,6 +166,10 @@ class RunSlots:
                     self._detach(h)
         return soonest
 
+    def blocked(self) -> bool:
+        """Whether a holder is inside a blocking section now."""
+        return any(h.holding and h.blocked_since for h in self._holders)
+
     def _detach(self, h: SlotHolder) -> None:
         # Under the lock.
         h.holding = False
@@ -174,7 +178,7 @@ class RunSlots:
         if conn is not None:
             conn._busy = h  # nobody else may touch it until h is done with it
         if h.batch:
-            self.orphans.append(h.batch)
+            self.orphans.appendleft(h.batch)  # the oldest work: served first
         h.batch = None
         self.handoffs += 1
         self._grant()

@@ -53,6 +53,9 @@ class Server:
         graceful_timeout: seconds ``stop()`` lets in-flight work finish.
         run_slots: workers that may run Python code at once (default: 1 with a GIL).
         handoff_after: seconds a blocking app call keeps its run slot while others wait.
+        self_poll: with one run slot, let the hot worker poll for the next events itself
+            when its batch is done, instead of waiting for the acceptor to hand them
+            over (docs/design.md, "The hot worker polls"). On by default.
         backend: force a reactor backend (``epoll``, ``kqueue``, ``fallback``).
         reuse_port: set SO_REUSEPORT on TCP listeners (for several processes).
         unix_mode: permission bits for Unix socket files.
@@ -73,6 +76,7 @@ class Server:
         graceful_timeout: float = 30.0,
         run_slots: int | None = None,
         handoff_after: float = 0.002,
+        self_poll: bool = True,
         backend: str | None = None,
         reuse_port: bool = False,
         unix_mode: int | None = None,
@@ -94,6 +98,7 @@ class Server:
         self.graceful_timeout = graceful_timeout
         self.run_slots = run_slots if run_slots is not None else default_slots()
         self.handoff_after = handoff_after
+        self.self_poll = self_poll
         self.backend = backend
         self.reuse_port = reuse_port
         self.unix_mode = unix_mode
@@ -154,7 +159,7 @@ class Server:
             if acceptor_ref:
                 acceptor_ref[0].connection_closed()
 
-        dispatch = Dispatch(poll.registry, slots, on_close)
+        dispatch = Dispatch(poll.registry, slots, on_close, poll if self.self_poll else None)
         self._dispatch = dispatch
         self._workers = [Worker(i, self.factory, dispatch) for i in range(self.workers_count)]
         for w in self._workers:
@@ -280,7 +285,9 @@ class Server:
         """Counters for operators and tests; a consistent-enough snapshot (no locks).
 
         Keys: accepted, active, closed, shed, paused_at_max, accept_errors (by errno
-        name), handoffs, workers (per worker: connections, queue_depth, ...), and
+        name), handoffs, handed_back (listener and waker events the hot worker met
+        while polling for itself and passed to the acceptor), workers (per worker:
+        state, batches, polled: the batches it polled for itself, ...), and
         listen_queue (per TCP listener, where Linux tells: connections waiting in
         the kernel backlog).
         """
@@ -296,6 +303,7 @@ class Server:
             "paused_at_max": acceptor.paused_full if acceptor else 0,
             "accept_errors": dict(acceptor.accept_errors) if acceptor else {},
             "handoffs": self._slots.handoffs if self._slots else 0,
+            "handed_back": self._dispatch.handed_back if self._dispatch else 0,
             "run_slots": self._slots.slots if self._slots else self.run_slots,
             "queue_depth": self._dispatch.queue.qsize() if self._dispatch else 0,
             "connections": len(self._dispatch.conns) if self._dispatch else 0,

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from reactor import Registry
+from reactor import Events, Poll, Registry
 from reactor.event import ERROR, READ_CLOSED, READABLE, WRITABLE
 from reactor.net import Stream
 from workers.connection import Conn
@@ -36,7 +36,7 @@ from workers.timers import Deadline, Timer, Timers
 if TYPE_CHECKING:
     from workers.handler import Handler, HandlerFactory
 
-__all__ = ["DRAIN", "STOP", "Dispatch", "NewConnection", "Worker"]
+__all__ = ["DRAIN", "FIRST_CONN_TOKEN", "STOP", "Dispatch", "NewConnection", "Worker"]
 
 log = logging.getLogger("workers")
 
@@ -65,16 +65,32 @@ class _Control:
         return f"<{self.name}>"
 
 
+FIRST_CONN_TOKEN = 1 << 16  # below: the waker and listeners; above: connections
+
 DRAIN = _Control("DRAIN")  # graceful stop: close idle connections, finish the rest
 STOP = _Control("STOP")  # final: one per worker; abort what is left and end
 
 
 class Dispatch:
-    """What the workers share: the queue, the connection table, timers, run slots."""
+    """What the workers share: the queue, the connection table, timers, run slots.
+
+    ``poll`` is set when the hot worker may poll for itself (one run slot): it then
+    takes the ``poll_lock`` (whoever polls holds it: one poller at a time, as mio's
+    ``Poll::poll(&mut self)``) and hands listener and waker events it meets to the
+    acceptor through ``handback``.
+    """
 
     def __init__(
-        self, registry: Registry, slots: RunSlots, on_close: Callable[[], None]
+        self,
+        registry: Registry,
+        slots: RunSlots,
+        on_close: Callable[[], None],
+        poll: Poll | None = None,
     ) -> None:
+        self.poll = poll if slots.slots == 1 else None
+        self.poll_lock = threading.Lock()
+        self.handback: deque[tuple[int, int]] = deque()
+        self.handed_back = 0
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conns: dict[int, Conn] = {}
         self.timers = Timers()
@@ -121,6 +137,8 @@ class Worker:
         self._holder = dispatch.slots.holder(self.name)
         self._section: BlockingSection = dispatch.slots.section(self._holder)
         self._claim = dispatch.slots.slots > 1
+        self._events = Events(1024)
+        self.polled = 0  # batches this worker polled for itself
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     # -- WorkerContext -------------------------------------------------------------
@@ -163,6 +181,7 @@ class Worker:
         idle_is_set = self.dispatch.idle.is_set
         idle_set = self.dispatch.idle.set
         queue_size = self.dispatch.queue.qsize
+        self_poll = self.dispatch.poll is not None
         slots.enter(h)
         try:
             while True:
@@ -177,6 +196,8 @@ class Worker:
                         batch = orphans.popleft()
                     except IndexError:
                         batch = None
+                if batch is None and self_poll and not queue_size():
+                    batch = self._poll_self()
                 if batch is None:
                     if not idle_is_set() and not queue_size():
                         idle_set()  # ready for more: the acceptor may poll again
@@ -202,6 +223,43 @@ class Worker:
             slots.leave(h)
 
     # -- the hot path ------------------------------------------------------------------
+    def _poll_self(self) -> deque[Any] | None:
+        """Poll the shared ``Poll`` without blocking, instead of waiting for the acceptor.
+
+        Under load the next events are usually ready by the time a batch is done;
+        taking them here saves the acceptor's wake-up, the queue hop and two GIL
+        hand-overs per cycle (docs/design.md, "The hot worker polls"). Only when
+        nothing is ready does the worker wait on the queue and the acceptor poll.
+        Listener and waker events belong to the acceptor: they go to ``handback``
+        and the acceptor is woken (``idle``) to take them. Returns a batch or None.
+        """
+        dispatch = self.dispatch
+        if dispatch.draining or dispatch.stopping:
+            return None
+        lock = dispatch.poll_lock
+        if not lock.acquire(False):
+            return None  # the acceptor is polling: its batch will come on the queue
+        try:
+            assert dispatch.poll is not None
+            dispatch.poll.poll(self._events, 0)
+        finally:
+            lock.release()
+        raw = self._events.raw
+        if not raw:
+            return None
+        first = FIRST_CONN_TOKEN
+        batch: deque[Any] = deque()
+        append = batch.append
+        for item in raw:
+            if item[0] >= first:
+                append(item)
+            else:
+                dispatch.handback.append(item)
+                dispatch.handed_back += 1
+                dispatch.idle.set()  # wakes the acceptor (see _wait_for_worker)
+        self.polled += 1
+        return batch or None
+
     def _run_batch(self, batch: deque[Any]) -> None:
         self.batches += 1
         h = self._holder
@@ -386,6 +444,7 @@ class Worker:
             "name": self.name,
             "state": self.state,
             "batches": self.batches,
+            "polled": self.polled,
             "adopted": self.adopted,
             "closed": self.closed,
             "handler_errors": self.handler_errors,

@@ -347,3 +347,34 @@ def test_ipv6_loopback_streams_are_readable_after_data(
     expect_events(poll, events, [(SERVER, READABLE)])
     assert drain(server) == b"v6"
     assert server.local_addr()[0] == "::1"
+
+
+def test_io_methods_drained_to_would_block_re_arm_the_edge_on_every_backend(
+    poll: Poll, events: Events, listener: TcpListener, closing: list[object]
+) -> None:
+    """``io_methods()`` is the hot-loop surface: on a real-edge backend the socket's
+    own methods, on the fallback the wrappers that re-arm. Either way, draining with
+    them to ``BlockingIOError`` brings the next event."""
+    client, server = connected_pair(listener)
+    closing += [client, server]
+    poll.registry.register(server, SERVER, Interest.READABLE)
+    recv, send, sendmsg = server.io_methods()
+    for round_ in (b"one", b"two", b"three"):
+        client.sendall(round_)
+        expect_events(poll, events, [(SERVER, READABLE)])
+        assert recv(65536) == round_
+        with pytest.raises(BlockingIOError):
+            recv(65536)
+    assert send(b"ab") == 2
+    assert sendmsg([b"c", b"d"]) == 2
+    client.settimeout(2)
+    got = b""
+    for _ in range(4):
+        got += client.recv(16)
+        if len(got) >= 4:
+            break
+    assert got == b"abcd"
+    if poll.backend_name == "fallback":
+        assert recv == server.recv  # the wrapper: it must hear "would block"
+    else:
+        assert recv == server.socket.recv

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import workers.connection
-from workers import Server
+from workers import EchoHandler, Server
 from workers.scheduler import RunSlots
 
-from .util import wait_for
+from .util import echo_once, recv_exactly, wait_for
 
 SLOW = 0.3
 
@@ -222,3 +222,78 @@ def test_stop_returns_while_a_worker_is_detached_in_a_long_app_call() -> None:
     assert time.monotonic() - t0 < 3.0
     assert not [t for t in threading.enumerate() if t.name.startswith("reactor-")]
     slow.join(5)
+
+
+# -- the hot worker polls for itself -------------------------------------------------
+class _Gate:
+    """An echo handler that holds the worker inside ``data_received`` on b"hold"
+    (outside any blocking section, so no hand-off) until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def factory(self, worker: Any) -> Any:
+        gate = self
+
+        class Handler(EchoHandler):
+            def data_received(self, conn: Any, data: bytes) -> None:
+                if data == b"hold":
+                    gate.entered.set()
+                    gate.release.wait(5)
+                conn.write(data)
+
+        return Handler(worker)
+
+
+def test_events_ready_after_a_batch_are_polled_by_the_hot_worker_itself() -> None:
+    gate = _Gate()
+    with Server(handler=gate.factory, bind="127.0.0.1:0", workers=2) as s:
+        a = socket.create_connection(s.address, timeout=5)
+        b = socket.create_connection(s.address, timeout=5)
+        with a, b:
+            for sock in (a, b):  # both adopted, the worker idle again
+                sock.sendall(b"warm")
+                assert recv_exactly(sock, 4) == b"warm"
+            polled_before = sum(w["polled"] for w in s.stats()["workers"])
+            a.sendall(b"hold")
+            assert gate.entered.wait(5)
+            b.sendall(b"next")  # ready in the kernel while the worker is busy
+            time.sleep(0.05)
+            gate.release.set()
+            assert recv_exactly(a, 4) == b"hold"
+            assert recv_exactly(b, 4) == b"next"
+        stats = s.stats()
+    assert sum(w["polled"] for w in stats["workers"]) > polled_before, stats["workers"]
+
+
+def test_a_listener_event_met_by_the_hot_worker_is_handed_to_the_acceptor() -> None:
+    gate = _Gate()
+    with Server(handler=gate.factory, bind="127.0.0.1:0", workers=2) as s:
+        with socket.create_connection(s.address, timeout=5) as a:
+            a.sendall(b"warm")
+            assert recv_exactly(a, 4) == b"warm"
+            a.sendall(b"hold")
+            assert gate.entered.wait(5)
+            # Connect while the worker is busy and the acceptor waits for it: the
+            # worker's own poll meets the listener's edge and must pass it on, or
+            # this client would wait in the backlog for the next edge.
+            c = socket.create_connection(s.address, timeout=5)
+            time.sleep(0.05)
+            gate.release.set()
+            with c:
+                assert recv_exactly(a, 4) == b"hold"
+                c.sendall(b"late")
+                assert recv_exactly(c, 4) == b"late"
+        stats = s.stats()
+    assert stats["handed_back"] >= 1, stats
+    assert stats["accepted"] == 2
+
+
+def test_self_polling_can_be_switched_off() -> None:
+    with Server(handler=EchoHandler, bind="127.0.0.1:0", workers=2, self_poll=False) as s:
+        for _ in range(20):
+            assert echo_once(s.address, b"ping") == b"ping"
+        stats = s.stats()
+    assert sum(w["polled"] for w in stats["workers"]) == 0
+    assert stats["handed_back"] == 0
