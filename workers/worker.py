@@ -310,6 +310,21 @@ class Worker:
         h.current = None
         h.batch = None
 
+    def reschedule(self, conn: Conn) -> None:
+        """Serve ``conn``'s readability again after what is already waiting.
+
+        Called by ``Conn.on_readable`` when it yields before the socket ran dry:
+        the readiness is still there and no new edge will announce it, so it goes to
+        the back of the batch being served or, outside a batch (a detached worker,
+        a timer), onto the shared queue.
+        """
+        batch = self._holder.batch
+        item = (conn.token, READABLE)
+        if batch is not None and not self._holder.detached:
+            batch.append(item)
+        else:
+            self.dispatch.queue.put(deque([item]))
+
     def _stash(self, conn: Conn, bits: int) -> bool:
         """Keep the events of a connection another worker is busy with."""
         with self._slots.lock:
