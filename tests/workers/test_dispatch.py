@@ -18,7 +18,7 @@ import workers.connection
 from workers import EchoHandler, Server
 from workers.scheduler import RunSlots
 
-from .util import echo_once, recv_exactly, wait_for
+from .util import Gate, echo_once, recv_exactly, wait_for
 
 SLOW = 0.3
 
@@ -225,30 +225,13 @@ def test_stop_returns_while_a_worker_is_detached_in_a_long_app_call() -> None:
 
 
 # -- the hot worker polls for itself -------------------------------------------------
-class _Gate:
-    """An echo handler that holds the worker inside ``data_received`` on b"hold"
-    (outside any blocking section, so no hand-off) until the test lets it go."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def factory(self, worker: Any) -> Any:
-        gate = self
-
-        class Handler(EchoHandler):
-            def data_received(self, conn: Any, data: bytes) -> None:
-                if data == b"hold":
-                    gate.entered.set()
-                    gate.release.wait(5)
-                conn.write(data)
-
-        return Handler(worker)
+def _echo(conn: Any, data: bytes) -> None:
+    conn.write(data)
 
 
 def test_events_ready_after_a_batch_are_polled_by_the_hot_worker_itself() -> None:
-    gate = _Gate()
-    with Server(handler=gate.factory, bind="127.0.0.1:0", workers=2) as s:
+    gate = Gate()
+    with Server(handler=gate.factory(_echo), bind="127.0.0.1:0", workers=2) as s:
         a = socket.create_connection(s.address, timeout=5)
         b = socket.create_connection(s.address, timeout=5)
         with a, b:
@@ -268,8 +251,8 @@ def test_events_ready_after_a_batch_are_polled_by_the_hot_worker_itself() -> Non
 
 
 def test_a_listener_event_met_by_the_hot_worker_is_handed_to_the_acceptor() -> None:
-    gate = _Gate()
-    with Server(handler=gate.factory, bind="127.0.0.1:0", workers=2) as s:
+    gate = Gate()
+    with Server(handler=gate.factory(_echo), bind="127.0.0.1:0", workers=2) as s:
         with socket.create_connection(s.address, timeout=5) as a:
             a.sendall(b"warm")
             assert recv_exactly(a, 4) == b"warm"

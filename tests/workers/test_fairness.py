@@ -13,57 +13,44 @@ import threading
 import time
 from typing import Any
 
-from workers import BaseHandler, Server
+from workers import Server
 from workers.connection import READ_BUDGET, RECV_SIZE
 
-from .util import wait_for
+from .util import Gate, wait_for
 
 BIG = 16 * RECV_SIZE  # several budgets' worth of chunks for one connection
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, int]] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.received: dict[str, int] = {}
-
-    def factory(self, worker: Any) -> Any:
-        rec = self
-
-        class Handler(BaseHandler):
-            def data_received(self, conn: Any, data: bytes) -> None:
-                if data == b"hold":
-                    rec.entered.set()
-                    rec.release.wait(5)
-                    return
-                name = "a" if data[:1] == b"a" else "b"
-                rec.received[name] = rec.received.get(name, 0) + len(data)
-                rec.log.append((name, len(data)))
-
-        return Handler(worker)
-
-
 def test_a_connection_with_much_to_read_yields_to_the_others_in_its_batch() -> None:
-    rec = _Recorder()
-    with Server(handler=rec.factory, bind="127.0.0.1:0", workers=2) as s:
-        gate = socket.create_connection(s.address, timeout=5)
+    gate = Gate()
+    log: list[str] = []
+    received: dict[str, int] = {}
+
+    def record(conn: Any, data: bytes) -> None:
+        if data == b"hold":
+            return
+        name = "a" if data[:1] == b"a" else "b"
+        received[name] = received.get(name, 0) + len(data)
+        log.append(name)
+
+    with Server(handler=gate.factory(record), bind="127.0.0.1:0", workers=2) as s:
+        holder = socket.create_connection(s.address, timeout=5)
         a = socket.create_connection(s.address, timeout=5)
         b = socket.create_connection(s.address, timeout=5)
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * BIG)
-        with gate, a, b:
+        with holder, a, b:
             assert wait_for(lambda: s.stats()["active"] == 3)
-            gate.sendall(b"hold")  # the worker is busy while a and b fill up
-            assert rec.entered.wait(5)
+            holder.sendall(b"hold")  # the worker is busy while a and b fill up
+            assert gate.entered.wait(5)
             sender = threading.Thread(target=a.sendall, args=(b"a" * BIG,))
             sender.start()
             time.sleep(0.1)
             b.sendall(b"b" * 10)
             time.sleep(0.05)
-            rec.release.set()
+            gate.release.set()
             sender.join(5)
-            assert wait_for(lambda: rec.received.get("a") == BIG and rec.received.get("b") == 10)
-    names = [name for name, _ in rec.log]
+            assert wait_for(lambda: received.get("a") == BIG and received.get("b") == 10)
+    names = log
     # a became ready first, so it leads the batch; b is served before a is done.
     assert names.index("b") < len(names) - 1 - names[::-1].index("a"), names
     assert names.count("a") > READ_BUDGET, names  # a was read over several turns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,30 @@ class TinyHttp(BaseHandler):
         if b"\r\n\r\n" in conn.context:
             conn.write(RESPONSE)
             conn.close()
+
+
+class Gate:
+    """Holds a worker inside ``data_received`` on the bytes ``b"hold"`` (outside any
+    blocking section, so no hand-off) until the test sets ``release``; other data goes
+    to ``on_data(conn, data)``."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def factory(self, on_data: Callable[[Connection, bytes], None]) -> Callable[[Any], Any]:
+        gate = self
+
+        class Held(BaseHandler):
+            def data_received(self, conn: Connection, data: bytes) -> None:
+                if data == b"hold":
+                    gate.entered.set()
+                    gate.release.wait(5)
+                    on_data(conn, data)
+                    return
+                on_data(conn, data)
+
+        return Held
 
 
 def open_fds() -> int:
