@@ -417,3 +417,22 @@ def test_random_bytes_never_escape_and_give_valid_responses_or_4xx_close(pieces:
         assert status in (100, 200) or (400 <= status < 600 and headers["connection"] == "close")
         if status >= 400:
             assert i == len(responses) - 1 and conn.closed
+
+
+def test_a_header_list_seen_before_is_not_rechecked_but_gives_the_same_head() -> None:
+    from workers.http.wsgi import AppError, StartResponse
+
+    good = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Connection", "close")]
+    first, second = StartResponse(), StartResponse()
+    first("200 OK", list(good))
+    second("201 Created", list(good))  # the cached lines, with this call's status
+    assert (first.headers, first.content_length, first.close) == (
+        "Content-Type: text/plain\r\n", 5, True)
+    assert (second.status, second.headers, second.content_length, second.close) == (
+        "201 Created", first.headers, 5, True)
+    # A near-identical list with a bad value, and items that cannot be hashed, are
+    # checked, not looked up.
+    with pytest.raises(AppError):
+        StartResponse()("200 OK", [("Content-Type", "text/plain\r\nX-Evil: 1")])
+    with pytest.raises(AppError):
+        StartResponse()("200 OK", [["Content-Type", "text/plain"]])  # type: ignore[list-item]

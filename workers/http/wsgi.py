@@ -49,6 +49,13 @@ _HOP_BY_HOP = frozenset(
 _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 
 
+# Header lists that passed ``StartResponse``'s checks -> (lines, content length,
+# close). Shared by the workers: a dict get/set is atomic, and a lost insert costs a
+# re-check only.
+_VALIDATED: dict[tuple[Any, ...], tuple[str, int | None, bool]] = {}
+_VALIDATED_MAX = 512
+
+
 class AppError(Exception):
     """The application broke the WSGI contract (answered with 500, logged)."""
 
@@ -125,6 +132,18 @@ class StartResponse:
             raise AppError(f"invalid status {status!r}")
         if type(headers) is not list:
             raise AppError("response headers must be a list")
+        # Most apps send the same few header lists again and again: a list validated
+        # before is looked up, not re-checked (the bytes sent are the ones validated).
+        try:
+            key = tuple(headers)
+            known = _VALIDATED.get(key)
+        except TypeError:  # an unhashable item: the checks below reject it
+            key = None
+            known = None
+        if known is not None:
+            self.status = status
+            self.headers, self.content_length, self.close = known
+            return self.written.append
         lines = []
         content_length = None
         close = False
@@ -152,6 +171,10 @@ class StartResponse:
         self.headers = "".join(lines)
         self.content_length = content_length
         self.close = close
+        if key is not None:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                _VALIDATED.clear()  # varying lists (cookies, lengths): start again
+            _VALIDATED[key] = (self.headers, content_length, close)
         return self.written.append
 
 
