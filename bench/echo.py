@@ -10,6 +10,9 @@ drift on the machine hits every server alike; the figure is the median of the ro
     .venv/bin/python bench/echo.py                   # 5 rounds of 3 s, 50 connections
     .venv/bin/python bench/echo.py --rounds 3 --seconds 2 --workers 1 --json
 
+``--bare`` adds two reference rows, a bare edge-triggered ``select.epoll`` loop with
+and without the drain rule (see ``serve_bare``).
+
 The target (issue 3): ours >= 1.0x asyncio.
 """
 
@@ -71,6 +74,61 @@ def serve_asyncio(use_uvloop: bool) -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def serve_bare(drain: bool) -> None:
+    """Reference rows: the whole server as one bare ``select.epoll`` loop, edge
+    triggered, no threads and no layers: the floor of this design's shape.
+
+    ``bare-drain`` reads each ready socket until ``BlockingIOError`` (the project's
+    drain rule); ``bare-short`` stops at a short read, as epoll(7) allows for stream
+    sockets and libuv does, which the rule forbids. The gap between the two is what
+    the rule costs on this load, with nothing else in the way.
+    """
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1024)
+    ls.setblocking(False)
+    ep = select.epoll()
+    ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLET)
+    conns: dict[int, socket.socket] = {}
+    print(ls.getsockname()[1], flush=True)
+    import threading
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    lfd = ls.fileno()
+    while not stop.is_set():
+        for fd, _ in ep.poll(0.2, 1024):
+            if fd == lfd:
+                while True:
+                    try:
+                        c, _ = ls.accept()
+                    except BlockingIOError:
+                        break
+                    c.setblocking(False)
+                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conns[c.fileno()] = c
+                    ep.register(c.fileno(), select.EPOLLIN | select.EPOLLET)
+                continue
+            c = conns[fd]
+            while True:
+                try:
+                    data = c.recv(65536)
+                    if data:
+                        c.send(data)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if not data:
+                    ep.unregister(fd)
+                    del conns[fd]
+                    c.close()
+                    break
+                if not drain and len(data) < 65536:
+                    break
+    ls.close()
 
 
 class Child:
@@ -171,11 +229,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="message bytes (64)")
     parser.add_argument("--workers", type=int, default=4, help="our worker threads (4)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="add reference rows: a bare epoll loop with and without the drain rule",
+    )
     args = parser.parse_args()
 
     if args.serve:
         if args.serve == "ours":
             serve_ours(args.workers)
+        elif args.serve.startswith("bare-"):
+            serve_bare(args.serve == "bare-drain")
         else:
             serve_asyncio(args.serve == "uvloop")
         return
@@ -187,6 +252,8 @@ def main() -> None:
         names.append("uvloop")
     except ImportError:
         pass
+    if args.bare:
+        names += ["bare-drain", "bare-short"]
     children = {name: Child(name, args.workers) for name in names}
     results: dict[str, list[float]] = {name: [] for name in names}
     try:
@@ -198,7 +265,7 @@ def main() -> None:
                 rate = ping_pong(children[name].port, args.connections, args.size, args.seconds)
                 results[name].append(rate)
                 if not args.json:
-                    print(f"round {r + 1}: {name:8s} {rate:10.0f} round-trips/s", flush=True)
+                    print(f"round {r + 1}: {name:10s} {rate:10.0f} round-trips/s", flush=True)
     finally:
         for child in children.values():
             child.stop()
@@ -214,10 +281,14 @@ def main() -> None:
         f"{args.rounds} x {args.seconds:g} s, {cpus} CPUs, Python {sys.version.split()[0]}"
     )
     for name in names:
-        print(f"  {name:8s} median {medians[name]:10.0f} round-trips/s")
+        print(f"  {name:10s} median {medians[name]:10.0f} round-trips/s")
     print(f"  ours / asyncio = {ratio:.2f}x")
     if "uvloop" in medians:
         print(f"  ours / uvloop  = {medians['ours'] / medians['uvloop']:.2f}x")
+    if args.bare:
+        for name in ("bare-drain", "bare-short"):
+            print(f"  {name} / asyncio = {medians[name] / medians['asyncio']:.2f}x")
+        print(f"  ours / bare-drain = {medians['ours'] / medians['bare-drain']:.2f}x")
 
 
 if __name__ == "__main__":

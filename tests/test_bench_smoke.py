@@ -128,3 +128,38 @@ def test_results_go_into_the_results_section_even_when_sections_follow(tmp_path:
     append_results("### day one\n", doc)
     text = doc.read_text()
     assert text.index("intro") < text.index("### day one") < text.index("## Echo")
+
+
+def test_the_breakdown_times_every_layer() -> None:
+    """bench/breakdown.py runs (tiny counts) and reports a positive time per layer."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "breakdown.py"), "--iterations", "200",
+         "--repeats", "1", "--rate", "10000"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    layers = ["parse", "environ", "app+start_response", "handler", "conn+handler", "syscalls"]
+    for name in layers:
+        line = next(line for line in out.splitlines() if line.strip().startswith(name))
+        assert float(line.split()[-2]) > 0, line
+    assert "100.00 us" in out  # 1e6 / --rate
+
+
+def test_the_echo_benchmark_serves_every_row_including_the_bare_loops() -> None:
+    """bench/echo.py --bare: every server answers the ping-pong (rates, not timings)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "echo.py"), "--rounds", "1", "--seconds",
+         "0.2", "--connections", "4", "--workers", "2", "--bare", "--json"],
+        capture_output=True, text=True, timeout=90, check=True,
+    ).stdout
+    medians = json.loads(out)["medians"]
+    assert {"ours", "asyncio", "bare-drain", "bare-short"} <= set(medians)
+    assert all(rate > 0 for rate in medians.values()), medians
