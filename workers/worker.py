@@ -92,6 +92,7 @@ class Dispatch:
         self.handback: deque[tuple[int, int]] = deque()
         self.handed_back = 0
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        slots.queue_depth = self.queue.qsize
         self.conns: dict[int, Conn] = {}
         self.timers = Timers()
         self.slots = slots

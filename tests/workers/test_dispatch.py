@@ -114,6 +114,35 @@ def test_a_stuck_holder_is_not_detached_when_nobody_stands_by() -> None:
     assert slots.handoffs == 0 and a.holding and not a.detached
 
 
+def test_a_worker_coming_to_stand_by_takes_over_a_stuck_holder_at_once() -> None:
+    """No acceptor check needed: the freed thread itself detaches the stuck holder."""
+    slots = RunSlots(1, handoff_after=0.002)
+    a, b = slots.holder("a"), slots.holder("b")
+    slots.enter(a)
+    promoted = threading.Event()
+    a.batch = deque([("rest", 1)])  # work waits behind the stuck call
+    with slots.section(a):
+        time.sleep(0.01)  # stuck past the threshold, and nobody stands by yet
+        assert slots.handoffs == 0
+        t = threading.Thread(target=lambda: (slots.enter(b), promoted.set()), daemon=True)
+        t.start()
+        assert promoted.wait(2.0), "b stood by instead of taking over"
+        assert b.holding and a.detached and not a.holding and slots.handoffs == 1
+    t.join(2.0)
+
+
+def test_a_worker_coming_to_stand_by_leaves_a_holder_under_the_threshold_alone() -> None:
+    slots = RunSlots(1, handoff_after=10.0)
+    a, b = slots.holder("a"), slots.holder("b")
+    slots.enter(a)
+    with slots.section(a):
+        threading.Thread(target=slots.enter, args=(b,), daemon=True).start()
+        assert wait_for(lambda: slots.standby_count == 1, 2.0)
+        assert a.holding and not b.holding and slots.handoffs == 0
+    slots.leave(a)
+    assert wait_for(lambda: b.holding, 2.0)
+
+
 # -- through a real server -----------------------------------------------------------
 def test_a_cpu_light_load_is_served_by_one_hot_worker(server: Server) -> None:
     for i in range(60):
