@@ -181,12 +181,14 @@ class Acceptor:
         """Poll under the dispatch's poll lock (one poller at a time, as in mio), then
         add the listener and waker events the hot worker met and handed back."""
         handback = self.dispatch.handback
-        if handback:
-            timeout = 0  # handed-back events wait: do not block
         with self.dispatch.poll_lock:
+            # Looked at under the lock, where the worker parks them: one parked
+            # just before we block would otherwise wait for an unrelated event.
+            if handback:
+                timeout = 0
             self.poll.poll(events, timeout)
-        while handback:
-            events.raw.append(handback.popleft())
+            while handback:
+                events.raw.append(handback.popleft())
 
     def _loop(self) -> None:
         events = Events(1024)

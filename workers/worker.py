@@ -240,24 +240,29 @@ class Worker:
         lock = dispatch.poll_lock
         if not lock.acquire(False):
             return None  # the acceptor is polling: its batch will come on the queue
+        batch: deque[Any] = deque()
+        handed = 0
         try:
             assert dispatch.poll is not None
             dispatch.poll.poll(self._events, 0)
+            raw = self._events.raw
+            if not raw:
+                return None
+            first = FIRST_CONN_TOKEN
+            append = batch.append
+            for item in raw:
+                if item[0] >= first:
+                    append(item)
+                else:
+                    # Under the lock: the acceptor looks at handback under it too,
+                    # so it cannot start a blocking poll with one of these parked.
+                    dispatch.handback.append(item)
+                    handed += 1
         finally:
             lock.release()
-        raw = self._events.raw
-        if not raw:
-            return None
-        first = FIRST_CONN_TOKEN
-        batch: deque[Any] = deque()
-        append = batch.append
-        for item in raw:
-            if item[0] >= first:
-                append(item)
-            else:
-                dispatch.handback.append(item)
-                dispatch.handed_back += 1
-                dispatch.idle.set()  # wakes the acceptor (see _wait_for_worker)
+        if handed:
+            dispatch.handed_back += handed
+            dispatch.idle.set()  # wakes the acceptor (see _wait_for_worker)
         self.polled += 1
         return batch or None
 

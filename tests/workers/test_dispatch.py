@@ -309,3 +309,65 @@ def test_self_polling_can_be_switched_off() -> None:
         stats = s.stats()
     assert sum(w["polled"] for w in stats["workers"]) == 0
     assert stats["handed_back"] == 0
+
+
+# -- the handback between the hot worker's poll and the acceptor's -----------------
+def _standalone(poll: Any) -> tuple[Any, Any]:
+    from workers.acceptor import Acceptor
+    from workers.worker import Dispatch
+
+    dispatch = Dispatch(poll.registry, RunSlots(1), lambda: None, poll)
+    acceptor = Acceptor(poll, [], [], dispatch, max_connections=10, graceful_timeout=1.0)
+    return dispatch, acceptor
+
+
+def test_the_acceptor_sees_an_event_handed_back_while_it_waited_for_the_poll_lock() -> None:
+    """The race a siege run found (1 run in 8): the acceptor looked at the handback
+    before taking the poll lock, so an event parked meanwhile sat there while it
+    blocked in the kernel, and the clients behind that listener edge waited."""
+    from reactor import Events, Poll
+
+    with Poll() as poll:
+        dispatch, acceptor = _standalone(poll)
+        events = Events(16)
+        dispatch.poll_lock.acquire()  # the worker is polling
+        t = threading.Thread(target=acceptor._poll, args=(events, None), daemon=True)
+        t.start()
+        time.sleep(0.05)  # the acceptor now waits for the lock, the handback empty
+        dispatch.handback.append((1, 1))  # the worker parks a listener event
+        dispatch.poll_lock.release()
+        t.join(2.0)
+        blocked = t.is_alive()
+        acceptor.waker.wake()  # free it either way
+        t.join(2.0)
+        acceptor.waker.close()
+    assert not blocked, "the acceptor blocked in poll with an event handed back"
+    assert (1, 1) in events.raw
+
+
+def test_the_worker_hands_back_listener_events_while_it_holds_the_poll_lock() -> None:
+    from reactor import Interest, Poll
+    from reactor.net import TcpListener
+    from workers.worker import Worker
+
+    with Poll() as poll:
+        dispatch, acceptor = _standalone(poll)
+
+        class Checked(deque):  # type: ignore[type-arg]
+            def append(self, item: Any) -> None:
+                assert dispatch.poll_lock.locked(), "handed back outside the poll lock"
+                super().append(item)
+
+        dispatch.handback = Checked()
+        listener = TcpListener.bind(("127.0.0.1", 0))
+        poll.registry.register(listener, 1, Interest.READABLE)
+        client = socket.create_connection(listener.local_addr(), timeout=2)
+        worker = Worker(0, EchoHandler, dispatch)
+        try:
+            assert wait_for(lambda: worker._poll_self() is None and dispatch.handback, 2.0)
+            assert dispatch.handback[0][0] == 1 and dispatch.idle.is_set()
+        finally:
+            client.close()
+            poll.registry.deregister(listener)
+            listener.close()
+            acceptor.waker.close()
