@@ -106,15 +106,22 @@ def burst_like_siege(address: tuple[str, int], rounds: int = 5, clients: int = 4
             s.close()
 
 
-def run_siege(address: tuple[str, int], seconds: int = 3) -> None:
+def run_siege(address: tuple[str, int], seconds: int = 3, must_finish: bool = True) -> None:
+    """Run siege for ``seconds``. Against a stranding server its threads sit in reads
+    until siege's own socket timeout (30 s), so it may overrun: with
+    ``must_finish=False`` it is then killed, the load it made being what counts."""
     url = f"http://{address[0]}:{address[1]}/"
-    subprocess.run(
-        ["siege", "-b", "-c10", f"-t{seconds}S", "--no-parser", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=seconds + 40,
-        check=False,
-    )
+    try:
+        subprocess.run(
+            ["siege", "-b", "-c10", f"-t{seconds}S", "--no-parser", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=seconds + 40 if must_finish else seconds + 15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
+        if must_finish:
+            raise
 
 
 def new_clients_served(address: tuple[str, int]) -> int:
@@ -172,6 +179,6 @@ def test_new_connections_are_served_after_a_real_siege_run(ours: Server) -> None
 @needs_siege
 @pytest.mark.timeout(120)
 def test_a_real_siege_run_strands_a_naive_acceptor(naive: NaiveServer) -> None:
-    run_siege(naive.address)
+    run_siege(naive.address, must_finish=False)
     served = new_clients_served(naive.address)
     assert served < NEW_CLIENTS, "siege left the naive acceptor healthy: test cannot catch it"
