@@ -106,22 +106,28 @@ def burst_like_siege(address: tuple[str, int], rounds: int = 5, clients: int = 4
             s.close()
 
 
-def run_siege(address: tuple[str, int], seconds: int = 3, must_finish: bool = True) -> None:
-    """Run siege for ``seconds``. Against a stranding server its threads sit in reads
-    until siege's own socket timeout (30 s), so it may overrun: with
-    ``must_finish=False`` it is then killed, the load it made being what counts."""
+def run_siege(address: tuple[str, int], seconds: int = 3) -> bool:
+    """Run siege for ``seconds``; False if it overran and was killed.
+
+    siege can overrun its ``-t`` on its own: against a stranding server its threads
+    sit in reads until its 30 s socket timeout, and against a fast one it makes
+    ~46,000 connections in 3 s, more than the 28,000 ephemeral ports, and has been
+    seen hanging with no connection open at all (our server then had 0 active
+    connections and an empty backlog). The load it made is what the tests need;
+    what they assert is the server's state afterwards.
+    """
     url = f"http://{address[0]}:{address[1]}/"
     try:
         subprocess.run(
             ["siege", "-b", "-c10", f"-t{seconds}S", "--no-parser", url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=seconds + 40 if must_finish else seconds + 15,
+            timeout=seconds + 15,
             check=False,
         )
     except subprocess.TimeoutExpired:  # subprocess.run has killed it
-        if must_finish:
-            raise
+        return False
+    return True
 
 
 def new_clients_served(address: tuple[str, int]) -> int:
@@ -172,6 +178,8 @@ needs_siege = pytest.mark.skipif(
 def test_new_connections_are_served_after_a_real_siege_run(ours: Server) -> None:
     run_siege(ours.address)
     assert ours.stats()["accepted"] > 100, "siege did not load the server"
+    # Nothing of siege's is left with the server, whether siege ended or was killed.
+    assert wait_for(lambda: ours.stats()["active"] == 0, 5.0), ours.stats()
     assert new_clients_served(ours.address) == NEW_CLIENTS
     assert wait_for(lambda: listen_queue_depth(ours.address[1]) == 0, 2.0)
 
@@ -179,6 +187,6 @@ def test_new_connections_are_served_after_a_real_siege_run(ours: Server) -> None
 @needs_siege
 @pytest.mark.timeout(120)
 def test_a_real_siege_run_strands_a_naive_acceptor(naive: NaiveServer) -> None:
-    run_siege(naive.address, must_finish=False)
+    run_siege(naive.address)
     served = new_clients_served(naive.address)
     assert served < NEW_CLIENTS, "siege left the naive acceptor healthy: test cannot catch it"
