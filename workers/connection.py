@@ -291,8 +291,8 @@ class Conn:
         """Drain the socket until ``BlockingIOError``, delivering each chunk.
 
         Fairness: after ``READ_BUDGET`` chunks in one go the drain is not given up
-        but *rescheduled*: the worker serves this connection's readiness again after
-        the other connections of its batch (``Worker.reschedule``). Without that, a
+        but *rescheduled*: the worker serves this connection's readiness again in its
+        next batch, after the other connections' events (``Worker.reschedule``). Without that, a
         client that answers each response at once keeps the loop reading its next
         request before the socket ever runs dry, and holds the worker while other
         connections wait (measured: one connection served ~10 requests in a row and

@@ -139,6 +139,7 @@ class Worker:
         self._section: BlockingSection = dispatch.slots.section(self._holder)
         self._claim = dispatch.slots.slots > 1
         self._events = Events(1024)
+        self._later: list[tuple[int, int]] = []  # connections that yielded (reschedule)
         self.polled = 0  # batches this worker polled for itself
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -183,10 +184,14 @@ class Worker:
         idle_set = self.dispatch.idle.set
         queue_size = self.dispatch.queue.qsize
         self_poll = self.dispatch.poll is not None
+        later = self._later
         slots.enter(h)
         try:
             while True:
                 if h.detached:
+                    if later:  # connections that yielded: another worker goes on
+                        self.dispatch.queue.put(deque(later))
+                        later.clear()
                     if self.dispatch.stopping:
                         return
                     slots.enter(h)  # stand by until promoted
@@ -200,12 +205,24 @@ class Worker:
                 if batch is None and self_poll and not queue_size():
                     batch = self._poll_self()
                 if batch is None:
-                    if not idle_is_set() and not queue_size():
-                        idle_set()  # ready for more: the acceptor may poll again
-                    try:
-                        batch = get(True, timers.timeout())
-                    except queue.Empty:
-                        batch = None
+                    if later:  # work of our own is left: look, do not wait
+                        try:
+                            batch = get(False)
+                        except queue.Empty:
+                            batch = None
+                    else:
+                        if not idle_is_set() and not queue_size():
+                            idle_set()  # ready for more: the acceptor may poll again
+                        try:
+                            batch = get(True, timers.timeout())
+                        except queue.Empty:
+                            batch = None
+                if later and (batch is None or type(batch) is deque):
+                    # The connections that yielded last turn go after what is new.
+                    if batch is None:
+                        batch = deque()
+                    batch.extend(later)
+                    later.clear()
                 try:
                     if type(batch) is deque:
                         self._run_batch(batch)
@@ -317,19 +334,20 @@ class Worker:
         h.batch = None
 
     def reschedule(self, conn: Conn) -> None:
-        """Serve ``conn``'s readability again after what is already waiting.
+        """Serve ``conn``'s readability again next turn.
 
-        Called by ``Conn.on_readable`` when it yields before the socket ran dry:
-        the readiness is still there and no new edge will announce it, so it goes to
-        the back of the batch being served or, outside a batch (a detached worker,
-        a timer), onto the shared queue.
+        Called by ``Conn.on_readable`` when it yields before the socket ran dry: the
+        readiness is still there and no new edge will announce it. It is served
+        again in this worker's next batch, after the events polled or queued
+        meanwhile, and after timers have run: a client that never lets its socket run
+        dry gets a turn per batch, not the worker. A detached worker (or one that is
+        detached meanwhile) passes it on through the shared queue.
         """
-        batch = self._holder.batch
         item = (conn.token, READABLE)
-        if batch is not None and not self._holder.detached:
-            batch.append(item)
-        else:
+        if self._holder.detached:
             self.dispatch.queue.put(deque([item]))
+        else:
+            self._later.append(item)
 
     def _stash(self, conn: Conn, bits: int) -> bool:
         """Keep the events of a connection another worker is busy with."""
