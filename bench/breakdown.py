@@ -35,11 +35,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.apps import hello
+from reactor import Interest, Poll
+from reactor.net import TcpListener
+from workers.connection import Conn
 from workers.http import HttpConfig
 from workers.http.body import EMPTY_BODY
 from workers.http.handler import HttpHandler
 from workers.http.protocol import HttpProtocol, Request
 from workers.http.wsgi import StartResponse, base_environ, request_environ
+from workers.timers import Timers
+from workers.worker import FIRST_CONN_TOKEN
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 
@@ -131,10 +136,6 @@ def layers(n: int) -> dict[str, Callable[[], float]]:
 
 def socket_layers(n: int) -> dict[str, Callable[[], float]]:
     """Over a loopback TCP pair: our Conn + handler vs the bare syscalls."""
-    from reactor import Poll
-    from reactor.net import TcpListener
-    from workers.connection import Conn
-
     lst = TcpListener.bind(("127.0.0.1", 0))
     client = socket.create_connection(lst.local_addr())
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -146,11 +147,9 @@ def socket_layers(n: int) -> dict[str, Callable[[], float]]:
             time.sleep(0.001)
     stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     poll = Poll()
-    poll.registry.register(stream, 1 << 16, __import__("reactor").Interest.READABLE)
+    poll.registry.register(stream, FIRST_CONN_TOKEN, Interest.READABLE)
     config = HttpConfig()
     handler = HttpHandler(_Worker(), hello, config)  # type: ignore[arg-type]
-
-    from workers.timers import Timers
 
     class _W:
         name = "bench"
@@ -159,7 +158,7 @@ def socket_layers(n: int) -> dict[str, Callable[[], float]]:
         def reschedule(self, conn: Any) -> None:
             pass
 
-    conn = Conn(1 << 16, stream, peer, _W(), handler)  # type: ignore[arg-type]
+    conn = Conn(FIRST_CONN_TOKEN, stream, peer, _W(), handler)  # type: ignore[arg-type]
     handler.connection_made(conn)
     csend, crecv = client.send, client.recv
     raw = stream.socket

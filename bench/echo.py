@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,6 @@ def serve_bare(drain: bool) -> None:
     ep.register(ls.fileno(), select.EPOLLIN | select.EPOLLET)
     conns: dict[int, socket.socket] = {}
     print(ls.getsockname()[1], flush=True)
-    import threading
-
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     lfd = ls.fileno()

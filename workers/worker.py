@@ -314,7 +314,7 @@ class Worker:
                         conn._pending |= bits
                         continue
                     conn._busy = h
-            elif conn._busy is not None and self._stash(conn, bits):
+            elif conn._busy is not None and self._stash_if_busy(conn, bits=bits):
                 continue
             h.current = conn
             conn.worker = self
@@ -348,14 +348,6 @@ class Worker:
             self.dispatch.queue.put(deque([item]))
         else:
             self._later.append(item)
-
-    def _stash(self, conn: Conn, bits: int) -> bool:
-        """Keep the events of a connection another worker is busy with."""
-        with self._slots.lock:
-            if conn._busy is None:
-                return False
-            conn._pending |= bits
-            return True
 
     def _release(self, conn: Conn | None) -> None:
         """Done with a busy connection: hand back what was stashed for it."""
@@ -416,12 +408,16 @@ class Worker:
         self._serve(conn)
         return False
 
-    def _stash_if_busy(self, conn: Conn, call: Callable[[], None] | None) -> bool:
-        """If a detached worker is still busy with ``conn``, keep ``call`` for it to hand
-        back when done (``_release``) and return True; else False: serve it here."""
+    def _stash_if_busy(
+        self, conn: Conn, call: Callable[[], None] | None = None, bits: int = 0
+    ) -> bool:
+        """If a detached worker is still busy with ``conn``, keep its readiness ``bits``
+        and ``call`` for it to hand back when done (``_release``) and return True;
+        else False: serve it here."""
         with self._slots.lock:
             if conn._busy is None:
                 return False
+            conn._pending |= bits
             if call is not None:
                 if conn._deferred is None:
                     conn._deferred = []
