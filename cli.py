@@ -103,6 +103,143 @@ def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+# -- config files and --print-config ------------------------------------------------------
+_NOT_IN_FILES = frozenset({"config_file", "print_config", "help"})
+_LIST_AS_TEXT = frozenset({"forwarded_allow_ips"})  # a list in a file, a comma list on the CLI
+
+
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager: read the TOML file and make its values the command's defaults.
+
+    Click then takes each value from the command line, else the environment, else
+    this ``default_map``, else the option's default; ``ctx.get_parameter_source``
+    says which, for ``--print-config``. Every key is checked here, so a mistake
+    names the file and the key.
+    """
+    if not value:
+        return value
+    from workers.configfile import read_config_file
+
+    try:
+        data = read_config_file(value)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    params = {p.name: p for p in ctx.command.params if p.name and p.name not in _NOT_IN_FILES}
+    defaults: dict[str, Any] = {}
+    for name, raw in data.items():
+        key = name.replace("_", "-")
+        target = params.get(name)
+        if target is None:
+            import difflib
+
+            close = difflib.get_close_matches(key, [n.replace("_", "-") for n in params], 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.ClickException(
+                f"config file {value!r}: unknown key {key!r}{hint}; keys are the long "
+                "options of reactor serve"
+            )
+        defaults[name] = _file_value(ctx, target, key, raw, value)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["reactor.config_file"] = value
+    return value
+
+
+def _file_value(ctx: click.Context, param: click.Parameter, key: str, raw: Any, path: str) -> Any:
+    """``raw`` from the file, checked as ``param`` would check it; what goes to default_map."""
+    from workers.configfile import format_value
+
+    def wrong(why: str) -> click.ClickException:
+        shown = format_value(raw) if isinstance(raw, (str, int, float, list)) else "{...}"
+        return click.ClickException(f"config file {path!r}: {key} = {shown}: {why}")
+
+    flag = isinstance(param, click.Option) and param.is_flag
+    if isinstance(raw, dict):
+        raise wrong("expected a value, not a table")
+    if param.multiple:
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise wrong("expected a string or a list of strings")
+        value: Any = tuple(items)
+    elif isinstance(raw, list):
+        if param.name not in _LIST_AS_TEXT or not all(isinstance(i, str) for i in raw):
+            raise wrong("expected one value, not a list")
+        value = ",".join(raw)
+    elif flag:
+        if not isinstance(raw, bool):
+            raise wrong("expected true or false")
+        value = raw
+    elif isinstance(raw, bool):
+        raise wrong(f"expected {param.type.name}, not true/false")
+    elif param.name == "unix_mode" and isinstance(raw, int):
+        value = f"{raw:o}"  # TOML's 0o660 is an int; the option reads octal text
+    elif isinstance(param.type, click.types.IntParamType) and not isinstance(raw, int):
+        raise wrong("expected an integer")
+    elif isinstance(param.type, click.types.FloatParamType) and not isinstance(raw, (int, float)):
+        raise wrong("expected a number")
+    elif isinstance(param.type, (click.types.StringParamType, click.Choice, click.Path)) and (
+        not isinstance(raw, str)
+    ):
+        raise wrong("expected a string")
+    else:
+        value = raw
+    try:
+        converted = param.type_cast_value(ctx, value)
+        if param.callback is not None:
+            param.callback(ctx, param, converted)
+    except click.BadParameter as exc:
+        raise wrong(exc.format_message()) from None
+    return value
+
+
+def _source_label(ctx: click.Context, param: click.Parameter) -> str:
+    from click.core import ParameterSource
+
+    assert param.name is not None
+    source = ctx.get_parameter_source(param.name)
+    if source is ParameterSource.COMMANDLINE:
+        return "command line"
+    if source is ParameterSource.ENVIRONMENT:
+        env = param.envvar if isinstance(param.envvar, str) else f"REACTOR_{param.name.upper()}"
+        return f"environment {env}"
+    if source is ParameterSource.DEFAULT_MAP:
+        return f"config file {ctx.meta.get('reactor.config_file', '?')}"
+    return "default"
+
+
+def effective_settings(ctx: click.Context) -> str:
+    """``--print-config``: every setting of ``reactor serve`` as TOML, with its source.
+
+    The output is itself a valid config file (each line's source is a comment).
+    """
+    from workers.configfile import format_value
+
+    lines = ["# reactor serve: effective settings. Precedence: command line > REACTOR_*",
+             "# environment > config file > default."]
+    rows: list[tuple[str, str]] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in _NOT_IN_FILES:
+            continue
+        key = name.replace("_", "-")
+        value = ctx.params.get(name)
+        where = _source_label(ctx, param)
+        shown_default = getattr(param, "show_default", None)
+        if name == "unix_mode" and isinstance(value, int):
+            value = f"{value:o}"
+        elif name in _LIST_AS_TEXT:
+            value = list(value or ())
+        if value is None:
+            note = shown_default if isinstance(shown_default, str) else "unset"
+            rows.append((f"# {key} = ({note})", where))
+        elif value == () and isinstance(shown_default, str) and where == "default":
+            rows.append((f"{key} = []", f"default: {shown_default}"))
+        else:
+            rows.append((f"{key} = {format_value(value)}", where))
+    width = min(max(len(r[0]) for r in rows), 48)
+    lines += [f"{text:<{width}}  # {where}" for text, where in rows]
+    return "\n".join(lines) + "\n"
+
+
 @click.group(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
 @click.version_option(package_name="mioreactor", prog_name="reactor")
 def reactor() -> None:
@@ -218,7 +355,16 @@ def reactor() -> None:
 @click.option("--reload-dir", multiple=True, type=click.Path(file_okay=False, exists=True),
               show_default="--app-dir", show_envvar=True,
               help="Directory to watch with --reload; repeatable.")
-def serve(app: str | None, **opts: Any) -> None:
+@click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
+              type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
+              show_default="none",
+              help="TOML file of settings, keys named as these options (bind = [...], "
+                   "workers = 8). The command line and REACTOR_* variables override it.")
+@click.option("--print-config", is_flag=True, show_default="off", show_envvar=True,
+              help="Print the effective settings, and where each came from, as TOML; "
+                   "then exit.")
+@click.pass_context
+def serve(ctx: click.Context, app: str | None, **opts: Any) -> None:
     """Serve APP (MODULE:APP, e.g. myproject.wsgi:application) until SIGTERM or SIGINT.
 
     Without APP, a built-in demo app: a page saying what serves it, and /stats.
@@ -231,6 +377,9 @@ def serve(app: str | None, **opts: Any) -> None:
         config = build_serve_config(app, opts)
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if opts["print_config"]:
+        click.echo(effective_settings(ctx), nl=False)
+        return
     try:
         status = run(config)
     except (ServeError, AppLoadError) as exc:
