@@ -92,6 +92,17 @@ def _check_log_format(ctx: click.Context, param: click.Parameter, value: str) ->
     return value
 
 
+def _check_metrics_bind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from reactor.net import parse_host_port
+
+    if value is not None:
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from workers.appload import AppLoadError, split_app_spec
 
@@ -355,6 +366,10 @@ def reactor() -> None:
 @click.option("--reload-dir", multiple=True, type=click.Path(file_okay=False, exists=True),
               show_default="--app-dir", show_envvar=True,
               help="Directory to watch with --reload; repeatable.")
+@click.option("--metrics-bind", metavar="HOST:PORT", callback=_check_metrics_bind,
+              show_default="none", show_envvar=True,
+              help="Serve /metrics here (Prometheus text format, summed over --processes), "
+                   "on threads of its own; watch it live with reactor top.")
 @click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
               type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
               show_default="none",
@@ -431,6 +446,7 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         log_level=opts["log_level"],
         reload=opts["reload"],
         reload_dirs=tuple(opts["reload_dir"]),
+        metrics_bind=opts["metrics_bind"],
     )
 
 

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reactor.net import parse_host_port
 from workers.binds import BindError, parse_bind
 from workers.http.limits import HttpConfig
 
@@ -177,6 +178,8 @@ class Config:
         use_systemd: adopt systemd socket activation sockets (LISTEN_FDS).
         reuse_port: set SO_REUSEPORT on TCP listeners (set by the supervisor).
         startup_timeout: seconds a new process may take to start serving.
+        metrics_bind: ``HOST:PORT`` where ``/metrics`` is served (Prometheus text
+            format, summed over the processes; docs/metrics.md); None serves none.
     """
 
     app: str | None = None
@@ -202,6 +205,7 @@ class Config:
     use_systemd: bool = True
     reuse_port: bool = False
     startup_timeout: float = 30.0
+    metrics_bind: str | None = None
 
     def __post_init__(self) -> None:
         for spec in self.binds:
@@ -234,6 +238,11 @@ class Config:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.backend is not None and self.backend not in ("epoll", "kqueue", "fallback"):
             raise ConfigError(f"unknown backend {self.backend!r} (epoll, kqueue or fallback)")
+        if self.metrics_bind is not None:
+            try:
+                parse_host_port(self.metrics_bind)
+            except ValueError as exc:
+                raise ConfigError(f"metrics bind: {exc}") from None
         try:
             parse_unix_mode(self.unix_mode)
             check_access_log_format(self.http.access_log_format)
@@ -279,6 +288,7 @@ class Config:
             "unix_mode": self.unix_mode,
             "proxy_protocol": self.http.proxy_protocol,
             "use_systemd": self.use_systemd,
+            "metrics_bind": self.metrics_bind,
         }
 
     # -- crossing a process boundary -------------------------------------------------

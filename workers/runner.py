@@ -28,6 +28,7 @@ from typing import Any
 from workers.appload import AppLoadError, load_app
 from workers.binds import BindError
 from workers.config import Config, ConfigError
+from workers.metrics_server import StatsResponder
 from workers.server import Server
 
 __all__ = [
@@ -205,6 +206,7 @@ def child_main(fd: int) -> None:
     # installed, leave it to the supervisor (it forwards a stop).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
+    metrics_sock = StatsResponder.take_channel()
     try:
         config = Config.from_json(_read_line(sock).decode())
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
@@ -218,12 +220,18 @@ def child_main(fd: int) -> None:
         except ServeError as exc:
             _send(sock, {"event": "error", "pid": os.getpid(), "message": str(exc)})
             sys.exit(3)
-        _serve_child(server, sock, stop)
+        _serve_child(server, sock, stop, metrics_sock)
     sys.exit(0)
 
 
-def _serve_child(server: Server, sock: socket.socket, stop: _StopFlag) -> None:
-    """Report ``ready``, watch the lifeline, serve until ``stop``, drain."""
+def _serve_child(
+    server: Server, sock: socket.socket, stop: _StopFlag, metrics_sock: socket.socket | None = None
+) -> None:
+    """Report ``ready``, watch the lifeline, serve until ``stop``, drain.
+
+    With ``metrics_sock`` (``--metrics-bind``), this process's stats are answered there
+    to the supervisor (``workers.metrics_server.StatsResponder``).
+    """
     _send(sock, {
         "event": "ready",
         "pid": os.getpid(),
@@ -240,4 +248,8 @@ def _serve_child(server: Server, sock: socket.socket, stop: _StopFlag) -> None:
         stop.set("the supervisor is gone")
 
     threading.Thread(target=lifeline, name="reactor-lifeline", daemon=True).start()
+    # --metrics-bind: the supervisor asks for this process's stats on a channel of its own.
+    responder = StatsResponder(metrics_sock, server.stats).start() if metrics_sock else None
     _serve_until_stopped(server, stop)
+    if responder is not None:
+        responder.send()  # the final counters, kept by the supervisor after this exits

@@ -17,14 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reactor import Poll
 from workers.acceptor import Acceptor, BoundListener
 from workers.binds import open_listeners
 from workers.handler import HandlerFactory
+from workers.metrics import request_counters
 from workers.scheduler import RunSlots, default_slots
 from workers.worker import Dispatch, Worker
+
+if TYPE_CHECKING:
+    from workers.metrics_server import MetricsServer
 
 __all__ = ["Server", "serve"]
 
@@ -61,6 +65,8 @@ class Server:
         unix_mode: permission bits for Unix socket files.
         proxy_protocol: expect a PROXY protocol header on every connection.
         listeners: already-open ``BoundListener``s to serve (besides ``bind``).
+        metrics_bind: ``HOST:PORT`` to serve ``/metrics`` on (Prometheus text format,
+            docs/metrics.md), on threads of its own; None serves none.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class Server:
         proxy_protocol: bool = False,
         listeners: Sequence[BoundListener] = (),
         use_systemd: bool = False,
+        metrics_bind: str | None = None,
     ) -> None:
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
@@ -105,6 +112,12 @@ class Server:
         self.proxy_protocol = proxy_protocol
         self.use_systemd = use_systemd
         self._extra_listeners = list(listeners)
+        self.metrics_bind = metrics_bind
+        self.metrics: MetricsServer | None = None
+        if metrics_bind is not None:
+            from workers.metrics_server import check_metrics_bind
+
+            check_metrics_bind(metrics_bind)
         if handler is None:
             from workers.http import HttpConfig, make_http_handler_factory
 
@@ -194,6 +207,8 @@ class Server:
             self.run_slots,
             poll.backend_name,
         )
+        if self.metrics_bind is not None:
+            self._start_metrics(self.metrics_bind)
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -214,8 +229,21 @@ class Server:
         acceptor.join()
         for w in self._workers:
             w.join()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._stopped.set()
         log.info("stopped")
+
+    def _start_metrics(self, bind: str) -> None:
+        """Serve ``/metrics`` for this server; if it cannot bind, stop and re-raise."""
+        from workers.metrics_server import MetricsServer, single_process_source
+
+        try:
+            self.metrics = MetricsServer(bind, single_process_source(self.stats)).start()
+        except BaseException:
+            self.metrics = None
+            self.stop(timeout=0)
+            raise
 
     def __enter__(self) -> Server:
         if not self._started:
@@ -289,12 +317,15 @@ class Server:
         while polling for itself and passed to the acceptor), workers (per worker:
         state, batches, polled: the batches it polled for itself, ...), and
         listen_queue (per TCP listener, where Linux tells: connections waiting in
-        the kernel backlog).
+        the kernel backlog), requests (HTTP responses by status class, ``"2xx": n``)
+        and request_duration (a histogram: ``bounds``, per-bucket ``buckets``, ``sum``,
+        ``count``; docs/metrics.md).
         """
         acceptor = self._acceptor
         workers = [w.snapshot() for w in self._workers]
         closed = sum(w["closed"] for w in workers)
         accepted = acceptor.accepted if acceptor else 0
+        requests, duration = request_counters(w.handler for w in self._workers)
         return {
             "accepted": accepted,
             "active": accepted - closed,
@@ -311,6 +342,8 @@ class Server:
             "workers": workers,
             "listen_queue": self._listen_queue(),
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
+            "requests": requests,
+            "request_duration": duration,
         }
 
 

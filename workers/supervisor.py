@@ -45,6 +45,7 @@ from reactor.net import parse_host_port
 from workers.acceptor import BoundListener
 from workers.binds import BindError, open_listeners, parse_bind
 from workers.config import Config
+from workers.metrics_server import METRICS_FD_ENV, ChildStats, MetricsServer
 from workers.reloader import Watcher
 from workers.runner import ServeError, announce, serve_single, setup_logging
 
@@ -166,6 +167,10 @@ class Supervisor:
         self._next_spawn = 0.0
         self._serving = False  # True once the first children all serve
         self.backend = config.backend or backend_name()
+        # --metrics-bind: the endpoint is served here, from the children's stats
+        # (workers/metrics_server.py); None without it.
+        self.child_stats: ChildStats | None = ChildStats() if config.metrics_bind else None
+        self.metrics: MetricsServer | None = None
 
     # -- listeners ---------------------------------------------------------------------
     def open_listeners(self) -> None:
@@ -226,6 +231,7 @@ class Supervisor:
             use_systemd=False,
             reuse_port=bool(self._held_sockets),
             reload=False,
+            metrics_bind=None,
         )
 
     # -- children ------------------------------------------------------------------------
@@ -236,14 +242,29 @@ class Supervisor:
         env = dict(os.environ)
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        stats_mine: socket.socket | None = None
+        stats_theirs: socket.socket | None = None
+        extra_fds: list[int] = []
+        if self.child_stats is not None:
+            stats_mine, stats_theirs = self.child_stats.channel()
+            env[METRICS_FD_ENV] = str(stats_theirs.fileno())
+            extra_fds.append(stats_theirs.fileno())
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD_CODE, str(fd)],
-                pass_fds=[fd, *self.pass_fds],
+                pass_fds=[fd, *self.pass_fds, *extra_fds],
                 env=env,
             )
+        except BaseException:
+            if stats_mine is not None:
+                stats_mine.close()
+            raise
         finally:
             theirs.close()
+            if stats_theirs is not None:
+                stats_theirs.close()
+        if self.child_stats is not None and stats_mine is not None:
+            self.child_stats.add(proc.pid, stats_mine)
         payload = self.child_config().to_json().encode() + b"\n"
         with contextlib.suppress(OSError):  # a child that died at once is reaped below
             mine.sendall(payload)
@@ -433,6 +454,7 @@ class Supervisor:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
         previous = [(s, signal.signal(s, self._on_signal)) for s in handled]
         try:
+            self.start_metrics()
             self.start()
             announce(self.described, self.backend, self.config, os.getpid())
             log.info("supervisor pid %d: SIGHUP restarts the server processes one by one, "
@@ -459,10 +481,31 @@ class Supervisor:
         finally:
             for signum, handler in previous:
                 signal.signal(signum, handler)
+            self.stop_metrics()
             self.close_listeners()
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def start_metrics(self) -> None:
+        """Serve ``/metrics`` from the children's stats (with ``--metrics-bind``).
+
+        Raises:
+            ServeError: the metrics address cannot be bound.
+        """
+        if self.child_stats is None or self.config.metrics_bind is None:
+            return
+        try:
+            self.metrics = MetricsServer(self.config.metrics_bind, self.child_stats.render).start()
+        except BindError as exc:
+            raise ServeError(str(exc)) from None
+
+    def stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        if self.child_stats is not None:
+            self.child_stats.close()
 
     def _watcher(self) -> Watcher | None:
         if not self.config.reload:

@@ -39,12 +39,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from time import perf_counter
 from typing import Any
 
 from ..handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
+from ..metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from .accesslog import AccessLog
 from .body import EMPTY_BODY, InputBody
 from .errors import HTTPError, InternalServerError, RequestTimeout
@@ -167,6 +170,13 @@ class HttpHandler:
         self.encoder = ResponseEncoder(config.server_header)
         self.trusted = frozenset(config.forwarded_allow_ips)
         self.access = AccessLog(config.access_log_format) if config.access_log else None
+        # Request accounting (workers/metrics.py): written only by this handler's worker
+        # thread, read without a lock by Server.stats(). Index: status class * BUCKETS +
+        # duration bucket. Error responses sent before a head was parsed have no
+        # duration: they count in ``response_untimed`` by class.
+        self.response_counts = [0] * (STATUS_CLASSES * BUCKETS)
+        self.response_untimed = [0] * STATUS_CLASSES
+        self.response_seconds = 0.0
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -268,8 +278,7 @@ class HttpHandler:
     def _begin(self, conn: Connection, st: _State, request: Request) -> None:
         st.request = request
         st.fresh = False
-        if self.access is not None:
-            st.started = time.perf_counter()
+        st.started = perf_counter()
         if request.has_body:
             st.phase = BODY
             st.body = InputBody(self.config.body_spool_threshold)
@@ -308,6 +317,14 @@ class HttpHandler:
         log.debug("%r: %s %s", conn.peer, error.status, error.detail)
         data = self.encoder.error(error)
         conn.write(data)
+        if st.request is not None:
+            elapsed = perf_counter() - st.started
+            self.response_counts[
+                error.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)
+            ] += 1
+            self.response_seconds += elapsed
+        else:
+            self.response_untimed[error.status // 100] += 1
         if self.access is not None and st.request is not None:
             self.access.log(st.base["REMOTE_ADDR"], st.request, error.status, 0, st.started)
         self._close(conn, st)
@@ -532,6 +549,9 @@ class HttpHandler:
             log.warning("application sent %d bytes less than its Content-Length", resp.remaining)
             resp.close = True
         self._close_result(resp.result)
+        elapsed = perf_counter() - st.started
+        self.response_counts[resp.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
         if self.access is not None:
             self.access.log(st.base["REMOTE_ADDR"], request, resp.status, resp.sent, st.started)
         st.body.close()
