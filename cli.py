@@ -369,7 +369,7 @@ def reactor() -> None:
 @click.option("--metrics-bind", metavar="HOST:PORT", callback=_check_metrics_bind,
               show_default="none", show_envvar=True,
               help="Serve /metrics here (Prometheus text format, summed over --processes), "
-                   "on threads of its own; watch it live with reactor top.")
+                   "on threads of its own.")
 @click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
               type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
               show_default="none",
