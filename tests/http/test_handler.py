@@ -51,7 +51,7 @@ def test_keep_alive_serves_several_requests_on_one_connection() -> None:
 
 def test_pipelined_requests_are_answered_in_order() -> None:
     conn, _ = serve(echo_app)
-    conn.feed(b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
     responses = parse_responses(conn.take())
     assert [(h["x-path"], b) for _, h, b in responses] == [("/1", b"GET "), ("/2", b"POST hi"), ("/3", b"GET ")]
 
@@ -66,7 +66,7 @@ def test_chunked_request_body_reaches_the_app_with_content_length() -> None:
         return []
 
     conn, _ = serve(app)
-    for piece in (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", b"lo\r\n3\r\n, w\r\n0\r\n\r\n"):
+    for piece in (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", b"lo\r\n3\r\n, w\r\n0\r\n\r\n"):
         conn.feed(piece)
     assert seen == {"cl": "8", "body": b"hello, w"}
     assert parse_responses(conn.take())[0][0] == 200
@@ -74,17 +74,17 @@ def test_chunked_request_body_reaches_the_app_with_content_length() -> None:
 
 def test_100_continue_is_sent_before_the_body_and_never_when_it_already_came() -> None:
     conn, _ = serve(echo_app)
-    conn.feed(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    conn.feed(b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
     assert conn.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
     conn.feed(b"abc")
     assert parse_responses(conn.take())[0][2] == b"PUT abc"
-    conn.feed(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc")
+    conn.feed(b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc")
     assert [s for s, _, _ in parse_responses(conn.take())] == [200]
 
 
 def test_100_continue_over_the_body_limit_gets_413_at_once() -> None:
     conn, _ = serve(echo_app, HttpConfig(max_body_size=10))
-    conn.feed(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+    conn.feed(b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
     [(status, headers, _)] = parse_responses(conn.take())
     assert status == 413 and headers["connection"] == "close" and conn.closed
 
@@ -96,10 +96,10 @@ def test_head_and_204_and_304_have_no_body() -> None:
         return [b""] if status != "200 OK" else [b"12345"]
 
     conn, _ = serve(app)
-    conn.feed(b"HEAD / HTTP/1.1\r\n\r\n")
+    conn.feed(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
     raw = conn.take()
     assert raw.endswith(b"\r\n\r\n") and b"12345" not in raw
-    conn.feed(b"GET /204 HTTP/1.1\r\n\r\nGET /304 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /204 HTTP/1.1\r\nHost: h\r\n\r\nGET /304 HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
     responses = parse_responses(conn.take())
     assert [(s, b) for s, _, b in responses] == [(204, b""), (304, b""), (200, b"12345")]
     assert "content-length" not in responses[0][1] and "transfer-encoding" not in responses[1][1]
@@ -130,7 +130,7 @@ def test_streaming_body_is_chunked_on_1_1() -> None:
         yield b" world"
 
     conn, _ = serve(stream)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     [(_status, headers, body)] = parse_responses(conn.take())
     assert headers["transfer-encoding"] == "chunked" and body == b"hello world"
 
@@ -139,23 +139,23 @@ def test_streaming_body_is_chunked_on_1_1() -> None:
     ("request_bytes", "config", "status"),
     [
         (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", HttpConfig(max_request_line=100), 414),
-        (b"GET / HTTP/1.1\r\nX: " + b"a" * 300 + b"\r\n\r\n", HttpConfig(max_header_size=200), 431),
-        (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 5 + b"\r\n", HttpConfig(max_headers=4), 431),
-        (b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", HttpConfig(max_body_size=100), 413),
-        (b"GET / HTTP/1.1\r\nA: \x01\r\n\r\n", None, 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", None, 501),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 300 + b"\r\n\r\n", HttpConfig(max_header_size=200), 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"A: b\r\n" * 5 + b"\r\n", HttpConfig(max_headers=4), 431),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n", HttpConfig(max_body_size=100), 413),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nA: \x01\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", None, 501),
         (b"GET / HTTP/2.0\r\n\r\n", None, 505),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", None, 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", None, 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: cow\r\n\r\n", None, 400),
-        (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: cow\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -5\r\n\r\n", None, 400),
     ],
 )
 def test_every_limit_and_framing_error_gets_its_status_and_closes(
     request_bytes: bytes, config: HttpConfig | None, status: int
 ) -> None:
     conn, _ = serve(echo_app, config)
-    conn.feed(request_bytes + b"GET /smuggled HTTP/1.1\r\n\r\n")
+    conn.feed(request_bytes + b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")
     responses = parse_responses(conn.take())
     assert [r[0] for r in responses] == [status]
     assert responses[0][1]["connection"] == "close" and conn.closed and not conn.aborted
@@ -163,7 +163,7 @@ def test_every_limit_and_framing_error_gets_its_status_and_closes(
 
 def test_error_after_a_good_pipelined_request_comes_after_its_response() -> None:
     conn, _ = serve(echo_app)
-    conn.feed(b"GET /ok HTTP/1.1\r\n\r\nGET / HTTP/9.9\r\n\r\n")
+    conn.feed(b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/9.9\r\n\r\n")
     assert [r[0] for r in parse_responses(conn.take())] == [200, 505]
 
 
@@ -186,11 +186,11 @@ def test_large_streaming_body_is_pulled_lazily_with_pause_and_resume() -> None:
         return Body()
 
     conn, worker = serve(app, stall=True)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert conn.paused_writing and len(pulled) < 10
     assert [t.delay for t in worker.live_timers()] == [30.0]  # send timeout armed
     before = len(pulled)
-    conn.feed(b"GET /next HTTP/1.1\r\n\r\n")  # pipelined: waits
+    conn.feed(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")  # pipelined: waits
     assert len(pulled) == before
     while conn.paused_writing:
         conn.drain()
@@ -211,7 +211,7 @@ def test_a_client_that_stops_reading_is_aborted_by_the_send_timeout() -> None:
             closed.append(True)
 
     conn, worker = serve(app, stall=True)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     [timer] = worker.live_timers()
     timer.callback()
     assert conn.aborted and closed == [True]
@@ -229,7 +229,7 @@ def test_iterable_close_is_called_on_every_path() -> None:
         return Result([b"x"])
 
     conn, _ = serve(app)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nHEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert closes == [1, 1]
 
 
@@ -256,7 +256,7 @@ def test_start_response_misuse_gives_a_clean_500(misuse: Any, caplog: pytest.Log
     handler = make_http_handler_factory(app)(worker)  # no validator: misuse is the point
     conn = connect(handler, worker)
     with caplog.at_level(logging.ERROR, logger="workers.http"):
-        conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+        conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     raw = conn.take()
     [(status, _headers, _body)] = parse_responses(raw)
     assert status == 500 and b"evil" not in raw and b"body" not in raw and conn.closed
@@ -271,7 +271,7 @@ def test_app_exception_after_headers_aborts_the_connection(caplog: pytest.LogCap
 
     conn, _ = serve(app)
     with caplog.at_level(logging.ERROR, logger="workers.http"):
-        conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+        conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert conn.aborted and b"partial" in conn.take()
     assert any("boom" in str(r.exc_info) for r in caplog.records)
 
@@ -291,14 +291,14 @@ def test_header_timeout_gives_408_for_a_partial_head_and_silence_otherwise() -> 
 
 def test_keepalive_timeout_closes_silently_and_body_stall_gives_408() -> None:
     conn, worker = serve(echo_app)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     conn.take()
     [timer] = worker.live_timers()
     assert timer.delay == 5.0
     timer.callback()
     assert conn.closed and conn.take() == b""
     conn, worker = serve(echo_app, HttpConfig(body_timeout=0.001))
-    conn.feed(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+    conn.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
     [timer] = worker.live_timers()
     import time
 
@@ -313,9 +313,9 @@ def test_pipelined_flood_while_responding_pauses_reading_then_resumes() -> None:
         yield b"y" * 200_000
 
     conn, _ = serve(app, HttpConfig(max_pipeline_buffer=1000), stall=True)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert conn.paused_writing
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n" * 100)
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 100)
     assert conn.reading_paused
     for _ in range(1000):
         if not conn.paused_writing:
@@ -336,7 +336,7 @@ def test_file_wrapper_uses_sendfile(tmp_path: Any) -> None:
 
     worker = FakeWorker()
     conn = connect(make_http_handler_factory(app)(worker), worker)
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     [(_status, headers, body)] = parse_responses(conn.take())
     assert body == (b"0123456789" * 1000)[10:] and headers["content-length"] == "9990"
     assert [(off, n) for _, off, n in conn.files] == [(10, 9990)]
@@ -368,7 +368,7 @@ def test_forwarded_headers_are_believed_only_from_trusted_peers() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return []
 
-    req = b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\r\n"
+    req = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\r\n"
     conn, _ = serve(app, HttpConfig(forwarded_allow_ips=("10.0.0.7",)))
     conn.feed(req)
     assert seen["REMOTE_ADDR"] == "2.2.2.2" and seen["wsgi.url_scheme"] == "https"
@@ -387,25 +387,25 @@ def test_proxy_protocol_header_sets_the_client_address() -> None:
 
     conn, _ = serve(app, HttpConfig(proxy_protocol=True))
     conn.feed(b"PROXY TCP4 192.0.2.1 198.51.100.2 5555 ")
-    conn.feed(b"443\r\nGET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"443\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert seen["REMOTE_ADDR"] == "192.0.2.1" and seen["SERVER_PORT"] == "443"
     conn, _ = serve(app, HttpConfig(proxy_protocol=True))
-    conn.feed(b"GET / HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert parse_responses(conn.take())[0][0] == 400 and conn.closed
 
 
 def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
     conn, _ = serve(echo_app, HttpConfig(access_log=True))
     with caplog.at_level(logging.INFO, logger="workers.http.access"):
-        conn.feed(b"GET /x?y HTTP/1.1\r\n\r\n")
+        conn.feed(b"GET /x?y HTTP/1.1\r\nHost: h\r\n\r\n")
     [record] = [r for r in caplog.records if r.name == "workers.http.access"]
     assert record.getMessage().startswith('10.0.0.7 "GET /x?y HTTP/1.1" 200 4 ')
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=64) | st.sampled_from(
-    [b"GET / HTTP/1.1\r\n", b"\r\n", b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
-     b"POST /p HTTP/1.1\r\n", b"3\r\nabc\r\n", b"0\r\n\r\n", b"HTTP/1.0\r\n", b"Expect: 100-continue\r\n"]),
+    [b"GET / HTTP/1.1\r\nHost: h\r\n", b"\r\n", b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n",
+     b"POST /p HTTP/1.1\r\nHost: h\r\n", b"3\r\nabc\r\n", b"0\r\n\r\n", b"HTTP/1.0\r\n", b"Expect: 100-continue\r\n"]),
     max_size=12))
 def test_random_bytes_never_escape_and_give_valid_responses_or_4xx_close(pieces: list[bytes]) -> None:
     worker = FakeWorker()

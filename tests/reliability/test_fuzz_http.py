@@ -90,7 +90,7 @@ built = st.builds(
     st.sampled_from([b"/", b"/x?y", b"*", b"http://h/p", b"//", b"/%00"]) | st.binary(max_size=12),
     st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.1 ", b"http/1.1"]),
     st.lists(st.tuples(header_name, header_value), max_size=6),
-    st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"]),
+    st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]),
 )
 requests = st.one_of(
     st.builds(mutate, st.sampled_from(SEEDS), st.lists(mutation, min_size=1, max_size=4)),

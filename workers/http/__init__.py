@@ -5,6 +5,7 @@ from __future__ import annotations
 from .body import InputBody
 from .errors import (
     BadRequest,
+    ExpectationFailed,
     HeaderFieldsTooLarge,
     HTTPError,
     InternalServerError,
@@ -24,6 +25,7 @@ __all__ = [
     "END_OF_MESSAGE",
     "AppError",
     "BadRequest",
+    "ExpectationFailed",
     "FileWrapper",
     "HTTPError",
     "HeaderFieldsTooLarge",

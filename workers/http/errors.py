@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequest",
+    "ExpectationFailed",
     "HTTPError",
     "HeaderFieldsTooLarge",
     "InternalServerError",
@@ -72,6 +73,13 @@ class HeaderFieldsTooLarge(HTTPError):
 
     status = 431
     reason = "Request Header Fields Too Large"
+
+
+class ExpectationFailed(HTTPError):
+    """An ``Expect`` other than ``100-continue`` (417, RFC 9110 section 10.1.1)."""
+
+    status = 417
+    reason = "Expectation Failed"
 
 
 class NotImplemented501(HTTPError):

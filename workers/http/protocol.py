@@ -63,6 +63,14 @@ from .errors import (
     VersionNotSupported,
 )
 from .limits import HttpConfig
+from .validate import (
+    _GOOD_HOSTS,
+    FORBIDDEN_TRAILERS,
+    check_authority,
+    check_content_length,
+    check_expect,
+    check_target,
+)
 
 __all__ = ["END_OF_MESSAGE", "Event", "HttpProtocol", "Marker", "Request"]
 
@@ -76,6 +84,8 @@ class Marker(enum.Enum):
 END_OF_MESSAGE = Marker.END_OF_MESSAGE
 
 _CHUNK_OVERHEAD = 64  # framing bytes allowed per chunk, beyond max_header_size
+_MAX_LEAD = 64  # bytes of empty lines tolerated before a request line
+_SPECIAL_LENGTHS = frozenset((4, 6, 10, 14, 17))  # host, expect, connection, c-l, t-e
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -92,6 +102,8 @@ class Request:
         chunked: the body uses the chunked transfer coding.
         keep_alive: the client allows another request on this connection.
         expect_continue: the client waits for ``100 Continue`` before the body.
+        authority: the ``host[:port]`` of an absolute-form target, which replaces
+            ``Host`` (RFC 9112 section 3.2.2); None for the other forms.
     """
 
     method: str
@@ -102,6 +114,7 @@ class Request:
     chunked: bool
     keep_alive: bool
     expect_continue: bool
+    authority: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -132,6 +145,7 @@ class HttpProtocol:
 
     __slots__ = (
         "_body_bytes",
+        "_body_left",
         "_chunk_wire",
         "_chunked",
         "_chunks",
@@ -144,10 +158,13 @@ class HttpProtocol:
         "_head_raw",
         "_header_bytes",
         "_headers",
+        "_line_open",
+        "_line_pos",
+        "_line_src",
         "_parser",
         "_pending",
         "_raw_remaining",
-        "_start",
+        "_tail",
         "_upgrade",
         "_url",
         "_url_len",
@@ -156,6 +173,10 @@ class HttpProtocol:
     def __init__(self, config: HttpConfig) -> None:
         self._config = config
         self._parser = HttpRequestParser(self)
+        # RFC 9112 section 7.1.1: BWS before ";" in a chunk extension is valid; llhttp
+        # refuses it unless told (BWS after ";" and around "=" it refuses always:
+        # docs/http.md, "What llhttp decides").
+        self._parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
         self._events: list[Event] = []
         self._head_limit = config.max_request_line + config.max_header_size
         self._head_raw = 0  # bytes handed to llhttp while the current head is incomplete
@@ -173,7 +194,13 @@ class HttpProtocol:
         self._upgrade = False
         self._defer_end = False
         self._raw_remaining = 0
-        self._start = b""  # the first bytes of the current head, to classify bad methods
+        self._body_left = 0  # Content-Length body bytes still to come
+        self._tail = b""  # the last bytes fed in this head or chunked body (``_cut``)
+        # The raw bytes the current head began in, and where: the request line is
+        # checked there (``_take_line`` copies it when a head spans reads).
+        self._line_src: bytes | bytearray = b""
+        self._line_pos = 0
+        self._line_open = True
 
     @property
     def broken(self) -> bool:
@@ -200,7 +227,7 @@ class HttpProtocol:
         events: list[Event] = []
         self._events = events
         try:
-            self._feed(memoryview(data))
+            self._feed(data if type(data) is bytes else bytes(data))
         except HTTPError as exc:
             self._dead = True
             events.append(exc)
@@ -208,37 +235,62 @@ class HttpProtocol:
 
     # -- parsing ---------------------------------------------------------------------
 
-    def _feed(self, data: memoryview) -> None:
+    def _feed(self, data: bytes) -> None:
+        """Hand ``data`` to llhttp one message section at a time.
+
+        Every message ends at the end of a ``feed_data`` call, so the next head
+        always begins at a known offset and its raw request line can be checked
+        (llhttp accepts ``GET  /  HTTP/1.1``; RFC 9112 section 3 does not). A head
+        ends after its first CRLF CRLF; a ``Content-Length`` body after its length;
+        a chunked body after a CRLF CRLF (the last chunk and trailer section end so,
+        and no earlier overlapping CRLF CRLF can hide that end: see ``_cut``).
+        """
         feed_data = self._parser.feed_data
         head_limit = self._head_limit
-        while data:
+        pos, size = 0, len(data)
+        view: memoryview | None = None
+        while pos < size:
             if self._raw_remaining or self._dead:
-                data = self._feed_raw(data)
-                continue
+                self._feed_raw(memoryview(data)[pos:])
+                return
             if self._head_done:
-                chunk, data = data, data[:0]
                 if self._chunked:
-                    self._chunk_wire += len(chunk)
+                    end = self._cut(data, pos, size)
+                    self._chunk_wire += end - pos
+                else:
+                    end = min(size, pos + self._body_left)
             else:
                 room = head_limit - self._head_raw
                 if room <= 0:
                     raise HeaderFieldsTooLarge("request head exceeds the header allowance")
-                chunk, data = data[:room], data[room:]
-                if self._head_raw < 32:
-                    self._start += bytes(chunk[: 32 - self._head_raw])
-                self._head_raw += len(chunk)
+                limit = size if size - pos <= room else pos + room
+                end = data.find(b"\r\n\r\n", pos, limit)
+                end = self._cut(data, pos, limit) if end < 0 or self._tail else end + 4
+                if not self._head_raw:  # a head begins here: remember where
+                    self._line_src = data
+                    self._line_pos = pos
+                    self._line_open = True
+                elif self._line_open:
+                    self._take_line(data, pos, end)
+                self._head_raw += end - pos
+            if pos == 0 and end == size:
+                chunk: bytes | memoryview = data
+            else:
+                if view is None:
+                    view = memoryview(data)
+                chunk = view[pos:end]
             try:
                 feed_data(chunk)
             except HttpParserUpgrade as upgrade:
                 # The parser stops after the head of an upgrade request; what follows
                 # is its body (by Content-Length) and then a foreign protocol.
-                data = chunk[int(upgrade.args[0]) :]
+                pos += int(upgrade.args[0])
                 self._dead = True
                 continue
             except HttpParserCallbackError as exc:
                 raise self._pending or BadRequest(str(exc)) from None
             except HttpParserInvalidMethodError:
-                raise self._method_error(self._start) from None
+                raise self._method_error(bytes(self._line_src[self._line_pos : self._line_pos + 32])) from None
             except HttpParserError as exc:
                 if self._pending is not None:
                     raise self._pending from None
@@ -246,6 +298,7 @@ class HttpProtocol:
                 if "invalid http version" in message.lower():
                     raise VersionNotSupported(message) from None
                 raise BadRequest(message) from None
+            pos = end
             if (
                 self._chunked
                 and self._head_done
@@ -257,6 +310,42 @@ class HttpProtocol:
                 if self._url_len >= self._config.max_request_line:
                     raise URITooLong("request target too long")
                 raise HeaderFieldsTooLarge("request head exceeds the header allowance")
+
+    def _cut(self, data: bytes, pos: int, limit: int) -> int:
+        """The offset just after the next CRLF CRLF in ``data[pos:limit]``, else ``limit``.
+
+        The last three bytes fed before ``pos`` in this section are carried in
+        ``_tail``, so a CRLF CRLF split between two reads is found. Greedy search
+        finds every end of a head or chunked body: such an end follows a byte that is
+        neither CR nor LF (the version digit, a field value, a chunk size or
+        extension, the ":" of an empty field), so no earlier CRLF CRLF overlaps it.
+        """
+        tail = self._tail
+        if tail:
+            j = (tail + data[pos : pos + 3]).find(b"\r\n\r\n")
+            if j >= 0 and pos + j + 4 - len(tail) <= limit:
+                self._tail = b""
+                return pos + j + 4 - len(tail)
+        i = data.find(b"\r\n\r\n", pos, limit)
+        if i >= 0:
+            self._tail = b""
+            return i + 4
+        self._tail = (tail + data[max(pos, limit - 3) : limit])[-3:]
+        return limit
+
+    def _take_line(self, data: bytes, pos: int, end: int) -> None:
+        """A head spans reads: append to the raw bytes of its request line until it ends."""
+        src = self._line_src
+        if type(src) is bytes:  # what the head's first read held of it: copy that
+            start = self._line_pos
+            src = self._line_src = bytearray(src[start : start + self._head_raw])
+            self._line_pos = 0
+        src += data[pos:end]
+        if 10 in data[pos:end]:
+            line = src.lstrip(b"\r\n")
+            if len(src) - len(line) > _MAX_LEAD:
+                raise BadRequest("too many empty lines before the request line")
+            self._line_open = 10 not in line
 
     def _feed_raw(self, data: memoryview) -> memoryview:
         """Deliver the Content-Length body of an upgrade request; drop what follows."""
@@ -303,81 +392,135 @@ class HttpProtocol:
         if self._header_bytes > config.max_header_size:
             raise self._fail(HeaderFieldsTooLarge("header section too large"))
         if self._head_done:
-            return  # a trailer field: counted against the limit, then dropped
+            # A trailer field: counted against the limit, then dropped (WSGI has no
+            # API for trailers), unless it is one RFC 9110 section 6.5.1 forbids.
+            if name.lower() in FORBIDDEN_TRAILERS:
+                raise self._fail(BadRequest(f"{name!r} is not allowed as a trailer field"))
+            return
+        # RFC 9110 section 5.5: OWS around a field value is not part of it. llhttp
+        # strips it before the value only.
+        value = value.rstrip(b" \t")  # the same object when there is nothing to strip
         headers = self._headers
         if len(headers) >= config.max_headers:
             raise self._fail(HeaderFieldsTooLarge(f"more than {config.max_headers} header fields"))
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise self._fail(VersionNotSupported(f"HTTP/{version}"))
-        method = parser.get_method().decode("ascii")
-        if method == "CONNECT":
-            raise self._fail(NotImplemented501("CONNECT is not supported"))
-        if method != "OPTIONS" and self._url == [b"*"]:
-            raise self._fail(BadRequest("asterisk-form target without OPTIONS"))
-        content_length: int | None = None
-        te: list[bytes] = []
-        connection: list[bytes] = []
-        expect = False
-        for name, value in self._headers:
-            if len(name) not in (6, 10, 14, 17):
-                continue
-            lname = name.lower()
-            if lname == b"content-length":
-                content_length = int(value)  # llhttp checked digits and duplicates
-            elif lname == b"transfer-encoding":
-                te.append(value)
-            elif lname == b"connection":
-                connection.append(value)
-            elif lname == b"expect":
-                expect = value.strip(b" \t").lower() == b"100-continue"
-        chunked = False
-        if te:
-            if version == "1.0":
-                raise self._fail(BadRequest("Transfer-Encoding in an HTTP/1.0 request"))
-            codings = _split_tokens(te)
-            if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-                raise self._fail(BadRequest("chunked is not the final transfer coding"))
-            if len(codings) > 1:
-                raise self._fail(NotImplemented501("unsupported transfer coding"))
-            chunked = True
-        if content_length is not None and content_length > self._config.max_body_size:
-            raise self._fail(PayloadTooLarge(f"Content-Length {content_length}"))
-        tokens = _split_tokens(connection) if connection else []
-        if version == "1.1":
-            keep_alive = b"close" not in tokens
-        else:
-            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
-            expect = False  # RFC 9110 10.1.1: ignore 100-continue from HTTP/1.0
-        self._upgrade = parser.should_upgrade()
-        if self._upgrade:
-            # WSGI cannot switch protocols: answer as a plain request, then close.
-            if chunked:
-                raise self._fail(NotImplemented501("chunked body on an upgrade request"))
-            keep_alive = False
-        self._head_done = True
-        self._chunked = chunked
-        self._chunk_wire = 0
-        self._chunks = 0
-        self._events.append(
-            Request(
-                method,
-                b"".join(self._url),
-                version,
-                self._headers,
-                content_length,
-                chunked,
-                keep_alive,
-                expect,
+        """Check the head (here and in ``validate``: the one place) and emit a ``Request``."""
+        try:
+            parser = self._parser
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise VersionNotSupported(f"HTTP/{version}")
+            raw_method = parser.get_method()
+            method = raw_method.decode("ascii")
+            url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+            # RFC 9112 section 3: request-line = method SP request-target SP HTTP-version.
+            # llhttp skips runs of SP between the parts; with single SPs the line's CRLF
+            # is at len(method) + len(url) + 10, any other layout it accepts is longer.
+            src = self._line_src
+            at = self._line_pos
+            if src[at] == 13 or src[at] == 10:
+                at = self._line_start()
+            at += len(raw_method) + len(url) + 10
+            if src[at : at + 2] != b"\r\n":
+                raise BadRequest("request line is not 'method SP target SP version CRLF'")
+            # (``int in bytes`` is a memchr; ``bytes in bytes`` costs ten times more.)
+            if url[0] == 47 and 37 not in url and 35 not in url and 92 not in url and method != "CONNECT":
+                authority = None  # origin-form with nothing to look at: the common case
+            else:
+                authority = check_target(method, url)
+            content_length: int | None = None
+            te: list[bytes] = []
+            connection: list[bytes] = []
+            expect: list[bytes] | None = None
+            host: bytes | None = None
+            hosts = 0
+            for name, value in self._headers:
+                if len(name) not in _SPECIAL_LENGTHS:
+                    continue
+                lname = name.lower()
+                if lname == b"host":
+                    hosts += 1
+                    host = value
+                elif lname == b"content-length":
+                    content_length = check_content_length(value)  # llhttp: digits, one field
+                elif lname == b"transfer-encoding":
+                    te.append(value)
+                elif lname == b"connection":
+                    connection.append(value)
+                elif lname == b"expect":
+                    if expect is None:
+                        expect = []
+                    expect.append(value)
+            # RFC 9112 section 3.2: an HTTP/1.1 request without Host, any request with
+            # more than one Host line (equal or not), or an invalid Host value: 400.
+            if hosts != 1:
+                if hosts or version == "1.1":
+                    raise BadRequest(f"{hosts} Host fields")
+            elif host is not None and host not in _GOOD_HOSTS:
+                check_authority(host, "Host")
+            expect_continue = check_expect(expect, version) if expect is not None else False
+            chunked = False
+            if te:
+                if version == "1.0":
+                    raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+                codings = _split_tokens(te)
+                if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+                    raise BadRequest("chunked is not the final transfer coding")
+                if len(codings) > 1:
+                    raise NotImplemented501("unsupported transfer coding")
+                chunked = True
+            if content_length is not None and content_length > self._config.max_body_size:
+                raise PayloadTooLarge(f"Content-Length {content_length}")
+            tokens = _split_tokens(connection) if connection else []
+            if version == "1.1":
+                keep_alive = b"close" not in tokens
+            else:
+                keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            self._upgrade = parser.should_upgrade()
+            if self._upgrade:
+                # WSGI cannot switch protocols: answer as a plain request, then close.
+                if chunked:
+                    raise NotImplemented501("chunked body on an upgrade request")
+                keep_alive = False
+            self._head_done = True
+            self._chunked = chunked
+            self._body_left = content_length or 0
+            self._chunk_wire = 0
+            self._chunks = 0
+            self._events.append(
+                Request(
+                    method,
+                    url,
+                    version,
+                    self._headers,
+                    content_length,
+                    chunked,
+                    keep_alive,
+                    expect_continue,
+                    authority,
+                )
             )
-        )
+        except HTTPError as exc:
+            raise self._fail(exc) from None
+
+    def _line_start(self) -> int:
+        """Where the request line starts in ``_line_src``, past CRLF empty lines.
+
+        RFC 9112 section 2.2: a server SHOULD ignore at least one empty line before
+        the request line. Only CRLF ones are ignored, ``_MAX_LEAD`` bytes at most.
+        """
+        src, pos = self._line_src, self._line_pos
+        window = src[pos : pos + _MAX_LEAD + 1]
+        lead = window[: len(window) - len(window.lstrip(b"\r\n"))]
+        if len(lead) > _MAX_LEAD or lead != b"\r\n" * (len(lead) // 2):
+            raise BadRequest("an empty line before the request line is not CRLF")
+        return pos + len(lead)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
+        self._body_left -= len(body)
         if self._body_bytes > self._config.max_body_size:
             raise self._fail(PayloadTooLarge("request body too large"))
         self._events.append(body)
@@ -394,7 +537,6 @@ class HttpProtocol:
         self._head_done = False
         self._chunked = False
         self._head_raw = 0
-        self._start = b""
 
     def _declared_length(self) -> int:
         for name, value in self._headers:

@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 from .body import InputBody
 from .limits import HttpConfig
 from .protocol import Request
+from .validate import parse_authority
 
 __all__ = [
     "AppError",
@@ -260,11 +261,12 @@ def request_environ(
     """
     environ = base.copy()
     target = request.target
-    path, _, query = target.partition(b"?")
-    authority = None
-    if path[:1] != b"/" and b"://" in path:  # absolute-form: keep only the path
-        authority, _, path = path.split(b"://", 1)[1].partition(b"/")
-        path = b"/" + path
+    authority = request.authority
+    if authority is None:
+        path, _, query = target.partition(b"?")
+    else:  # absolute-form (checked by the parser): keep only the path and query
+        path, _, query = target[target.index(b"://") + 3 + len(authority) :].partition(b"?")
+        path = path or b"/"
     environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if b"%" in path else path.decode("latin-1")
     environ["QUERY_STRING"] = query.decode("latin-1")
@@ -283,10 +285,14 @@ def request_environ(
         if old is not None:
             value = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old}, {value}"
         environ[key] = value
-    if authority:
+    if authority is not None:
         # RFC 9112 3.2.2: with an absolute-form target the Host field is ignored and
         # the target's authority is the host (one host for the app and any cache).
+        host = parse_authority(authority)
+        assert host is not None  # the parser checked it
         environ["HTTP_HOST"] = authority.decode("latin-1")
+        environ["SERVER_NAME"] = host[0]
+        environ["SERVER_PORT"] = host[1] or ("443" if target[4:5] in (b"s", b"S") else "80")
     if request.chunked or "CONTENT_LENGTH" in environ:
         environ["CONTENT_LENGTH"] = str(body.size)
     if environ["mioreactor.trusted_proxy"]:
