@@ -339,6 +339,13 @@ def reactor() -> None:
 @click.option("--send-timeout", type=SECONDS, default=HTTP.send_timeout, show_default=True,
               show_envvar=True,
               help="Seconds a response may stay blocked on a client that does not read.")
+@click.option("--linger-timeout", type=SECONDS, default=HTTP.linger_timeout, show_default=True,
+              show_envvar=True,
+              help="Seconds a connection keeps reading and discarding after an error "
+                   "response, so that a client still sending can read it.")
+@click.option("--linger-max-bytes", type=SIZE, default=HTTP.linger_max_bytes,
+              show_default=True, show_envvar=True,
+              help="Bytes discarded at most while lingering after an error response.")
 @click.option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0,
               show_default=True, show_envvar=True,
               help="Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
@@ -419,6 +426,8 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         keepalive_timeout=opts["keepalive_timeout"],
         body_timeout=opts["body_timeout"],
         send_timeout=opts["send_timeout"],
+        linger_timeout=opts["linger_timeout"],
+        linger_max_bytes=opts["linger_max_bytes"],
         server_header=opts["server_header"],
         url_scheme=opts["url_scheme"],
         access_log=opts["access_log"],

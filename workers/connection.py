@@ -75,6 +75,7 @@ class Conn:
         "_deadline",
         "_deferred",
         "_eof",
+        "_linger",
         "_pending",
         "_read_paused",
         "_recv",
@@ -95,7 +96,8 @@ class Conn:
         "worker",
     )
 
-    # _state: 0 open, 1 closing (flush then close), 2 closed
+    # _state: 0 open, 1 closing (flush then close), 2 closed, 3 lingering (write side
+    # shut, reading and discarding; see ``close_lingering``)
     def __init__(
         self, token: int, stream: Stream, peer: Any, worker: Worker, handler: Handler
     ) -> None:
@@ -121,6 +123,7 @@ class Conn:
         self._busy: Any = None
         self._pending = 0
         self._deferred: list[Callable[[], None]] | None = None
+        self._linger: tuple[float, int] | None = None  # close_lingering's bounds
         self.listener: Any = None
 
     def __repr__(self) -> str:
@@ -232,12 +235,76 @@ class Conn:
 
     def close(self) -> None:
         if self._state:
+            if self._state == 3:  # stop lingering now (graceful stop, a handler's close)
+                self._teardown(None)
             return
         if self._wbuf:
             self._state = 1  # finish when the buffer drains (on_writable)
             self.pause_reading()
         else:
             self._teardown(None)
+
+    def close_lingering(self, timeout: float, max_bytes: int) -> None:
+        """Close after an error response so that the client can read it.
+
+        Closing a socket with unread input makes the kernel send RST, and a client
+        still sending (an upload over the limit, requests pipelined after a bad one)
+        may then lose the response before it reads it. So, as nginx's
+        ``lingering_close`` and Apache's ``lingering_close()`` do: flush what is
+        queued, ``shutdown(SHUT_WR)`` (the client sees the response, then EOF), then
+        read and discard until the client's EOF, ``max_bytes`` discarded, or
+        ``timeout`` seconds, whichever comes first; then close.
+
+        Args:
+            timeout: seconds to linger after the write side is shut.
+            max_bytes: bytes to discard at most.
+        """
+        if self._state:
+            return
+        self._linger = (timeout, max_bytes)
+        if self._wbuf:
+            self._state = 1  # _flush starts lingering when the buffer drains
+            self.pause_reading()
+        else:
+            self._start_linger()
+
+    def _start_linger(self) -> None:
+        assert self._linger is not None
+        timeout = self._linger[0]
+        self._state = 3
+        try:
+            self.stream.socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the peer is gone already
+            self._teardown(exc)
+            return
+        self.rearm(timeout, _linger_expired)
+        self._read_paused = False
+        self._linger_read()
+
+    def _linger_read(self) -> None:
+        """Read and drop the client's bytes (edge-triggered: until would-block)."""
+        assert self._linger is not None
+        timeout, budget = self._linger
+        recv = self._recv
+        chunks = READ_BUDGET
+        while budget > 0:
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                self._linger = (timeout, budget)
+                return
+            except OSError as exc:
+                self._teardown(exc)
+                return
+            if not data:
+                break  # the client's EOF: it has read the response
+            budget -= len(data)
+            chunks -= 1
+            if not chunks and budget > 0:
+                self._linger = (timeout, budget)
+                self.worker.reschedule(self)  # fairness, as on_readable
+                return
+        self._teardown(None)
 
     def abort(self) -> None:
         if self._state != 2:
@@ -300,6 +367,8 @@ class Conn:
         is served again without waiting for an edge, and that serving drains on.
         """
         if self._read_paused or self._state or self._eof:
+            if self._state == 3:
+                self._linger_read()
             return
         recv = self._recv
         handler = self.handler
@@ -387,7 +456,10 @@ class Conn:
             self._write_paused = False
             self.handler.resume_writing(self)
         if self._state == 1 and not wbuf:
-            self._teardown(None)
+            if self._linger is not None:
+                self._start_linger()
+            else:
+                self._teardown(None)
 
     def on_closed(self, bits: int) -> None:
         """The kernel says the peer is gone for writing (hang-up or error)."""
@@ -417,3 +489,9 @@ class Conn:
             self.handler.connection_lost(self, exc)
         except Exception:
             log.exception("handler.connection_lost failed for %r", self)
+
+
+def _linger_expired(conn: Conn) -> None:
+    """The lingering close ran out of time: close now (the deadline's callback)."""
+    if conn._state == 3:
+        conn._teardown(None)

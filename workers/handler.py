@@ -131,6 +131,12 @@ class Connection(Protocol):
         """Flush what is buffered, then close. ``connection_lost`` follows."""
         ...
 
+    def close_lingering(self, timeout: float, max_bytes: int) -> None:
+        """Flush, shut the write side, discard input (bounded by ``timeout`` seconds
+        and ``max_bytes``) until the peer's EOF, then close. ``connection_lost``
+        follows. For error responses the peer must read although it still sends."""
+        ...
+
     def abort(self) -> None:
         """Close now, dropping buffered output. ``connection_lost`` follows."""
         ...

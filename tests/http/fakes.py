@@ -63,6 +63,7 @@ class FakeConnection:
         self.reading_paused = False
         self.closed = False
         self.aborted = False
+        self.lingered: tuple[float, int] | None = None
         self.lost = False
         self.files: list[tuple[Any, int, int | None]] = []
 
@@ -98,6 +99,10 @@ class FakeConnection:
         if not self.closed:
             self.closed = True
             self._lose()
+
+    def close_lingering(self, timeout: float, max_bytes: int) -> None:
+        self.lingered = (timeout, max_bytes)
+        self.close()
 
     def abort(self) -> None:
         if not self.closed:

@@ -103,6 +103,8 @@ def make_app(probe: AppProbe | None = None) -> Callable[..., Any]:
                 "path": path,
                 "query": query,
                 "host": environ.get("HTTP_HOST"),
+                "server_name": environ["SERVER_NAME"],
+                "server_port": environ["SERVER_PORT"],
                 "remote_addr": environ["REMOTE_ADDR"],
                 "scheme": environ["wsgi.url_scheme"],
                 "body": body_bytes.decode("latin-1"),

@@ -237,6 +237,9 @@ class HttpHandler:
         """Graceful stop: close when idle; finish a begun request first (module docstring)."""
         st: _State = conn.context
         st.draining = True
+        if st.phase == CLOSED:
+            conn.close()  # stops a lingering close; a flush in progress goes on
+            return
         if st.phase == IDLE and not st.fresh and not st.events and not st.backlog and not st.proto.in_head:
             self._close(conn, st)
 
@@ -313,7 +316,7 @@ class HttpHandler:
             conn.resume_reading()  # may call data_received at once: state is consistent
 
     def _fail(self, conn: Connection, st: _State, error: HTTPError) -> None:
-        """Answer a protocol error and close; nothing after it is parsed."""
+        """Answer a protocol error and close lingering; nothing after it is parsed."""
         log.debug("%r: %s %s", conn.peer, error.status, error.detail)
         data = self.encoder.error(error)
         conn.write(data)
@@ -327,7 +330,11 @@ class HttpHandler:
             self.response_untimed[error.status // 100] += 1
         if self.access is not None and st.request is not None:
             self.access.log(st.base["REMOTE_ADDR"], st.request, error.status, 0, st.started)
-        self._close(conn, st)
+        # Lingering close (``Conn.close_lingering``): a client still sending must be
+        # able to read this response before the connection goes.
+        self._disarm(st)
+        st.phase = CLOSED
+        conn.close_lingering(self.config.linger_timeout, self.config.linger_max_bytes)
 
     def _close(self, conn: Connection, st: _State) -> None:
         self._disarm(st)

@@ -35,6 +35,10 @@ class HttpConfig:
             server answers 408 and closes.
         send_timeout: seconds a response may stay blocked on a client that does not
             read before the connection is aborted.
+        linger_timeout: seconds an errored connection keeps reading (and discarding)
+            after its error response and the shutdown of its write side, so that a
+            client still sending reads the response instead of a reset.
+        linger_max_bytes: bytes discarded at most while lingering; then it closes.
         max_pipeline_buffer: unprocessed bytes of pipelined requests held while a
             response is in progress before reading from the client is paused.
         server_header: value of the ``Server`` response header; empty sends none.
@@ -57,6 +61,8 @@ class HttpConfig:
     keepalive_timeout: float = 5.0
     body_timeout: float = 30.0
     send_timeout: float = 30.0
+    linger_timeout: float = 2.0
+    linger_max_bytes: int = 4 * 1024 * 1024
     max_pipeline_buffer: int = 256 * 1024
     server_header: str = "mioreactor"
     access_log: bool = False
@@ -67,12 +73,14 @@ class HttpConfig:
     multiprocess: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_request_line", "max_header_size", "max_headers", "max_pipeline_buffer"):
+        for name in ("max_request_line", "max_header_size", "max_headers", "max_pipeline_buffer",
+                     "linger_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"HttpConfig.{name} must be positive")
         if self.max_body_size < 0 or self.body_spool_threshold < 0:
             raise ValueError("HttpConfig body sizes must not be negative")
-        for name in ("header_timeout", "keepalive_timeout", "body_timeout", "send_timeout"):
+        for name in ("header_timeout", "keepalive_timeout", "body_timeout", "send_timeout",
+                     "linger_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"HttpConfig.{name} must be positive seconds")
         if self.url_scheme not in ("http", "https"):
