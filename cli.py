@@ -349,6 +349,20 @@ def reactor() -> None:
 @click.option("--graceful-timeout", type=click.FloatRange(min=0), default=30.0,
               show_default=True, show_envvar=True,
               help="Seconds in-flight requests get to finish on SIGTERM/SIGINT.")
+@click.option("--timeout", "-t", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              show_envvar=True,
+              help="Seconds a request may stay inside the app before it is logged with the "
+                   "stack of its thread (it is left to finish); with --processes, a process "
+                   "whose every worker is stuck is replaced. 0: never.")
+@click.option("--max-requests", type=click.IntRange(min=0), default=0, show_default=True,
+              show_envvar=True,
+              help="Replace a process once it has served this many requests (plus the "
+                   "jitter): a new one starts first, the old one drains. 0: never. Runs "
+                   "the supervisor even with one process.")
+@click.option("--max-requests-jitter", type=click.IntRange(min=0), default=0,
+              show_default=True, show_envvar=True,
+              help="Add a random 0..N to each process's --max-requests, so processes "
+                   "started together are not replaced together.")
 @click.option("--server-header", default=HTTP.server_header, show_default=True,
               show_envvar=True, help="Value of the Server response header; empty sends none.")
 @click.option("--url-scheme", type=click.Choice(["http", "https"]), default=HTTP.url_scheme,
@@ -450,6 +464,9 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         run_slots=opts["run_slots"],
         handoff_ms=opts["handoff_ms"],
         graceful_timeout=opts["graceful_timeout"],
+        timeout=opts["timeout"],
+        max_requests=opts["max_requests"],
+        max_requests_jitter=opts["max_requests_jitter"],
         backend=opts["backend"],
         http=http,
         log_level=opts["log_level"],

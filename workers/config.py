@@ -169,6 +169,13 @@ class Config:
         run_slots: worker threads that may run Python at once (``None``: automatic).
         handoff_ms: milliseconds a blocking app call keeps its run slot.
         graceful_timeout: seconds in-flight requests get to finish on shutdown.
+        timeout: seconds a request may stay inside the app before it is logged with
+            its thread's stack and counted as stuck (0: never); with several
+            processes, a process whose every worker is stuck is replaced.
+        max_requests: a process that has served this many requests is replaced
+            (0: never); runs a supervisor even for one process.
+        max_requests_jitter: each process's limit is ``max_requests`` plus a random
+            0..jitter, so processes started together are not replaced together.
         backend: force a reactor backend (``epoll``, ``kqueue``, ``fallback``).
         http: limits, timeouts and logging of the HTTP handler.
         log_level: one of ``LOG_LEVELS``.
@@ -196,6 +203,9 @@ class Config:
     run_slots: int | None = None
     handoff_ms: float = 2.0
     graceful_timeout: float = 30.0
+    timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
     backend: str | None = None
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "info"
@@ -226,9 +236,12 @@ class Config:
         for name in ("workers", "processes", "backlog", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_requests", "max_requests_jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.run_slots is not None and self.run_slots < 1:
             raise ConfigError(f"run_slots must be at least 1, got {self.run_slots}")
-        for name in ("handoff_ms", "graceful_timeout"):
+        for name in ("handoff_ms", "graceful_timeout", "timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         for name in ("reload_interval", "startup_timeout"):
@@ -261,8 +274,9 @@ class Config:
 
     @property
     def supervised(self) -> bool:
-        """Whether a supervisor process runs the servers (``processes > 1`` or ``reload``)."""
-        return self.processes > 1 or self.reload
+        """Whether a supervisor process runs the servers (``processes > 1``, ``reload``
+        or ``max_requests``: recycling needs someone to start the replacement)."""
+        return self.processes > 1 or self.reload or self.max_requests > 0
 
     @property
     def log_level_number(self) -> int:
@@ -281,6 +295,7 @@ class Config:
             "backlog": self.backlog,
             "max_connections": self.max_connections,
             "graceful_timeout": self.graceful_timeout,
+            "timeout": self.timeout,
             "run_slots": self.run_slots,
             "handoff_after": self.handoff_ms / 1000.0,
             "backend": self.backend,

@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -153,11 +153,21 @@ def _stop_signals(stop: _StopFlag, *, supervised: bool) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _serve_until_stopped(server: Server, stop: _StopFlag) -> None:
-    """Block until ``stop`` is set (by a signal or the lifeline), then stop gracefully."""
-    while not stop.event.wait(0.25):
+def _serve_until_stopped(
+    server: Server,
+    stop: _StopFlag,
+    tick: Callable[[], None] | None = None,
+    interval: float = 0.25,
+) -> None:
+    """Block until ``stop`` is set (by a signal or the lifeline), then stop gracefully.
+
+    ``tick`` runs every ``interval`` seconds meanwhile (a child's reports).
+    """
+    while not stop.event.wait(interval):
         if server.wait(0):
             return
+        if tick is not None:
+            tick()
     log.info("%s: stopping gracefully (up to %.1f s)", stop.reason, server.graceful_timeout)
     server.stop()
 
@@ -220,17 +230,22 @@ def child_main(fd: int) -> None:
         except ServeError as exc:
             _send(sock, {"event": "error", "pid": os.getpid(), "message": str(exc)})
             sys.exit(3)
-        _serve_child(server, sock, stop, metrics_sock)
+        _serve_child(server, sock, stop, metrics_sock, config.max_requests)
     sys.exit(0)
 
 
 def _serve_child(
-    server: Server, sock: socket.socket, stop: _StopFlag, metrics_sock: socket.socket | None = None
+    server: Server,
+    sock: socket.socket,
+    stop: _StopFlag,
+    metrics_sock: socket.socket | None = None,
+    max_requests: int = 0,
 ) -> None:
     """Report ``ready``, watch the lifeline, serve until ``stop``, drain.
 
     With ``metrics_sock`` (``--metrics-bind``), this process's stats are answered there
-    to the supervisor (``workers.metrics_server.StatsResponder``).
+    to the supervisor (``workers.metrics_server.StatsResponder``). With
+    ``max_requests``, the supervisor is told once this process has served that many.
     """
     _send(sock, {
         "event": "ready",
@@ -250,6 +265,43 @@ def _serve_child(
     threading.Thread(target=lifeline, name="reactor-lifeline", daemon=True).start()
     # --metrics-bind: the supervisor asks for this process's stats on a channel of its own.
     responder = StatsResponder(metrics_sock, server.stats).start() if metrics_sock else None
-    _serve_until_stopped(server, stop)
+    reports = _ChildReports(server, sock, max_requests)
+    # Checked often with --max-requests: each tick past the limit is overshoot.
+    _serve_until_stopped(server, stop, reports.tick, 0.05 if max_requests else 0.25)
     if responder is not None:
         responder.send()  # the final counters, kept by the supervisor after this exits
+
+
+class _ChildReports:
+    """What a child tells its supervisor while it serves (one JSON line each).
+
+    * ``{"event": "recycle", "requests": N}``: it has served its ``--max-requests``;
+      sent once. The supervisor starts a replacement, then stops this one gracefully.
+    * ``{"event": "stuck", "workers": N, "what": ...}``: every worker has been inside
+      the app for longer than ``--timeout``; sent once per episode. The supervisor
+      replaces it the same way, after saying why.
+    """
+
+    def __init__(self, server: Server, sock: socket.socket, limit: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.limit = limit
+        self.recycle_sent = False
+        self.stuck_sent = False
+
+    def tick(self) -> None:
+        server = self.server
+        if self.limit and not self.recycle_sent:
+            served = server.requests_served()
+            if served >= self.limit:
+                self.recycle_sent = True
+                _send(self.sock, {"event": "recycle", "pid": os.getpid(), "requests": served,
+                                  "limit": self.limit})
+        stuck = server.stuck_report()
+        if stuck is None:
+            self.stuck_sent = False
+        elif not self.stuck_sent:
+            self.stuck_sent = True
+            workers, what = stuck
+            _send(self.sock, {"event": "stuck", "pid": os.getpid(), "workers": workers,
+                              "what": what, "timeout": server.timeout})

@@ -52,9 +52,13 @@ class SlotHolder:
 
     ``batch`` is the deque the worker is consuming (handed over on detach);
     ``current`` the connection it is serving (marked busy on detach).
+    ``app_since`` is when the worker entered its current blocking section (the app),
+    holding a slot or not, 0.0 outside: the watchdog's view (``workers.watchdog``).
     """
 
-    __slots__ = ("batch", "blocked_since", "current", "detached", "gate", "holding", "name")
+    __slots__ = (
+        "app_since", "batch", "blocked_since", "current", "detached", "gate", "holding", "name",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -63,6 +67,7 @@ class SlotHolder:
         self.holding = False
         self.detached = False
         self.blocked_since = 0.0
+        self.app_since = 0.0
         self.batch: deque[Any] | None = None
         self.current: Any = None
 
@@ -227,11 +232,17 @@ class BlockingSection:
 
     def __enter__(self) -> None:
         self._depth += 1
-        if self._depth == 1 and self._h.holding:
-            self._h.blocked_since = time.monotonic() or 1e-9
+        if self._depth == 1:
+            h = self._h
+            # One store for the watchdog (--timeout), holding or not: no timer object.
+            now = h.app_since = time.monotonic() or 1e-9
+            if h.holding:
+                h.blocked_since = now
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
+        if self._depth == 0:
+            self._h.app_since = 0.0
         if self._depth == 0 and self._h.blocked_since:
             # Under the lock: a detach decided by the acceptor is either complete
             # before this (and ``h.detached`` is seen by the worker) or not at all.

@@ -25,6 +25,7 @@ from workers.binds import open_listeners
 from workers.handler import HandlerFactory
 from workers.metrics import request_counters
 from workers.scheduler import RunSlots, default_slots
+from workers.watchdog import Watchdog
 from workers.worker import Dispatch, Worker
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Server:
         listeners: already-open ``BoundListener``s to serve (besides ``bind``).
         metrics_bind: ``HOST:PORT`` to serve ``/metrics`` on (Prometheus text format,
             docs/metrics.md), on threads of its own; None serves none.
+        timeout: seconds a request may stay inside the app before it is logged, with
+            the stack of its thread, and counted in ``stats()["stuck_requests"]``
+            (``workers.watchdog``); it is left to finish. 0 turns the watchdog off.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Server:
         listeners: Sequence[BoundListener] = (),
         use_systemd: bool = False,
         metrics_bind: str | None = None,
+        timeout: float = 0.0,
     ) -> None:
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
@@ -111,6 +116,10 @@ class Server:
         self.unix_mode = unix_mode
         self.proxy_protocol = proxy_protocol
         self.use_systemd = use_systemd
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, got {timeout}")
+        self.timeout = timeout
+        self._watchdog: Watchdog | None = None
         self._extra_listeners = list(listeners)
         self.metrics_bind = metrics_bind
         self.metrics: MetricsServer | None = None
@@ -199,6 +208,9 @@ class Server:
         )
         acceptor_ref.append(self._acceptor)
         self._acceptor.start()
+        if self.timeout > 0:
+            self._watchdog = Watchdog(self._workers, self.timeout)
+            self._watchdog.start()
         self.started_at = time.time()
         log.info(
             "serving on %s with %d worker(s), %d run slot(s), backend %s",
@@ -231,6 +243,8 @@ class Server:
             w.join()
         if self.metrics is not None:
             self.metrics.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._stopped.set()
         log.info("stopped")
 
@@ -319,10 +333,16 @@ class Server:
         listen_queue (per TCP listener, where Linux tells: connections waiting in
         the kernel backlog), requests (HTTP responses by status class, ``"2xx": n``)
         and request_duration (a histogram: ``bounds``, per-bucket ``buckets``, ``sum``,
-        ``count``; docs/metrics.md).
+        ``count``; docs/metrics.md). With a ``timeout``: stuck_requests (requests reported
+        inside the app for longer than it, ever), stuck_now (workers so stuck now),
+        and per worker stuck_for (seconds, 0.0 when not stuck).
         """
         acceptor = self._acceptor
         workers = [w.snapshot() for w in self._workers]
+        watchdog = self._watchdog
+        now = time.monotonic()
+        for w, snap in zip(self._workers, workers, strict=True):
+            snap["stuck_for"] = round(watchdog.stuck_for(w, now), 3) if watchdog else 0.0
         closed = sum(w["closed"] for w in workers)
         accepted = acceptor.accepted if acceptor else 0
         requests, duration = request_counters(w.handler for w in self._workers)
@@ -340,12 +360,39 @@ class Server:
             "connections": len(self._dispatch.conns) if self._dispatch else 0,
             "backend": self.backend_name,
             "workers": workers,
+            "stuck_requests": watchdog.stuck_requests if watchdog else 0,
+            "stuck_now": sum(1 for snap in workers if snap["stuck_for"]),
             "listen_queue": self._listen_queue(),
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
             "requests": requests,
             "request_duration": duration,
         }
 
+
+    def requests_served(self) -> int:
+        """Responses sent so far, of every status (HTTP handler; 0 for raw handlers).
+
+        ``--max-requests`` counts these. Read from the handlers' own counters
+        (``workers.metrics``), so recycling adds nothing to the request path.
+        """
+        total = 0
+        for w in self._workers:
+            handler = w.handler
+            counts = getattr(handler, "response_counts", None)
+            if counts is not None:
+                total += sum(counts) + sum(handler.response_untimed)  # type: ignore[union-attr]
+        return total
+
+    def stuck_report(self) -> tuple[int, str] | None:
+        """When every worker is stuck in the app (``timeout``): (workers, what the longest
+        stuck one serves, and for how long); else None."""
+        watchdog = self._watchdog
+        if watchdog is None or not watchdog.all_stuck:
+            return None
+        now = time.monotonic()
+        longest = max(self._workers, key=lambda w: watchdog.stuck_for(w, now))
+        what = f"{watchdog.describe(longest)} for {watchdog.stuck_for(longest, now):.1f} s"
+        return len(self._workers), what
 
     def _listen_queue(self) -> dict[str, int | None]:
         """Kernel accept-queue depth per TCP listener, read at most once a second:

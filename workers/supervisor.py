@@ -22,6 +22,15 @@ does a rolling restart, one child at a time: start a new one, wait until it serv
 then SIGTERM the old one. A child that dies is replaced at once; one that dies
 before it serves is retried with a growing delay. With ``reload`` a change to a
 watched ``.py`` file does the same rolling restart.
+
+Replacing one child (``Supervisor.replace``) works the same way: start the new one,
+wait until it serves, then SIGTERM the old one, which stops accepting and drains.
+A child asks for it over its socketpair (``workers.runner._ChildReports``): with
+``max_requests`` once it has served its limit (``max_requests`` plus a random
+``0..max_requests_jitter``, drawn here for each child), and with ``timeout`` when
+every one of its workers has been stuck in the app for longer than that (logged
+first, with what they serve). ``max_requests`` runs this supervisor even for one
+process.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
@@ -117,6 +127,8 @@ class Child:
         self.error = ""
         self.backend = ""
         self.started = time.monotonic()
+        self.max_requests = 0  # this child's own limit (with its jitter); 0: none
+        self.replacing = False  # a replacement was asked for
 
     @property
     def pid(self) -> int:
@@ -166,6 +178,8 @@ class Supervisor:
         self._backoff = _BACKOFF_MIN
         self._next_spawn = 0.0
         self._serving = False  # True once the first children all serve
+        self._replace: list[tuple[Child, str]] = []  # children to replace, and why
+        self.replaced = 0
         self.backend = config.backend or backend_name()
         # --metrics-bind: the endpoint is served here, from the children's stats
         # (workers/metrics_server.py); None without it.
@@ -265,11 +279,17 @@ class Supervisor:
                 stats_theirs.close()
         if self.child_stats is not None and stats_mine is not None:
             self.child_stats.add(proc.pid, stats_mine)
-        payload = self.child_config().to_json().encode() + b"\n"
+        config = self.child_config()
+        limit = 0
+        if config.max_requests:
+            limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+            config = config.replace(max_requests=limit, max_requests_jitter=0)
+        payload = config.to_json().encode() + b"\n"
         with contextlib.suppress(OSError):  # a child that died at once is reaped below
             mine.sendall(payload)
         mine.setblocking(False)
         child = Child(proc, mine)
+        child.max_requests = limit
         self._selector.register(mine, selectors.EVENT_READ, child)
         self.children.append(child)
         log.debug("started server process %d", proc.pid)
@@ -285,6 +305,20 @@ class Supervisor:
             log.info("server process %d is serving", child.pid)
         elif event == "error":
             child.error = str(message.get("message", "unknown error"))
+        elif event == "recycle" and child.state is State.READY and not child.replacing:
+            child.replacing = True
+            why = (f"server process {child.pid} has served {message.get('requests')} requests "
+                   f"(--max-requests {self.config.max_requests}, its limit {child.max_requests})")
+            log.info("%s: replacing it", why)
+            self._replace.append((child, why))
+        elif event == "stuck" and child.state is State.READY and not child.replacing:
+            child.replacing = True
+            why = (f"server process {child.pid}: all {message.get('workers')} worker threads "
+                   f"have been inside the app for more than --timeout "
+                   f"{message.get('timeout')} s (the longest: {message.get('what')})")
+            log.warning("%s: replacing it; its requests may finish within "
+                        "--graceful-timeout %g s", why, self.config.graceful_timeout)
+            self._replace.append((child, why))
 
     def _read(self, child: Child) -> None:
         while True:
@@ -429,6 +463,34 @@ class Supervisor:
         log.info("rolling restart done")
         return True
 
+    def replace(self, child: Child, why: str) -> bool:
+        """Start a new child, wait until it serves, then stop ``child`` gracefully.
+
+        The old child keeps accepting until the new one serves, so no connection is
+        refused; SIGTERM then makes it stop accepting and drain (its keep-alive
+        connections close between requests). Returns False when the new child
+        failed (the old one keeps serving) or a stop came.
+        """
+        if not child.live:
+            return False
+        new = self.spawn()
+        if not self.wait_ready(new, self.config.startup_timeout):
+            if not self.stopping:
+                log.error("could not replace server process %d (%s): the new one failed "
+                          "(%s); the old one keeps serving", child.pid, why,
+                          new.error or new.describe_exit())
+                child.replacing = False
+            if new.live:
+                new.state = State.RETIRING
+                new.signal(signal.SIGTERM)
+            return False
+        if child.live:
+            child.state = State.RETIRING
+            child.signal(signal.SIGTERM)
+            self.replaced += 1
+            log.info("server process %d replaces %d", new.pid, child.pid)
+        return True
+
     def shutdown(self, signum: int) -> None:
         """Forward ``signum`` to every child and wait for them (SIGKILL after the grace)."""
         self.stopping = self.stopping or signum
@@ -467,6 +529,10 @@ class Supervisor:
                     break
                 if self.restart_requested:
                     self.rolling_restart(self.restart_requested)
+                    continue
+                if self._replace:
+                    child, why = self._replace.pop(0)
+                    self.replace(child, why)
                     continue
                 self.ensure_children()
                 if watcher is not None and time.monotonic() >= next_scan:

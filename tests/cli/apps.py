@@ -51,3 +51,10 @@ class Nested:
 
 
 not_callable = 42
+
+
+def pid(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """This process's id, zero-padded: a fixed length, as ``ab`` checks lengths."""
+    body = b"%010d\n" % os.getpid()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

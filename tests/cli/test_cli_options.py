@@ -130,7 +130,8 @@ def test_every_serve_option_reaches_the_config(captured: list[Config]) -> None:
         "--server-header", "", "--url-scheme", "https", "--access-log",
         "--access-log-format", "%(h)s %(s)s", "--log-level", "debug",
         "--forwarded-allow-ips", "127.0.0.1, ::1", "--proxy-protocol", "--reload",
-        "--reload-dir", "/tmp",
+        "--reload-dir", "/tmp", "--timeout", "7", "--max-requests", "1000",
+        "--max-requests-jitter", "50",
     )
     assert config == Config(
         app="pkg.mod:obj.app", factory=True, app_dir="/tmp", interface="handler",
@@ -138,6 +139,7 @@ def test_every_serve_option_reaches_the_config(captured: list[Config]) -> None:
         unix_mode=0o660, workers=8, processes=3, share="inherit", backlog=128,
         max_connections=500, run_slots=2, handoff_ms=5.5, graceful_timeout=0.0,
         backend="fallback", log_level="debug", reload=True, reload_dirs=("/tmp",),
+        timeout=7.0, max_requests=1000, max_requests_jitter=50,
         http=HttpConfig(
             max_request_line=4096, max_header_size=32768, max_headers=50,
             max_body_size=1 << 20, body_spool_threshold=65536, max_pipeline_buffer=131072,
@@ -172,6 +174,12 @@ def test_a_command_line_option_beats_its_env_var(captured: list[Config]) -> None
     assert config.workers == 2
 
 
+def test_max_requests_runs_the_supervisor_even_for_one_process(captured: list[Config]) -> None:
+    assert serve_config(captured, "--max-requests", "100").supervised is True
+    assert serve_config(captured).supervised is False
+    assert serve_config(captured, "--timeout", "0").server_kwargs()["timeout"] == 0.0
+
+
 def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> None:
     assert serve_config(captured, "-p", "2").server_kwargs()["http"].multiprocess is True
     assert serve_config(captured).server_kwargs()["http"].multiprocess is False
@@ -199,6 +207,9 @@ def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> No
         (["--log-level", "loud"], "'loud' is not one of"),
         (["--interface", "asgi"], "'asgi' is not one of"),
         (["--interface", "handler"], "demo app is WSGI"),
+        (["--timeout", "-1"], "'--timeout'"),
+        (["--max-requests", "-1"], "'--max-requests'"),
+        (["--max-requests-jitter", "x"], "'x' is not a valid integer"),
         (["no_colon"], "expected MODULE:APP"),
         (["mod:"], "expected MODULE:APP"),
     ],

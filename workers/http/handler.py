@@ -241,7 +241,14 @@ class HttpHandler:
             conn.close()  # stops a lingering close; a flush in progress goes on
             return
         if st.phase == IDLE and not st.fresh and not st.events and not st.backlog and not st.proto.in_head:
-            self._close(conn, st)
+            # A request may be in the kernel already, its edge not served yet: closing
+            # with unread bytes sends RST, and the client reads a reset instead of an
+            # answer. Read first (resume_reading reads at once); a request found is
+            # answered with Connection: close, and only a connection still idle closes.
+            conn.pause_reading()
+            conn.resume_reading()
+            if st.phase == IDLE and not st.events and not st.backlog and not st.proto.in_head:
+                self._close(conn, st)
 
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
         st: _State = conn.context
@@ -257,6 +264,17 @@ class HttpHandler:
         st.body.close()
         st.events.clear()
         st.backlog.clear()
+
+    def describe(self, conn: Connection) -> str:
+        """``METHOD /target`` of the request ``conn`` is serving (for the watchdog).
+
+        Called from another thread: it only reads.
+        """
+        st = getattr(conn, "context", None)
+        request = getattr(st, "request", None)
+        if request is None:
+            return "a request"
+        return f"{request.method} {request.target.decode('latin-1')[:200]}"
 
     # -- request flow --------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""Recycling (``--max-requests``) and stuck processes (``--timeout``) under the supervisor.
+
+* ``ab -n 3000 -c 10`` against ``--processes 2 --max-requests 300
+  --max-requests-jitter 50``: 0 failed requests, and the process ids answering change.
+* Keep-alive clients across recycles: every request gets a complete response, or its
+  connection is closed before any byte of the response (between requests: the
+  client resends, as RFC 9112 9.3.1 allows); never a reset or EOF mid-response.
+* One process with ``--max-requests`` runs under the supervisor and is replaced too.
+* A process whose every worker is stuck past ``--timeout`` is replaced, after a log
+  line saying why, and its stuck requests still complete.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cli.proc import ServeProcess, free_port, http_request
+
+from .loadclient import LoadClient, summary
+from .support import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def pid_of(port: int) -> int | None:
+    """The pid a fresh connection is served by (``tests.cli.apps:pid``), or None."""
+    try:
+        status, _, body = http_request(("127.0.0.1", port), "/", timeout=5)
+    except OSError:
+        return None
+    return int(body) if status == 200 else None
+
+
+def pids(port: int, tries: int = 16) -> set[int]:
+    return {p for p in (pid_of(port) for _ in range(tries)) if p is not None}
+
+
+@pytest.fixture
+def recycling() -> Iterator[tuple[ServeProcess, int]]:
+    port = free_port()
+    server = ServeProcess(["tests.cli.apps:pid", "-b", f"127.0.0.1:{port}", "--processes", "2",
+                           "-w", "2", "--max-requests", "300", "--max-requests-jitter", "50",
+                           "--graceful-timeout", "10"])
+    try:
+        server.wait_serving()
+        assert wait_for(lambda: len(pids(port, 8)) == 2, 15, 0.1), server.output
+        yield server, port
+    finally:
+        server.close()
+
+
+def replacements(server: ServeProcess) -> int:
+    return len(re.findall(r"server process \d+ replaces \d+", server.output))
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="ab (apache2-utils) is not installed")
+def test_ab_against_recycling_processes_fails_nothing_and_the_pids_change(
+    recycling: tuple[ServeProcess, int],
+) -> None:
+    server, port = recycling
+    old = pids(port)
+    out = subprocess.run(
+        ["ab", "-n", "3000", "-c", "10", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    assert re.search(r"Complete requests:\s+3000\b", out), out
+    assert re.search(r"Failed requests:\s+0\b", out), out
+    assert "Non-2xx" not in out, out
+    # Each process served about 1500 requests, past its 300-350: both are replaced.
+    assert wait_for(lambda: not (pids(port, 12) & old), 30, 0.2), (old, server.output)
+    assert len(pids(port)) == 2
+    assert re.search(r"has served \d+ requests \(--max-requests 300, its limit 3[0-5]\d\): "
+                     r"replacing it", server.output), server.output
+    assert replacements(server) >= 2
+
+
+def test_keepalive_connections_across_recycles_finish_or_close_between_requests(
+    recycling: tuple[ServeProcess, int],
+) -> None:
+    server, port = recycling
+    old = pids(port)
+    load = LoadClient(("127.0.0.1", port), clients=10, keepalive_share=1.0).start()
+    try:
+        assert wait_for(lambda: replacements(server) >= 4, 60, 0.2), (load.totals(), server.output)
+    finally:
+        totals = load.stop()
+    assert totals["lost"] == 0 and totals["non_2xx"] == 0, (summary(totals), load.lost_details)
+    assert totals["refused"] == 0, summary(totals)
+    assert totals["ok"] >= 4 * 300, summary(totals)
+    assert not (pids(port) & old)
+
+
+def test_one_process_with_max_requests_runs_under_the_supervisor() -> None:
+    port = free_port()
+    with ServeProcess(["tests.cli.apps:pid", "-b", f"127.0.0.1:{port}", "-w", "2",
+                       "--max-requests", "40"]) as server:
+        server.wait_serving()
+        server.wait_for(r"supervisor pid \d+")
+        first = pid_of(port)
+        assert first is not None
+        seen = {first}
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            p = pid_of(port)
+            assert p is not None, "a request failed during a recycle"
+            seen.add(p)
+        assert len(seen) >= 3, (seen, server.output)
+        assert wait_for(lambda: replacements(server) >= 2, 10, 0.1), server.output
+
+
+def test_a_process_whose_every_worker_is_stuck_is_replaced_and_its_requests_finish() -> None:
+    port = free_port()
+    with ServeProcess(["tests.cli.apps:slow", "-b", f"127.0.0.1:{port}", "--processes", "2",
+                       "-w", "1", "--timeout", "0.5", "--graceful-timeout", "10",
+                       "--share", "inherit"]) as server:
+        server.wait_serving()
+        results: list[tuple[int, bytes]] = []
+
+        def slow() -> None:
+            status, _, body = http_request(("127.0.0.1", port), "/?seconds=2.5", timeout=20)
+            results.append((status, body))
+
+        clients = [threading.Thread(target=slow) for _ in range(2)]
+        for c in clients:
+            c.start()
+            time.sleep(0.05)
+        m = server.wait_for(r"server process (\d+): all 1 worker threads have been inside the "
+                            r"app for more than --timeout 0.5 s \(the longest: GET "
+                            r"/\?seconds=2.5 for [\d.]+ s\): replacing it", 15)
+        stuck_pid = m.group(1)
+        server.wait_for(r"stuck request: GET /\?seconds=2.5 has been inside the app", 5)
+        assert "in slow" in server.output, "the stack names the app function"
+        server.wait_for(rf"server process \d+ replaces {stuck_pid}", 15)
+        for c in clients:
+            c.join(20)
+        assert results == [(200, b"slept 2.5\n")] * 2, "stuck requests still complete"
+        server.wait_for(rf"server process {stuck_pid} has exited", 15)
+        assert http_request(("127.0.0.1", port), "/?seconds=0")[0] == 200

@@ -1,0 +1,99 @@
+"""``timeout``: a request stuck in the app is logged once, with its thread's stack, and
+still completes (workers/watchdog.py)."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from workers.server import Server
+
+SLEEP = 1.2
+
+
+def blocked_in_this_function_for_the_watchdog(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    if environ["PATH_INFO"] == "/slow":
+        blocked_in_this_function_for_the_watchdog(SLEEP)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done " + environ["PATH_INFO"].encode()]
+
+
+def get(server: Server, path: str, results: list[tuple[int, bytes]]) -> None:
+    host, port = server.address[0], server.address[1]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        results.append((resp.status, resp.read()))
+    finally:
+        conn.close()
+
+
+def watchdog_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "workers.watchdog"]
+
+
+def test_a_stuck_request_is_logged_once_with_the_function_it_is_blocked_in_and_completes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.watchdog")
+    with Server(app, bind="127.0.0.1:0", workers=2, timeout=0.3) as server:
+        results: list[tuple[int, bytes]] = []
+        slow = threading.Thread(target=get, args=(server, "/slow?x=1", results))
+        slow.start()
+        deadline = time.monotonic() + 5
+        while server.stats()["stuck_now"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = server.stats()
+        assert stats["stuck_now"] == 1
+        assert [w["stuck_for"] > 0.3 for w in stats["workers"]].count(True) == 1
+        # Other requests are served meanwhile by the other worker.
+        fast: list[tuple[int, bytes]] = []
+        get(server, "/fast", fast)
+        assert fast == [(200, b"done /fast")]
+        slow.join(10)
+        assert results == [(200, b"done /slow")], "the stuck request still completes"
+        stats = server.stats()
+        assert stats["stuck_requests"] == 1 and stats["stuck_now"] == 0
+    records = watchdog_records(caplog)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert "stuck request: GET /slow?x=1 has been inside the app for" in message
+    assert "blocked_in_this_function_for_the_watchdog" in message
+    assert "time.sleep(seconds)" in message  # the line it is blocked on
+    assert "reactor-worker-" in message
+    seconds = float(message.split("inside the app for ")[1].split(" s")[0])
+    assert 0.3 <= seconds < SLEEP
+
+
+def test_requests_shorter_than_the_timeout_are_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="workers.watchdog")
+    with Server(app, bind="127.0.0.1:0", workers=2, timeout=5) as server:
+        results: list[tuple[int, bytes]] = []
+        for _ in range(20):
+            get(server, "/fast", results)
+        server._watchdog.scan()  # type: ignore[union-attr]
+        assert server.stats()["stuck_requests"] == 0
+    assert results == [(200, b"done /fast")] * 20
+    assert not watchdog_records(caplog)
+
+
+def test_timeout_zero_runs_no_watchdog() -> None:
+    with Server(app, bind="127.0.0.1:0", workers=1, timeout=0) as server:
+        assert server._watchdog is None
+        assert not any(t.name == "reactor-watchdog" for t in threading.enumerate())
+        stats = server.stats()
+        assert stats["stuck_requests"] == 0 and stats["stuck_now"] == 0
+    with pytest.raises(ValueError, match="timeout must not be negative"):
+        Server(app, timeout=-1)
