@@ -38,6 +38,8 @@ from typing import Any
 
 __all__ = ["BlockingSection", "RunSlots", "SlotHolder", "default_slots"]
 
+_monotonic = time.monotonic  # bound once: read on every app call
+
 
 def default_slots() -> int:
     """1 on a GIL build, the CPU count on a free-threaded build."""
@@ -231,20 +233,21 @@ class BlockingSection:
         self._depth = 0
 
     def __enter__(self) -> None:
-        self._depth += 1
-        if self._depth == 1:
+        depth = self._depth = self._depth + 1
+        if depth == 1:
             h = self._h
             # One store for the watchdog (--timeout), holding or not: no timer object.
-            now = h.app_since = time.monotonic() or 1e-9
+            now = h.app_since = _monotonic() or 1e-9
             if h.holding:
                 h.blocked_since = now
 
     def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._h.app_since = 0.0
-        if self._depth == 0 and self._h.blocked_since:
-            # Under the lock: a detach decided by the acceptor is either complete
-            # before this (and ``h.detached`` is seen by the worker) or not at all.
-            with self._lock:
-                self._h.blocked_since = 0.0
+        depth = self._depth = self._depth - 1
+        if depth == 0:
+            h = self._h
+            h.app_since = 0.0
+            if h.blocked_since:
+                # Under the lock: a detach decided by the acceptor is either complete
+                # before this (and ``h.detached`` is seen by the worker) or not at all.
+                with self._lock:
+                    h.blocked_since = 0.0
