@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cli.proc import ServeProcess, free_port, http_request
+from tests.cli.proc import ServeProcess, http_request, tcp_address
 
 from .loadclient import LoadClient, summary
 from .support import wait_for
@@ -44,12 +44,11 @@ def pids(port: int, tries: int = 16) -> set[int]:
 
 @pytest.fixture
 def recycling() -> Iterator[tuple[ServeProcess, int]]:
-    port = free_port()
-    server = ServeProcess(["tests.cli.apps:pid", "-b", f"127.0.0.1:{port}", "--processes", "2",
+    server = ServeProcess(["tests.cli.apps:pid", "-b", "127.0.0.1:0", "--processes", "2",
                            "-w", "2", "--max-requests", "300", "--max-requests-jitter", "50",
                            "--graceful-timeout", "10"])
     try:
-        server.wait_serving()
+        port = tcp_address(server.wait_serving()[0])[1]
         assert wait_for(lambda: len(pids(port, 8)) == 2, 15, 0.1), server.output
         yield server, port
     finally:
@@ -98,10 +97,9 @@ def test_keepalive_connections_across_recycles_finish_or_close_between_requests(
 
 
 def test_one_process_with_max_requests_runs_under_the_supervisor() -> None:
-    port = free_port()
-    with ServeProcess(["tests.cli.apps:pid", "-b", f"127.0.0.1:{port}", "-w", "2",
+    with ServeProcess(["tests.cli.apps:pid", "-b", "127.0.0.1:0", "-w", "2",
                        "--max-requests", "40"]) as server:
-        server.wait_serving()
+        port = tcp_address(server.wait_serving()[0])[1]
         server.wait_for(r"supervisor pid \d+")
         first = pid_of(port)
         assert first is not None
@@ -116,11 +114,10 @@ def test_one_process_with_max_requests_runs_under_the_supervisor() -> None:
 
 
 def test_a_process_whose_every_worker_is_stuck_is_replaced_and_its_requests_finish() -> None:
-    port = free_port()
-    with ServeProcess(["tests.cli.apps:slow", "-b", f"127.0.0.1:{port}", "--processes", "2",
+    with ServeProcess(["tests.cli.apps:slow", "-b", "127.0.0.1:0", "--processes", "2",
                        "-w", "1", "--timeout", "0.5", "--graceful-timeout", "10",
                        "--share", "inherit"]) as server:
-        server.wait_serving()
+        port = tcp_address(server.wait_serving()[0])[1]
         results: list[tuple[int, bytes]] = []
 
         def slow() -> None:
