@@ -425,6 +425,7 @@ class HttpProtocol:
             at += len(raw_method) + len(url) + 10
             if src[at : at + 2] != b"\r\n":
                 raise BadRequest("request line is not 'method SP target SP version CRLF'")
+            self._line_src = b""  # it may be a whole read: keep no body bytes alive
             # (``int in bytes`` is a memchr; ``bytes in bytes`` costs ten times more.)
             if url[0] == 47 and 37 not in url and 35 not in url and 92 not in url and method != "CONNECT":
                 authority = None  # origin-form with nothing to look at: the common case
