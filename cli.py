@@ -1,11 +1,13 @@
-"""``reactor``: the command line of mioreactor (serve, bench, doctor).
+"""``reactor``: the command line of mioreactor (serve, bench, doctor, top).
 
 A thin front end: each command turns its options into a value of the library
 (``workers.config.Config``, ``workers.loadgen.BenchConfig``) and calls the library
-(``workers.supervisor.run``, ``workers.loadgen.run_bench``, ``workers.doctor.diagnose``).
+(``workers.supervisor.run``, ``workers.loadgen.run_bench``, ``workers.doctor.diagnose``,
+``workers.top.run_terminal``).
 Every option has help text, shows its default, and reads an environment variable:
 ``REACTOR_<OPTION>`` for ``serve`` (``REACTOR_BIND``, ``REACTOR_WORKERS``, ...),
-``REACTOR_BENCH_<OPTION>`` and ``REACTOR_DOCTOR_<OPTION>`` for the others. A mistake
+``REACTOR_BENCH_<OPTION>``, ``REACTOR_DOCTOR_<OPTION>`` and ``REACTOR_TOP_<OPTION>`` for
+the others. A mistake
 ends with one line naming it and a non-zero exit status, never a traceback.
 """
 
@@ -30,7 +32,7 @@ from workers.config import (
 )
 from workers.http.limits import HttpConfig
 
-__all__ = ["bench", "doctor", "main", "reactor", "serve"]
+__all__ = ["bench", "doctor", "main", "reactor", "serve", "top"]
 
 HTTP = HttpConfig()  # the defaults every HTTP option shows
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -260,6 +262,7 @@ def reactor() -> None:
       reactor serve [MODULE:APP]   serve a WSGI app (or the built-in demo app)
       reactor bench URL            load a server and say what happened to every connection
       reactor doctor               say which host limits a load test will hit, and the fix
+      reactor top URL              watch a server live from its --metrics-bind endpoint
     """
 
 
@@ -390,7 +393,7 @@ def reactor() -> None:
 @click.option("--metrics-bind", metavar="HOST:PORT", callback=_check_metrics_bind,
               show_default="none", show_envvar=True,
               help="Serve /metrics here (Prometheus text format, summed over --processes), "
-                   "on threads of its own.")
+                   "on threads of its own; watch it live with reactor top.")
 @click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
               type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
               show_default="none",
@@ -617,6 +620,37 @@ def doctor(backlog: int, as_json: bool) -> None:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         click.echo(report.to_text())
+
+
+def _check_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from workers.top import target_url
+
+    try:
+        return target_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@reactor.command(context_settings=CONTEXT)
+@click.argument("url", callback=_check_target)
+@click.option("--interval", "-i", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              show_envvar=True, help="Seconds between refreshes (and the window of the rates).")
+@click.option("--once", is_flag=True, show_default="off", show_envvar=True,
+              help="Print one plain frame (two scrapes --interval apart) and exit; exit "
+                   "status 1 if the endpoint does not answer.")
+def top(url: str, interval: float, once: bool) -> None:
+    """Watch a server live from its metrics endpoint (reactor serve --metrics-bind).
+
+    URL is http://HOST:PORT/metrics, or just HOST:PORT. Shows connections, req/s,
+    p50/p99, queue and listen-queue depth, hand-offs, stuck requests and each worker's
+    state, refreshed every --interval. q or Ctrl-C quits. If the server goes away the
+    view says unreachable and keeps trying.
+    """
+    from workers.top import run_once, run_terminal
+
+    if once:
+        sys.exit(run_once(url, interval, sys.stdout))
+    sys.exit(run_terminal(url, interval, sys.stdin, sys.stdout))
 
 
 def main() -> None:
