@@ -78,7 +78,7 @@ _BACKOFF_MAX = 0.5
 class BoundListener:
     """A listening socket and what the server knows of it."""
 
-    __slots__ = ("address", "kind", "listener", "path", "proxy_protocol", "token")
+    __slots__ = ("address", "kind", "listener", "path", "proxy_protocol", "scheme", "tls", "token")
 
     def __init__(
         self,
@@ -94,12 +94,17 @@ class BoundListener:
         self.path = path
         self.proxy_protocol = proxy_protocol
         self.token = -1
+        # "https" / "http" when the bind spec said so, else None (workers.binds).
+        self.scheme: str | None = None
+        # A workers.tls.TlsListener: connections accepted here speak TLS.
+        self.tls: Any = None
 
     def describe(self) -> str:
+        prefix = "https://" if self.tls is not None else ""
         if self.kind == "unix":
-            return f"unix:{self.path or self.address}"
+            return f"{prefix}unix:{self.path or self.address}"
         host, port = self.address[0], self.address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"{prefix}[{host}]:{port}" if ":" in host else f"{prefix}{host}:{port}"
 
 
 class Acceptor:

@@ -3,6 +3,11 @@
 Forms (as gunicorn and uvicorn spell them):
 ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH``, ``fd://N``; and systemd socket
 activation, picked up from ``LISTEN_FDS``/``LISTEN_PID`` (descriptors from 3 on).
+
+Any form may start with ``https://`` or ``http://`` to say whether it serves TLS
+when the server has TLS settings (docs/tls.md): ``http://`` keeps a bind plain,
+``https://`` asks for TLS; without a prefix, TCP binds serve TLS when there are
+settings and Unix sockets stay plain. ``BoundListener.scheme`` keeps the prefix.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 from reactor.net import TcpListener, UnixListener, parse_host_port
 from workers.acceptor import BoundListener
 
-__all__ = ["BindError", "open_listeners", "parse_bind", "systemd_fds"]
+__all__ = ["BindError", "open_listeners", "parse_bind", "split_scheme", "systemd_fds"]
 
 SD_LISTEN_FDS_START = 3
 
@@ -23,13 +28,24 @@ class BindError(ValueError):
     """A bind specification that is malformed or cannot be bound; the message says which."""
 
 
+def split_scheme(spec: str) -> tuple[str | None, str]:
+    """``"https://HOST:PORT"`` to ``("https", "HOST:PORT")``; no prefix gives ``None``."""
+    spec = spec.strip()
+    for scheme in ("https", "http"):
+        if spec.startswith(scheme + "://"):
+            return scheme, spec[len(scheme) + 3 :]
+    return None, spec
+
+
 def parse_bind(spec: str) -> tuple[str, object]:
     """Classify a bind spec: ``("tcp", (host, port))``, ``("unix", path)``, ``("fd", n)``.
+
+    An ``https://`` or ``http://`` prefix is allowed and ignored here (``split_scheme``).
 
     Raises:
         BindError: naming the spec and what was expected.
     """
-    spec = spec.strip()
+    _, spec = split_scheme(spec)
     if spec.startswith("unix:"):
         path = spec[5:]
         if not path:
@@ -103,6 +119,7 @@ def open_listeners(
             for fd in systemd_fds():
                 opened.append(_adopt_fd(fd, proxy_protocol))
         for spec in binds:
+            scheme = split_scheme(spec)[0]
             kind, value = parse_bind(spec)
             if kind == "unix":
                 path = str(value)
@@ -123,6 +140,7 @@ def open_listeners(
                 except OSError as exc:
                     raise BindError(f"bind {spec!r}: {exc.strerror or exc}") from exc
                 opened.append(BoundListener(tl, "tcp", tl.local_addr(), None, proxy_protocol))
+            opened[-1].scheme = scheme
     except BaseException:
         for bl in opened:
             bl.listener.close()

@@ -68,7 +68,13 @@ class FileSlice:
 
 
 class Conn:
-    """One connection, owned by one worker. Implements ``workers.handler.Connection``."""
+    """One connection, owned by one worker. Implements ``workers.handler.Connection``.
+
+    A TLS listener makes ``workers.tlsconn.TlsConn`` instead (chosen at accept time,
+    so a plain connection never pays a TLS check); ``tls`` is None here.
+    """
+
+    tls: Any = None  # TlsConn: the TlsSession (workers.tls) once the handshake is done
 
     __slots__ = (
         "_busy",
@@ -354,6 +360,10 @@ class Conn:
             self.close()
 
     # -- driven by the worker ------------------------------------------------------
+    def start(self) -> None:
+        """Adopted by a worker: tell the handler (``TlsConn`` waits for its handshake)."""
+        self.handler.connection_made(self)
+
     def on_readable(self) -> None:
         """Drain the socket until ``BlockingIOError``, delivering each chunk.
 

@@ -13,23 +13,29 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from reactor import Poll
 from workers.acceptor import Acceptor, BoundListener
-from workers.binds import open_listeners
+from workers.binds import BindError, open_listeners
 from workers.handler import HandlerFactory
 from workers.metrics import request_counters
 from workers.scheduler import RunSlots, default_slots
+from workers.tls import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig, TlsListener
 from workers.watchdog import Watchdog
 from workers.worker import Dispatch, Worker
 
 if TYPE_CHECKING:
     from workers.metrics_server import MetricsServer
+TlsSource: TypeAlias = "_ssl.SSLContext | TlsConfig"
+"""What makes a listener speak TLS: a server ``SSLContext`` or ``TlsConfig`` settings."""
+
+_DEFAULT: Any = object()  # a bind with no TLS choice of its own: the server's rule
 
 __all__ = ["Server", "serve"]
 
@@ -48,7 +54,9 @@ class Server:
         app: a WSGI application (served by the HTTP/1.1 handler), or None with
             ``handler``.
         bind: one spec or several: ``HOST:PORT`` (port 0 picks one), ``[::1]:PORT``,
-            ``unix:PATH``, ``fd://N``.
+            ``unix:PATH``, ``fd://N``, each optionally prefixed ``https://`` or
+            ``http://``; or a ``(spec, tls)`` pair giving that bind its own TLS
+            (an ``SSLContext``, a ``TlsConfig``, or None for plain).
         workers: worker threads.
         handler: a handler factory for a raw protocol (``factory(worker) -> Handler``);
             exclusive with ``app``.
@@ -71,13 +79,18 @@ class Server:
         timeout: seconds a request may stay inside the app before it is logged, with
             the stack of its thread, and counted in ``stats()["stuck_requests"]``
             (``workers.watchdog``); it is left to finish. 0 turns the watchdog off.
+        ssl: TLS for every TCP bind without a choice of its own (docs/tls.md): a
+            server ``ssl.SSLContext`` or a ``workers.tls.TlsConfig``. Binds written
+            ``http://...`` stay plain; ``https://...`` binds (Unix ones too) need it.
+        tls_handshake_timeout: seconds a TLS handshake may take (default: the HTTP
+            header timeout, or ``DEFAULT_HANDSHAKE_TIMEOUT`` for a raw handler).
     """
 
     def __init__(
         self,
         app: Callable[..., Any] | None = None,
         *,
-        bind: str | Sequence[str] = "127.0.0.1:8080",
+        bind: str | Sequence[str | tuple[str, TlsSource | None]] = "127.0.0.1:8080",
         workers: int = 4,
         handler: HandlerFactory | None = None,
         http: Any = None,
@@ -95,6 +108,8 @@ class Server:
         use_systemd: bool = False,
         metrics_bind: str | None = None,
         timeout: float = 0.0,
+        ssl: TlsSource | None = None,
+        tls_handshake_timeout: float | None = None,
     ) -> None:
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
@@ -103,7 +118,17 @@ class Server:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.app = app
-        self.binds = [bind] if isinstance(bind, str) else list(bind)
+        binds = [bind] if isinstance(bind, str) else list(bind)
+        self.binds: list[str] = []
+        self._bind_tls: list[Any] = []
+        for item in binds:
+            if isinstance(item, tuple):
+                self.binds.append(item[0])
+                self._bind_tls.append(item[1])
+            else:
+                self.binds.append(item)
+                self._bind_tls.append(_DEFAULT)
+        self.ssl = ssl
         self.workers_count = workers
         self.backlog = backlog
         self.max_connections = max_connections
@@ -148,6 +173,12 @@ class Server:
         self._lock = threading.Lock()
         self.started_at = 0.0
         self._lq_cache: tuple[float, dict[str, int | None]] = (-1e9, {})
+        if tls_handshake_timeout is None:
+            tls_handshake_timeout = (
+                self.http.header_timeout if self.http is not None else DEFAULT_HANDSHAKE_TIMEOUT
+            )
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self._tls: list[TlsListener] = []
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> Server:
@@ -161,8 +192,9 @@ class Server:
             if self._started:
                 raise RuntimeError("this Server was started already")
             self._started = True
+        tls_for = self._make_tls()  # before binding: bad TLS settings leave nothing open
         listeners = list(self._extra_listeners)
-        listeners += open_listeners(
+        opened = open_listeners(
             self.binds,
             backlog=self.backlog,
             reuse_port=self.reuse_port,
@@ -170,6 +202,13 @@ class Server:
             proxy_protocol=self.proxy_protocol,
             use_systemd=self.use_systemd,
         )
+        listeners += opened
+        try:
+            self._attach_tls(listeners, opened, tls_for)
+        except BindError:
+            for bl in opened:
+                bl.listener.close()
+            raise
         self._listeners = listeners
         poll = Poll(self.backend)
         self._poll = poll
@@ -222,6 +261,58 @@ class Server:
         if self.metrics_bind is not None:
             self._start_metrics(self.metrics_bind)
         return self
+
+    # -- TLS ------------------------------------------------------------------------------
+    def _make_tls(self) -> dict[int, TlsListener]:
+        """One ``TlsListener`` per distinct TLS source (their contexts built now).
+
+        Raises:
+            TlsError: settings that cannot make a context (one line).
+        """
+        made: dict[int, TlsListener] = {}
+        for source in [self.ssl, *self._bind_tls]:
+            if source is None or source is _DEFAULT or id(source) in made:
+                continue
+            made[id(source)] = TlsListener(
+                source, http=self.app is not None, handshake_timeout=self.tls_handshake_timeout
+            )
+        self._tls = list(made.values())
+        return made
+
+    def _attach_tls(
+        self, listeners: list[BoundListener], opened: list[BoundListener],
+        tls_for: dict[int, TlsListener],
+    ) -> None:
+        """Give each listener its ``TlsListener`` by the rule in the class docstring."""
+        mine = opened[len(opened) - len(self.binds) :]
+        own = dict(zip(map(id, mine), self._bind_tls, strict=True))
+        default = tls_for.get(id(self.ssl)) if self.ssl is not None else None
+        for bl in listeners:
+            if bl.tls is not None:
+                continue  # an extra listener that came with its own
+            choice = own.get(id(bl), _DEFAULT)
+            if choice is not _DEFAULT:
+                bl.tls = tls_for[id(choice)] if choice is not None else None
+            elif bl.scheme == "https":
+                if default is None:
+                    raise BindError(f"bind https://{bl.describe()}: TLS needs a certificate "
+                                    "(--certfile, or ssl= in Server)")
+                bl.tls = default
+            elif bl.scheme != "http" and bl.kind == "tcp":
+                bl.tls = default
+
+    def reload_tls(self) -> int:
+        """Read every TLS listener's certificate files again (after a renewal).
+
+        New connections get the new certificate; open ones keep their session. A
+        listener given a ready ``SSLContext`` is left alone (reload its files
+        yourself with ``load_cert_chain``). Returns how many listeners reloaded.
+
+        Raises:
+            TlsError: a file cannot be read or does not match; that listener and the
+                ones after it keep the certificate they had.
+        """
+        return sum(1 for tls in self._tls if tls.reload())
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully and return when every thread has ended.
@@ -310,13 +401,14 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` of the first TCP listener."""
+        """``http://HOST:PORT`` (``https://`` with TLS) of the first TCP listener."""
         for bl in self._listeners:
             if bl.kind == "tcp":
                 host, port = bl.address[0], bl.address[1]
                 if ":" in host:
                     host = f"[{host}]"
-                return f"http://{host}:{port}"
+                scheme = "https" if bl.tls is not None else "http"
+                return f"{scheme}://{host}:{port}"
         raise RuntimeError("the server has no TCP listener")
 
     @property
@@ -333,7 +425,10 @@ class Server:
         listen_queue (per TCP listener, where Linux tells: connections waiting in
         the kernel backlog), requests (HTTP responses by status class, ``"2xx": n``)
         and request_duration (a histogram: ``bounds``, per-bucket ``buckets``, ``sum``,
-        ``count``; docs/metrics.md). With a ``timeout``: stuck_requests (requests reported
+        ``count``; docs/metrics.md), tls_handshakes (completed), tls_handshake_failed
+        (garbage, a protocol or certificate refused, a timeout, a client gone
+        mid-handshake), tls_plain_http (plain HTTP requests answered 400 on a TLS
+        listener), tls_reloads (certificate reloads). With a ``timeout``: stuck_requests (requests reported
         inside the app for longer than it, ever), stuck_now (workers so stuck now),
         and per worker stuck_for (seconds, 0.0 when not stuck).
         """
@@ -366,6 +461,10 @@ class Server:
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
             "requests": requests,
             "request_duration": duration,
+            "tls_handshakes": sum(t.handshakes for t in self._tls),
+            "tls_handshake_failed": sum(t.failed for t in self._tls),
+            "tls_plain_http": sum(t.plain_http for t in self._tls),
+            "tls_reloads": sum(t.reloads for t in self._tls),
         }
 
 

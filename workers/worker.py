@@ -368,13 +368,17 @@ class Worker:
     def _adopt(self, nc: NewConnection) -> None:
         handler = self.handler
         assert handler is not None
-        conn = Conn(nc.token, nc.stream, nc.peer, self, handler)
+        tls = getattr(nc.listener, "tls", None)
+        if tls is None:
+            conn = Conn(nc.token, nc.stream, nc.peer, self, handler)
+        else:
+            conn = tls.connection(nc.token, nc.stream, nc.peer, self, handler)
         conn.listener = nc.listener
         self.dispatch.conns[nc.token] = conn
         self.adopted += 1
         self._holder.current = conn
         try:
-            handler.connection_made(conn)
+            conn.start()
             if self.dispatch.draining:
                 self._drain_one(conn)
             # Clients often send at once: read now rather than wait for the event the
@@ -459,12 +463,8 @@ class Worker:
             self._drain_one(conn)
 
     def _drain_one(self, conn: Conn) -> None:
-        drain = getattr(self.handler, "drain", None)
         try:
-            if drain is not None:
-                drain(conn)
-            else:
-                conn.close()
+            conn.close_when_idle()  # the handler's drain, or close (TLS: once made)
         except Exception as exc:
             self._handler_failed(conn, exc)
 

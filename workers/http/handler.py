@@ -185,7 +185,11 @@ class HttpHandler:
         # PROXY protocol: on every listener (HttpConfig) or on the one that asks for it.
         listener = getattr(conn, "listener", None)
         proxy = config.proxy_protocol or bool(getattr(listener, "proxy_protocol", False))
-        st = _State(HttpProtocol(config), base_environ(conn.peer, conn.local, config), proxy)
+        base = base_environ(conn.peer, conn.local, config)
+        tls = getattr(conn, "tls", None)  # a TLS connection is made after its handshake
+        if tls is not None:
+            base.update(tls.environ())
+        st = _State(HttpProtocol(config), base, proxy)
         conn.context = st
         self._arm(conn, st, T_HEADER, config.header_timeout)
 

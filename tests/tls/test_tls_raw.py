@@ -1,0 +1,244 @@
+"""TLS under a raw handler (echo) and the edge-triggered trap.
+
+The trap: plaintext held inside the TLS engine raises no readiness edge. These tests
+send many records in one burst, and read responses far larger than the socket
+buffers, and never send anything else: if the server left records in the engine, or
+encrypted output unflushed, they would wait for an event that never comes (and fail
+at their timeout). Both backends run them: epoll and the portable fallback, whose
+emulated edges are the strictest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from workers import EchoHandler, Server
+from workers.handler import BaseHandler, Connection
+from workers.tls import TlsConfig
+
+from ..workers.util import open_fds, wait_for
+from .conftest import Pki
+from .util import BioClient, real_client_hello, recv_all, tls10_client_hello
+
+BIG = 8 * 1024 * 1024
+
+
+@pytest.fixture(params=[None, "fallback"], ids=["default-backend", "fallback"])
+def echo(request: pytest.FixtureRequest, pki: Pki) -> Iterator[Server]:
+    srv = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=2, backend=request.param,
+                 ssl=TlsConfig(certfile=pki.cert_pem, keyfile=pki.key_pem),
+                 tls_handshake_timeout=1.0)
+    srv.start()
+    yield srv
+    srv.stop(timeout=5)
+
+
+def test_echo_handler_answers_over_tls(echo: Server, pki: Pki) -> None:
+    ctx = pki.client_context()
+    for i in range(5):
+        with socket.create_connection(echo.address, timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"hello %d" % i)
+            assert tls.recv(100) == b"hello %d" % i
+    assert wait_for(lambda: echo.stats()["closed"] == 5, 3.0)
+    assert echo.stats()["tls_handshakes"] == 5
+    assert echo.stats()["tls_handshake_failed"] == 0
+
+
+def test_many_records_in_one_burst_are_all_handed_over(echo: Server, pki: Pki) -> None:
+    client = BioClient(echo.address, pki.client_context())
+    try:
+        pieces = [b"record %05d;" % i for i in range(2000)]
+        sent = client.burst(pieces)
+        assert sent > 2000 * 20  # each piece is a record of its own, with its overhead
+        expected = b"".join(pieces)
+        assert client.read(len(expected)) == expected
+    finally:
+        client.close()
+
+
+def test_a_burst_bigger_than_the_read_budget_completes(echo: Server, pki: Pki) -> None:
+    # 4 MB of 16 KB records in one sendall: many socket reads, several budget turns.
+    client = BioClient(echo.address, pki.client_context())
+    try:
+        data = os.urandom(4 * 1024 * 1024)
+        # Encrypted here, sent by a thread (an SSLObject is not for two threads).
+        writer = threading.Thread(target=client.sock.sendall, args=(client.encrypt([data]),))
+        writer.start()
+        got = client.read(len(data), timeout=30)
+        writer.join(10)
+        assert got == data
+    finally:
+        client.close()
+
+
+def test_eight_megabytes_echoed_over_tls_come_back_whole(echo: Server, pki: Pki) -> None:
+    data = os.urandom(BIG)
+    with socket.create_connection(echo.address, timeout=20) as raw, \
+            pki.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        received = bytearray()
+
+        def reader() -> None:
+            while len(received) < BIG:
+                chunk = tls.recv(1 << 20)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        view = memoryview(data)
+        for i in range(0, BIG, 1 << 20):
+            tls.sendall(view[i : i + (1 << 20)])
+        t.join(30)
+        assert bytes(received) == data
+
+
+class _Pausing(BaseHandler):
+    """Pauses reading after the first chunk, resumes from a timer: the records that came
+    in the same burst wait in the TLS engine, and no edge will announce them."""
+
+    def connection_made(self, conn: Connection) -> None:
+        conn.context = 0
+
+    def data_received(self, conn: Connection, data: bytes) -> None:
+        conn.write(data)
+        conn.context += 1
+        if conn.context == 1:
+            conn.pause_reading()
+            conn.call_later(0.05, conn.resume_reading)
+
+
+def test_records_held_while_reading_is_paused_are_delivered_on_resume(pki: Pki) -> None:
+    with Server(handler=_Pausing, bind="127.0.0.1:0", workers=1,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        client = BioClient(srv.address, pki.client_context())
+        try:
+            pieces = [b"<%04d>" % i for i in range(300)]
+            client.burst(pieces)
+            expected = b"".join(pieces)
+            assert client.read(len(expected)) == expected
+        finally:
+            client.close()
+
+
+def _count_fds_settle(baseline: int) -> bool:
+    return open_fds() <= baseline
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00" * 64,
+    b"\x16\x03\x01\x00\x05garbage-in-a-record" + os.urandom(200),
+    os.urandom(1024).replace(b"\x16", b"\x17") or b"\x17",
+], ids=["zeros", "record-of-garbage", "random"])
+def test_garbage_instead_of_a_client_hello_is_closed_and_counted(echo: Server, pki: Pki,
+                                                                  payload: bytes) -> None:
+    baseline = open_fds()
+    with socket.create_connection(echo.address, timeout=5) as sock:
+        sock.sendall(payload)
+        answer = recv_all(sock, timeout=5)
+        assert answer == b"" or answer[0] == 0x15  # nothing, or a TLS alert
+    assert wait_for(lambda: echo.stats()["tls_handshake_failed"] == 1, 3.0)
+    assert wait_for(lambda: echo.stats()["active"] == 0, 3.0)
+    assert wait_for(lambda: _count_fds_settle(baseline), 3.0)
+    assert_echo_works(echo, pki)
+
+
+def assert_echo_works(server: Server, pki: Pki) -> None:
+    with socket.create_connection(server.address, timeout=5) as raw, \
+            pki.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"still here")
+        assert tls.recv(100) == b"still here"
+
+
+def test_a_truncated_handshake_then_close_is_counted_and_leaks_nothing(echo: Server, pki: Pki) -> None:
+    baseline = open_fds()
+    hello = real_client_hello(pki.client_context())
+    with socket.create_connection(echo.address, timeout=5) as sock:
+        sock.sendall(hello[: len(hello) // 2])
+    assert wait_for(lambda: echo.stats()["tls_handshake_failed"] == 1, 3.0)
+    assert wait_for(lambda: echo.stats()["active"] == 0, 3.0)
+    assert wait_for(lambda: _count_fds_settle(baseline), 3.0)
+
+
+def test_a_truncated_handshake_that_stalls_is_closed_at_the_handshake_timeout(echo: Server,
+                                                                              pki: Pki) -> None:
+    hello = real_client_hello(pki.client_context())
+    with socket.create_connection(echo.address, timeout=5) as sock:
+        sock.sendall(hello[:10])
+        assert recv_all(sock, timeout=5) == b""  # closed by the server (1 s timeout)
+    assert echo.stats()["tls_handshake_failed"] == 1
+    assert wait_for(lambda: echo.stats()["active"] == 0, 3.0)
+
+
+def test_a_tls_1_0_client_is_refused_with_an_alert(echo: Server) -> None:
+    with socket.create_connection(echo.address, timeout=5) as sock:
+        sock.sendall(tls10_client_hello())
+        answer = recv_all(sock, timeout=5)
+    assert answer[:1] == b"\x15"  # an alert record (protocol_version), then the close
+    assert wait_for(lambda: echo.stats()["tls_handshake_failed"] == 1, 3.0)
+
+
+def test_a_client_limited_to_tls_1_2_is_refused_by_a_1_3_minimum(pki: Pki) -> None:
+    cfg = TlsConfig(certfile=pki.cert_pem, keyfile=pki.key_pem, min_version="1.3")
+    with Server(handler=EchoHandler, bind="127.0.0.1:0", workers=1, ssl=cfg) as srv:
+        ctx = pki.client_context()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(srv.address, timeout=5) as raw, pytest.raises(ssl.SSLError):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+        ok = pki.client_context()
+        with socket.create_connection(srv.address, timeout=5) as raw, \
+                ok.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() == "TLSv1.3"
+        assert wait_for(lambda: srv.stats()["tls_handshake_failed"] == 1, 3.0)
+
+
+def test_two_hundred_stalled_handshakes_do_not_hold_up_others_or_leak(pki: Pki) -> None:
+    baseline = open_fds()
+    with Server(handler=EchoHandler, bind="127.0.0.1:0", workers=2,
+                ssl=TlsConfig(certfile=pki.both_pem), tls_handshake_timeout=1.5) as srv:
+        hello = real_client_hello(pki.client_context())
+        stalled = []
+        try:
+            for i in range(200):
+                s = socket.create_connection(srv.address, timeout=5)
+                if i % 2:
+                    s.sendall(hello[: 5 + i % 30])  # a partial ClientHello, then silence
+                stalled.append(s)
+            ctx = pki.client_context()
+            for i in range(10):
+                # each normal client gets 1 s for connect, handshake and answer
+                with socket.create_connection(srv.address, timeout=1.0) as raw, \
+                        ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"normal %d" % i)
+                    assert tls.recv(100) == b"normal %d" % i
+            assert srv.stats()["tls_handshakes"] == 10
+            # The handshake timeout closes every stalled one.
+            assert wait_for(lambda: srv.stats()["tls_handshake_failed"] == 200, 10.0)
+            assert wait_for(lambda: srv.stats()["active"] == 0, 5.0)
+        finally:
+            for s in stalled:
+                s.close()
+    assert wait_for(lambda: _count_fds_settle(baseline), 5.0)
+
+
+def test_a_handshaking_connection_does_not_hold_up_a_graceful_stop(pki: Pki) -> None:
+    srv = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=1,
+                 ssl=TlsConfig(certfile=pki.both_pem), graceful_timeout=30.0,
+                 tls_handshake_timeout=1.0)
+    srv.start()
+    with socket.create_connection(srv.address, timeout=5) as sock:
+        assert wait_for(lambda: srv.stats()["active"] == 1, 3.0)
+        stopper = threading.Thread(target=srv.stop)
+        stopper.start()
+        # Like a fresh plain connection, it may still finish its handshake; a silent
+        # one is closed at the handshake timeout, long before the graceful timeout.
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert recv_all(sock, timeout=1) == b""

@@ -1,0 +1,432 @@
+"""A TLS connection: ``Conn`` with a sans-IO ``ssl.SSLObject`` between socket and handler.
+
+The TLS engine never touches the socket: ciphertext read from the socket is written
+into an incoming ``MemoryBIO``, the ``SSLObject`` turns it into plaintext for the
+handler, and what the handler writes is encrypted into an outgoing ``MemoryBIO`` whose
+bytes go through the plain ``Conn`` write path (sent at once, the rest buffered and
+flushed on writable events, the same high- and low-water marks). So the reads, the
+writes and the edge-triggered rules stay the worker's, exactly as for plain TCP.
+
+The trap, and the rule against it
+---------------------------------
+Plaintext held inside the TLS engine raises no readiness edge: the kernel has
+already handed those bytes over. A record can arrive together with the next ones
+(a client that writes a burst), and a handler can pause reading while records wait.
+So after every socket read, **everything the engine holds is decrypted and handed to
+the handler in the same turn**, never left for an event that will not come. The only
+exits that leave ciphertext in the engine are the ones that will come back without
+an edge: the handler paused reading (``resume_reading`` reads the engine first), or
+the turn's read budget ran out (``Worker.reschedule`` serves the connection again
+next batch, and that turn starts with the engine too). A partial record stays until
+the rest arrives, which raises an edge of its own.
+
+One handed-over chunk per socket read: the plaintext of the records decrypted from
+one read reaches ``data_received`` as one ``bytes``, as one ``recv`` does on a plain
+connection, and counts once against the worker's read budget.
+
+The handshake
+-------------
+``connection_made`` is called only once the handshake is done: a handler never sees
+a connection that failed its handshake, and a failure costs a debug log line, a
+counter and the descriptor's close. The handshake has a deadline (the listener's
+``handshake_timeout``: the HTTP header timeout, or ``DEFAULT_HANDSHAKE_TIMEOUT``),
+on the connection's own re-armable timer, which the handler then takes over. A first
+byte that cannot start a TLS record (0x16, a handshake) is not TLS: on an HTTP
+listener a request line gets a plain-text ``400`` (nginx does the same), anything
+else is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from reactor.net import Stream
+from workers.connection import HIGH_WATER, READ_BUDGET, RECV_SIZE, Conn, FileSlice
+from workers.tls import TlsSession
+
+if TYPE_CHECKING:
+    from workers.handler import Handler
+    from workers.tls import TlsListener
+    from workers.worker import Worker
+
+__all__ = ["PLAIN_HTTP_RESPONSE", "TlsConn"]
+
+_HANDSHAKE_RECORD = 0x16
+_FILE_CHUNK = 256 * 1024  # plaintext read from a file per encryption, for sendfile
+_SSLError = ssl.SSLError
+_WantRead = ssl.SSLWantReadError
+
+_PLAIN_BODY = b"This port speaks HTTPS: send the request with TLS (https://).\n"
+PLAIN_HTTP_RESPONSE = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%b" % (len(_PLAIN_BODY), _PLAIN_BODY)
+)
+"""What a plain HTTP request on an HTTP listener with TLS gets (then the close)."""
+
+
+class _NotMade:
+    """The handler of a connection whose handshake did not complete: it hears nothing."""
+
+    def connection_lost(self, conn: Any, exc: BaseException | None) -> None:
+        pass
+
+    def pause_writing(self, conn: Any) -> None:
+        pass
+
+    def resume_writing(self, conn: Any) -> None:
+        pass
+
+
+_NOT_MADE = _NotMade()
+
+
+def _handshake_expired(conn: TlsConn) -> None:
+    conn._handshake_expired()
+
+
+class TlsConn(Conn):
+    """A connection of a TLS listener. Implements ``workers.handler.Connection``.
+
+    Attributes:
+        tls: the ``TlsSession`` once the handshake is done (the handler only ever
+            sees it done), else None.
+    """
+
+    __slots__ = (
+        "_close_after",
+        "_draining",
+        "_fresh",
+        "_hs",
+        "_in",
+        "_listener_tls",
+        "_obj",
+        "_out",
+        "_queue_plain",
+        "_shut",
+        "_tls_pending",
+        "_tls_read",
+        "_tls_write",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        token: int,
+        stream: Stream,
+        peer: Any,
+        worker: Worker,
+        handler: Handler,
+        listener: TlsListener,
+    ) -> None:
+        super().__init__(token, stream, peer, worker, handler)
+        self._listener_tls = listener
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        obj = listener.context.wrap_bio(self._in, self._out, server_side=True)
+        self._obj = obj
+        # The engine's own methods, one Python frame less than SSLObject's wrappers
+        # on the hot path (CPython keeps the engine in ``_sslobj``).
+        raw = getattr(obj, "_sslobj", obj)
+        self._tls_read = raw.read
+        self._tls_write = raw.write
+        self._tls_pending = raw.pending
+        self._hs = True
+        self._fresh = True  # no byte read yet: the first tells TLS from plain HTTP
+        self._shut = False
+        self._draining = False
+        self._close_after = False
+        # Plaintext (and files) waiting behind a ``sendfile``, in order; None: none.
+        self._queue_plain: deque[Any] | None = None
+        self.tls: TlsSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<TlsConn token={self.token} peer={self.peer!r} state={self._state}>"
+
+    # -- the handshake ---------------------------------------------------------------
+    def start(self) -> None:
+        """Adopted by a worker: arm the handshake deadline. ``connection_made`` waits."""
+        self.rearm(self._listener_tls.handshake_timeout, _handshake_expired)
+
+    def _handshake(self) -> bool:
+        """Read and answer handshake records until done (True) or would block (False)."""
+        recv = self._recv
+        inc = self._in
+        do_handshake = self._obj.do_handshake
+        while True:
+            try:
+                raw = recv(RECV_SIZE)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._handshake_failed(exc)
+                return False
+            if not raw:
+                self._handshake_failed("the client closed the connection")
+                return False
+            if self._fresh:
+                self._fresh = False
+                if raw[0] != _HANDSHAKE_RECORD:
+                    self._not_tls(raw)
+                    return False
+            inc.write(raw)
+            try:
+                do_handshake()
+            except _WantRead:
+                self._send_tls()
+                if self._state:
+                    return False
+                continue
+            except _SSLError as exc:
+                self._send_tls()  # the alert, so the client knows why
+                self._handshake_failed(exc.reason or exc)
+                return False
+            except (ValueError, OSError) as exc:
+                self._handshake_failed(exc)
+                return False
+            self._send_tls()
+            if self._state:
+                return False
+            return self._made()
+
+    def _made(self) -> bool:
+        self._hs = False
+        listener = self._listener_tls
+        listener.count_handshake()
+        if self._deadline is not None:
+            self._deadline.cancel()  # the handler's timers take over
+        self.tls = TlsSession(self._obj)
+        self.handler.connection_made(self)
+        if self._draining and not self._state:
+            self._draining = False
+            Conn.close_when_idle(self)
+        return not self._state and not self._read_paused
+
+    def _handshake_failed(self, reason: object) -> None:
+        self._listener_tls.count_failure(self.peer, reason)
+        if self._wbuf:
+            Conn.close(self)  # let the alert go out, then close
+        else:
+            self._teardown(None)
+
+    def _handshake_expired(self) -> None:
+        if self._hs and self._state == 0:
+            self._listener_tls.count_failure(self.peer, "handshake timed out")
+            self.abort()
+
+    def _not_tls(self, raw: bytes) -> None:
+        listener = self._listener_tls
+        if listener.http and 0x41 <= raw[0] <= 0x5A:  # "GET ", "POST ", ...: a request line
+            listener.count_plain_http(self.peer)
+            Conn.write(self, PLAIN_HTTP_RESPONSE)
+            Conn.close(self)
+        else:
+            self._handshake_failed(f"not a TLS record (first byte 0x{raw[0]:02x})")
+
+    # -- reading -------------------------------------------------------------------------
+    def on_readable(self) -> None:
+        """Read the socket, decrypt, hand the plaintext over; the module docstring says
+        why everything the engine holds is handed over before this returns."""
+        if self._read_paused or self._state or self._eof:
+            return
+        if self._hs and not self._handshake():
+            return
+        recv = self._recv
+        inc = self._in
+        handler = self.handler
+        budget = READ_BUDGET
+        while True:
+            if inc.pending or self._tls_pending():
+                data = self._decrypt()
+                if self._state:
+                    return
+                if data:
+                    handler.data_received(self, data)
+                    if self._read_paused or self._state:
+                        return
+                    budget -= 1
+                    if not budget:
+                        self.worker.reschedule(self)
+                        return
+                if self._eof:  # close_notify came with these records
+                    self._on_eof()
+                    return
+            try:
+                raw = recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._teardown(exc)
+                return
+            if not raw:
+                self._on_eof()
+                return
+            inc.write(raw)
+
+    def _decrypt(self) -> bytes:
+        """All the plaintext the engine can give now; sets ``_eof`` on close_notify."""
+        inc = self._in
+        read = self._tls_read
+        pending = self._tls_pending
+        data = b""
+        more: list[bytes] | None = None
+        while inc.pending or pending():
+            try:
+                piece = read(RECV_SIZE)
+            except _WantRead:
+                break  # a partial record: the rest raises an edge of its own
+            except _SSLError as exc:
+                if isinstance(exc, ssl.SSLZeroReturnError):
+                    self._eof = True
+                    break
+                self._teardown(exc)
+                return b""
+            if not piece:  # close_notify: the peer will send nothing more
+                self._eof = True
+                break
+            if not data:
+                data = piece
+            elif more is None:
+                more = [data, piece]
+            else:
+                more.append(piece)
+        if self._out.pending:  # post-handshake messages (key update, tickets)
+            self._send_tls()
+        if more is not None:
+            return b"".join(more)
+        return data
+
+    def _on_eof(self) -> None:
+        self._eof = True
+        if self._hs:
+            self._handshake_failed("the client closed the connection")
+            return
+        super()._on_eof()
+
+    # -- writing ---------------------------------------------------------------------------
+    def _send_tls(self) -> None:
+        """Send what the engine has encrypted, through the plain write path."""
+        out = self._out.read()
+        if out:
+            Conn.write(self, out)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._state or not data:
+            return
+        if self._queue_plain is not None:
+            self._queue_plain.append(bytes(data))
+            self._pump()
+            return
+        try:
+            self._tls_write(data)
+        except (_SSLError, ValueError) as exc:
+            self._teardown(exc)
+            return
+        Conn.write(self, self._out.read())
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        if len(chunks) == 1:
+            self.write(chunks[0])
+        elif chunks:
+            self.write(b"".join(chunks))
+
+    def sendfile(self, file: Any, offset: int, count: int | None) -> None:
+        """Queue ``count`` bytes of ``file`` from ``offset``: read and encrypted in
+        chunks as the socket takes them (the kernel cannot encrypt for ``sendfile``)."""
+        if self._state:
+            return
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        if count <= 0:
+            return
+        if self._queue_plain is None:
+            self._queue_plain = deque()
+        self._queue_plain.append(FileSlice(file.fileno(), offset, count))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Encrypt queued plaintext and file chunks while the write buffer is below
+        its high-water mark; writable events call again (``on_writable``)."""
+        queue = self._queue_plain
+        while queue and self._state == 0 and self._wsize <= HIGH_WATER:
+            head = queue[0]
+            if type(head) is FileSlice:
+                try:
+                    chunk = os.pread(head.fd, min(head.count, _FILE_CHUNK), head.offset)
+                except OSError as exc:
+                    self._teardown(exc)
+                    return
+                if not chunk:  # the file is shorter than announced
+                    queue.popleft().release()
+                    continue
+                head.offset += len(chunk)
+                head.count -= len(chunk)
+                if head.count <= 0:
+                    queue.popleft().release()
+            else:
+                chunk = queue.popleft()
+            try:
+                self._tls_write(chunk)
+            except (_SSLError, ValueError) as exc:
+                self._teardown(exc)
+                return
+            Conn.write(self, self._out.read())
+        if not queue and self._queue_plain is not None:
+            self._queue_plain = None
+            if self._close_after and self._state == 0:
+                self.close()
+
+    def on_writable(self) -> None:
+        Conn.on_writable(self)
+        if self._queue_plain is not None and self._state == 0:
+            self._pump()
+
+    @property
+    def write_buffer_size(self) -> int:
+        queued = self._queue_plain
+        if queued is None:
+            return self._wsize
+        return self._wsize + sum(len(item) for item in queued)
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Send close_notify after what is queued, then close like a plain connection."""
+        if self._state:
+            return
+        if self._queue_plain is not None:
+            self._close_after = True  # the pump closes when the queue is sent
+            self.pause_reading()
+            return
+        if not self._hs and not self._shut:
+            self._shut = True
+            try:
+                self._obj.unwrap()
+            except (_SSLError, ValueError, OSError):
+                pass  # expected: the peer's close_notify has not come (and need not)
+            self._send_tls()
+            if self._state:
+                return
+        Conn.close(self)
+
+    def close_when_idle(self) -> None:
+        """Graceful stop: a connection still in its handshake is drained once made."""
+        if self._hs:
+            self._draining = True
+            return
+        Conn.close_when_idle(self)
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        if self._state == 2:
+            return
+        queue = self._queue_plain
+        if queue is not None:
+            self._queue_plain = None
+            for item in queue:
+                if type(item) is FileSlice:
+                    item.release()
+        if self._hs:
+            # Never made: the handler never heard of it and hears nothing now.
+            self.handler = _NOT_MADE  # type: ignore[assignment]
+        super()._teardown(exc)
