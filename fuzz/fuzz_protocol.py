@@ -10,7 +10,7 @@ reached too. Invariants checked on every input:
 
 * ``feed`` raises nothing: every problem is an ``HTTPError`` event;
 * an ``HTTPError`` is the last event ever returned, and its status is one the
-  server may send for a client's bytes (400, 408, 413, 414, 431, 501, 505);
+  server may send for a client's bytes (400, 408, 413, 414, 417, 431, 501, 505);
 * events come in a legal order: a ``Request``, then body ``bytes`` (only if the head
   declared a body), then ``END_OF_MESSAGE``; body bytes never exceed the declared
   ``Content-Length`` nor ``max_body_size``;
@@ -42,7 +42,7 @@ with atheris.instrument_imports():
     from workers.http.protocol import END_OF_MESSAGE, HttpProtocol, Request
 
 CONFIG = HttpConfig(max_request_line=256, max_header_size=1024, max_headers=16, max_body_size=4096)
-CLIENT_STATUSES = {400, 408, 413, 414, 431, 501, 505}
+CLIENT_STATUSES = {400, 408, 413, 414, 417, 431, 501, 505}
 
 
 def run(chunks: list[bytes]) -> list[object]:

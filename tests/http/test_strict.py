@@ -10,6 +10,8 @@ never be parsed after an error.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workers.http import END_OF_MESSAGE, HttpConfig, HTTPError, HttpProtocol, Request
 
@@ -332,3 +334,54 @@ def test_an_absolute_form_authority_replaces_host_in_the_environ() -> None:
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["RAW_URI"]) == ("/", "q", "https://Example.com?q")
     env = request_environ(base, request_of(head(b"/p", host=b"h:9")), EMPTY_BODY, frozenset())
     assert (env["HTTP_HOST"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("h:9", "127.0.0.1", "8000")
+
+
+# -- message boundaries under any split (the request-line check depends on them) -----
+
+_BODY = st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\r\n\r\n"))
+
+
+@st.composite
+def _pipeline(draw: st.DrawFn) -> bytes:
+    out = b""
+    for i in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["get", "sized", "chunked", "bad-line", "lead"]))
+        if kind == "get":
+            out += head(b"/%d" % i)
+        elif kind == "sized":
+            body = draw(_BODY)
+            out += head(b"/%d" % i, method=b"POST", extra=b"Content-Length: %d\r\n" % len(body)) + body
+        elif kind == "chunked":
+            chunks = draw(st.lists(_BODY.filter(bool), max_size=3))
+            out += head(b"/%d" % i, method=b"POST", extra=b"Transfer-Encoding: chunked\r\n")
+            out += b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks) + b"0\r\n"
+            out += draw(st.sampled_from([b"", b"X-T: 1\r\n"])) + b"\r\n"
+        elif kind == "bad-line":
+            out += b"GET  /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i
+        else:
+            out += b"\r\n" + head(b"/%d" % i)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=_pipeline(), cuts=st.lists(st.integers(0, 400), max_size=6))
+def test_any_split_of_a_pipeline_gives_the_events_of_the_whole(data: bytes, cuts: list[int]) -> None:
+    def summary(events: list[object]) -> list[object]:
+        out: list[object] = []
+        for e in events:
+            if isinstance(e, bytes) and out and isinstance(out[-1], bytes):
+                out[-1] += e
+            else:
+                out.append(e.target if isinstance(e, Request) else e.status if isinstance(e, HTTPError) else e)
+        return out
+
+    whole = summary(HttpProtocol(CFG).feed(data))
+    proto = HttpProtocol(CFG)
+    events: list[object] = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c < len(data)), len(data)]:
+        events += proto.feed(data[last:cut])
+        last = cut
+    assert summary(events) == whole
+    # a malformed request line is always found, wherever it sits in the pipeline
+    assert (b"GET  /" in data) == (400 in whole)
