@@ -79,6 +79,13 @@ def _check_mode(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from None
 
 
+def _check_umask(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return parse_unix_mode(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("file mode", "umask")) from None
+
+
 def _check_ips(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     try:
         return parse_forwarded_allow_ips(value)
@@ -183,7 +190,7 @@ def _file_value(ctx: click.Context, param: click.Parameter, key: str, raw: Any, 
         value = raw
     elif isinstance(raw, bool):
         raise wrong(f"expected {param.type.name}, not true/false")
-    elif param.name == "unix_mode" and isinstance(raw, int):
+    elif param.name in ("unix_mode", "umask") and isinstance(raw, int):
         value = f"{raw:o}"  # TOML's 0o660 is an int; the option reads octal text
     elif isinstance(param.type, click.types.IntParamType) and not isinstance(raw, int):
         raise wrong("expected an integer")
@@ -237,7 +244,7 @@ def effective_settings(ctx: click.Context) -> str:
         value = ctx.params.get(name)
         where = _source_label(ctx, param)
         shown_default = getattr(param, "show_default", None)
-        if name == "unix_mode" and isinstance(value, int):
+        if name in ("unix_mode", "umask") and isinstance(value, int):
             value = f"{value:o}"
         elif name in _LIST_AS_TEXT:
             value = list(value or ())
@@ -366,6 +373,18 @@ def reactor() -> None:
               show_default=True, show_envvar=True,
               help="Add a random 0..N to each process's --max-requests, so processes "
                    "started together are not replaced together.")
+@click.option("--pid", type=click.Path(dir_okay=False), default=None,
+              show_default="none", show_envvar=True,
+              help="Write the process id here once the listeners are bound (the "
+                   "supervisor's, if one runs); removed on exit.")
+@click.option("--user", "-u", default=None, show_default="the current user", show_envvar=True,
+              help="Run the app as this user (name or uid): listeners are bound first, then "
+                   "privileges are dropped, then the app is imported. Needs root.")
+@click.option("--group", "-g", default=None, show_default="the user's group",
+              show_envvar=True, help="Run the app with this group (name or gid). Needs root.")
+@click.option("--umask", "-m", callback=_check_umask, show_envvar=True, metavar="OCTAL",
+              show_default="inherited",
+              help="The process umask, in octal (e.g. 027), set before anything is created.")
 @click.option("--server-header", default=HTTP.server_header, show_default=True,
               show_envvar=True, help="Value of the Server response header; empty sends none.")
 @click.option("--url-scheme", type=click.Choice(["http", "https"]), default=HTTP.url_scheme,
@@ -470,6 +489,10 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         timeout=opts["timeout"],
         max_requests=opts["max_requests"],
         max_requests_jitter=opts["max_requests_jitter"],
+        pid_file=opts["pid"],
+        user=opts["user"],
+        group=opts["group"],
+        umask=opts["umask"],
         backend=opts["backend"],
         http=http,
         log_level=opts["log_level"],

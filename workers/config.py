@@ -172,6 +172,11 @@ class Config:
         timeout: seconds a request may stay inside the app before it is logged with
             its thread's stack and counted as stuck (0: never); with several
             processes, a process whose every worker is stuck is replaced.
+        pid_file: write the pid (of the supervisor, if one runs) here once the
+            listeners are bound; removed on exit.
+        user, group: drop privileges to them (names or numbers) after binding, before
+            the app is imported; runs a supervisor, which keeps its own user.
+        umask: the process umask, set first (None: leave the inherited one).
         max_requests: a process that has served this many requests is replaced
             (0: never); runs a supervisor even for one process.
         max_requests_jitter: each process's limit is ``max_requests`` plus a random
@@ -206,6 +211,10 @@ class Config:
     timeout: float = 30.0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    pid_file: str | None = None
+    user: str | None = None
+    group: str | None = None
+    umask: int | None = None
     backend: str | None = None
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "info"
@@ -239,6 +248,8 @@ class Config:
         for name in ("max_requests", "max_requests_jitter"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.umask is not None and not 0 <= self.umask <= 0o777:
+            raise ConfigError(f"umask {self.umask:o} is outside 000..777")
         if self.run_slots is not None and self.run_slots < 1:
             raise ConfigError(f"run_slots must be at least 1, got {self.run_slots}")
         for name in ("handoff_ms", "graceful_timeout", "timeout"):
@@ -275,8 +286,13 @@ class Config:
     @property
     def supervised(self) -> bool:
         """Whether a supervisor process runs the servers (``processes > 1``, ``reload``
-        or ``max_requests``: recycling needs someone to start the replacement)."""
-        return self.processes > 1 or self.reload or self.max_requests > 0
+        ``max_requests``: recycling needs someone to start the replacement, or ``user`` /
+        ``group``: the supervisor keeps its user, to remove the pid file and to bind the
+        replacements' listeners)."""
+        return (
+            self.processes > 1 or self.reload or self.max_requests > 0
+            or bool(self.user) or bool(self.group)
+        )
 
     @property
     def log_level_number(self) -> int:

@@ -21,14 +21,16 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import Any
 
+from workers.acceptor import BoundListener
 from workers.appload import AppLoadError, load_app
-from workers.binds import BindError
+from workers.binds import BindError, open_listeners
 from workers.config import Config, ConfigError
 from workers.metrics_server import StatsResponder
+from workers.process import PidFile, ProcessError, chown_unix_sockets, drop_privileges
 from workers.server import Server
 
 __all__ = [
@@ -68,14 +70,19 @@ def setup_logging(config: Config) -> None:
     access.setLevel(logging.INFO if config.http.access_log else logging.NOTSET)
 
 
-def build_server(config: Config) -> Server:
+def build_server(config: Config, listeners: Sequence[BoundListener] = ()) -> Server:
     """Import the app (or make the demo app) and build, but not start, its ``Server``.
+
+    ``listeners``, when given, are already bound (``--user``: bound before privileges
+    are dropped) and replace the config's binds.
 
     Raises:
         AppLoadError: the app cannot be imported or is not callable.
         ValueError: a value the server rejects.
     """
     kwargs = config.server_kwargs()
+    if listeners:
+        kwargs.update(bind=[], use_systemd=False, listeners=list(listeners))
     if config.app is None:
         from workers.demo import DemoApp
 
@@ -94,15 +101,38 @@ def build_server(config: Config) -> Server:
 
 
 def start_server(config: Config) -> Server:
-    """``build_server`` and ``start``, with every failure as a one-line ``ServeError``."""
+    """``build_server`` and ``start``, with every failure as a one-line ``ServeError``.
+
+    With ``--user``/``--group`` the order is bind, drop privileges, import the app
+    (``workers.process``): the app never runs as root, and ports below 1024 work.
+    """
+    listeners: list[BoundListener] = []
     try:
-        server = build_server(config)
+        if config.user or config.group:
+            listeners = open_listeners(
+                list(config.effective_binds), backlog=config.backlog,
+                reuse_port=config.reuse_port, unix_mode=config.unix_mode,
+                proxy_protocol=config.http.proxy_protocol, use_systemd=config.use_systemd,
+            )
+            chown_unix_sockets([bl.path for bl in listeners if bl.path], config.user, config.group)
+            drop_privileges(config.user, config.group)
+        server = build_server(config, listeners)
         server.start()
-    except (AppLoadError, BindError, ConfigError) as exc:
+    except (AppLoadError, BindError, ConfigError, ProcessError) as exc:
+        _close(listeners)
         raise ServeError(str(exc)) from None
     except (ValueError, OSError) as exc:
+        _close(listeners)
         raise ServeError(f"{type(exc).__name__}: {exc}") from None
     return server
+
+
+def _close(listeners: list[BoundListener]) -> None:
+    for bl in listeners:
+        bl.listener.close()
+        if bl.path:
+            with contextlib.suppress(OSError):
+                os.unlink(bl.path)
 
 
 def announce(listeners: list[str], backend: str, config: Config, pid: int) -> None:
@@ -182,9 +212,20 @@ def serve_single(config: Config) -> int:
     stop = _StopFlag()
     with _stop_signals(stop, supervised=False):
         server = start_server(config)
-        announce([bl.describe() for bl in server.listeners], server.backend_name, config,
-                 os.getpid())
-        _serve_until_stopped(server, stop)
+        pid_file = PidFile(config.pid_file) if config.pid_file else None
+        try:
+            if pid_file is not None:
+                pid_file.create()
+        except ProcessError as exc:
+            server.stop(0)
+            raise ServeError(str(exc)) from None
+        try:
+            announce([bl.describe() for bl in server.listeners], server.backend_name, config,
+                     os.getpid())
+            _serve_until_stopped(server, stop)
+        finally:
+            if pid_file is not None:
+                pid_file.remove()
     return 0
 
 

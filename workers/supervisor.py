@@ -56,6 +56,13 @@ from workers.acceptor import BoundListener
 from workers.binds import BindError, open_listeners, parse_bind
 from workers.config import Config
 from workers.metrics_server import METRICS_FD_ENV, ChildStats, MetricsServer
+from workers.process import (
+    PidFile,
+    ProcessError,
+    apply_umask,
+    check_can_switch,
+    chown_unix_sockets,
+)
 from workers.reloader import Watcher
 from workers.runner import ServeError, announce, serve_single, setup_logging
 
@@ -75,6 +82,11 @@ def run(config: Config) -> int:
         ServeError: it could not start (a bad app, an address in use, ...); nothing is
             left running.
     """
+    try:
+        apply_umask(config.umask)  # first: it governs socket files and the pid file
+        check_can_switch(config.user, config.group)  # fail before anything starts
+    except ProcessError as exc:
+        raise ServeError(str(exc)) from None
     if not config.supervised:
         return serve_single(config)
     setup_logging(config)
@@ -179,6 +191,7 @@ class Supervisor:
         self._next_spawn = 0.0
         self._serving = False  # True once the first children all serve
         self._replace: list[tuple[Child, str]] = []  # children to replace, and why
+        self.pid_file = PidFile(config.pid_file) if config.pid_file else None
         self.replaced = 0
         self.backend = config.backend or backend_name()
         # --metrics-bind: the endpoint is served here, from the children's stats
@@ -418,6 +431,15 @@ class Supervisor:
             ServeError: with the first child's error message; nothing is left running.
         """
         self.open_listeners()
+        cfg = self.config
+        try:
+            paths = [bl.path for bl in self._held_listeners if bl.path]
+            chown_unix_sockets(paths, cfg.user, cfg.group)
+            if self.pid_file is not None:
+                self.pid_file.create()  # after binding, as gunicorn's arbiter
+        except ProcessError as exc:
+            self.close_listeners()
+            raise ServeError(str(exc)) from None
         first = [self.spawn() for _ in range(self.config.processes)]
         for child in first:
             if not self.wait_ready(child, self.config.startup_timeout):
@@ -549,6 +571,8 @@ class Supervisor:
                 signal.signal(signum, handler)
             self.stop_metrics()
             self.close_listeners()
+            if self.pid_file is not None:
+                self.pid_file.remove()
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()

@@ -58,3 +58,16 @@ def pid(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     body = b"%010d\n" % os.getpid()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def whoami(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """The uid, gid, pid and umask the app runs with (``--user``, ``--group``, ``--umask``)."""
+    umask = None
+    with open("/proc/self/status") as f:  # reading it with os.umask would change it
+        for line in f:
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    body = json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(),
+                       "groups": os.getgroups(), "pid": os.getpid(), "umask": umask}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

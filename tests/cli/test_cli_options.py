@@ -131,7 +131,8 @@ def test_every_serve_option_reaches_the_config(captured: list[Config]) -> None:
         "--access-log-format", "%(h)s %(s)s", "--log-level", "debug",
         "--forwarded-allow-ips", "127.0.0.1, ::1", "--proxy-protocol", "--reload",
         "--reload-dir", "/tmp", "--timeout", "7", "--max-requests", "1000",
-        "--max-requests-jitter", "50",
+        "--max-requests-jitter", "50", "--pid", "/tmp/r.pid", "--user", "nobody",
+        "--group", "nogroup", "--umask", "027",
     )
     assert config == Config(
         app="pkg.mod:obj.app", factory=True, app_dir="/tmp", interface="handler",
@@ -139,7 +140,8 @@ def test_every_serve_option_reaches_the_config(captured: list[Config]) -> None:
         unix_mode=0o660, workers=8, processes=3, share="inherit", backlog=128,
         max_connections=500, run_slots=2, handoff_ms=5.5, graceful_timeout=0.0,
         backend="fallback", log_level="debug", reload=True, reload_dirs=("/tmp",),
-        timeout=7.0, max_requests=1000, max_requests_jitter=50,
+        timeout=7.0, max_requests=1000, max_requests_jitter=50, pid_file="/tmp/r.pid",
+        user="nobody", group="nogroup", umask=0o027,
         http=HttpConfig(
             max_request_line=4096, max_header_size=32768, max_headers=50,
             max_body_size=1 << 20, body_spool_threshold=65536, max_pipeline_buffer=131072,

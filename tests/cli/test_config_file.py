@@ -58,6 +58,23 @@ access-log = true
     assert config.http.access_log is True
 
 
+def test_process_settings_in_a_config_file(captured: list[Config], tmp_path: Path) -> None:
+    path = write(tmp_path, """
+pid = "/run/site.pid"
+user = "nobody"
+group = "nogroup"
+umask = 0o027
+timeout = 60
+max-requests = 5000
+max-requests-jitter = 500
+""")
+    config = serve_config(captured, "--config", path)
+    assert (config.pid_file, config.user, config.group, config.umask) == (
+        "/run/site.pid", "nobody", "nogroup", 0o027)
+    assert (config.timeout, config.max_requests, config.max_requests_jitter) == (60.0, 5000, 500)
+    assert config.supervised, "--user runs the supervisor, which keeps root"
+
+
 def test_precedence_is_command_line_then_environment_then_file_then_default(
     captured: list[Config], tmp_path: Path
 ) -> None:
