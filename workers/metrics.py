@@ -134,20 +134,20 @@ def merge(docs: Sequence[dict[str, Any]], carry: dict[str, Any] | None = None) -
     """One stats document for several processes (each doc carries its ``pid``).
 
     Counters are summed (plus ``carry``: the counters of processes that have exited);
-    ``active``, ``connections`` and ``queue_depth`` are summed; a listener's
+    ``active``, ``connections``, ``queue_depth`` and ``stuck_now`` are summed; a listener's
     ``listen_queue`` is the largest any process reports (every process reports the
     whole port: the kernel's figure for SO_REUSEPORT sockets is summed, and an
     inherited listener is one socket); ``workers`` are listed with their ``pid``.
     """
     out: dict[str, Any] = {}
     add_counters(out, carry or {})
-    out["active"] = out["connections"] = out["queue_depth"] = 0
+    out["active"] = out["connections"] = out["queue_depth"] = out["stuck_now"] = 0
     out["listen_queue"] = {}
     out["workers"] = []
     out["processes"] = len(docs)
     for doc in docs:
         add_counters(out, doc)
-        for key in ("active", "connections", "queue_depth"):
+        for key in ("active", "connections", "queue_depth", "stuck_now"):
             out[key] += _number(doc.get(key))
         for name, depth in (doc.get("listen_queue") or {}).items():
             known = out["listen_queue"].get(name)
@@ -237,6 +237,8 @@ def render(doc: dict[str, Any]) -> str:
     w.one("stuck_requests_total", "counter",
           "Requests that stayed in the app longer than --timeout.",
           n(doc.get("stuck_requests", 0)))
+    w.one("stuck_workers", "gauge",
+          "Worker threads inside the app longer than --timeout now.", n(doc.get("stuck_now", 0)))
     w.one("handler_errors_total", "counter",
           "Exceptions from handler callbacks (each aborted its connection).",
           _handler_errors(doc))
@@ -253,6 +255,13 @@ def render(doc: dict[str, Any]) -> str:
                 ("pid", str(x.get("pid", doc.get("pid", 0)))),
                 ("worker", str(x.get("name", ""))), ("state", state),
             ])
+    w.family("worker_stuck_seconds", "gauge",
+             "Seconds a worker thread has been inside the app, once past --timeout (else 0).")
+    for x in workers:
+        stuck = x.get("stuck_for", 0.0)
+        w.sample("worker_stuck_seconds", float(stuck) if isinstance(stuck, (int, float)) else 0.0, [
+            ("pid", str(x.get("pid", doc.get("pid", 0)))), ("worker", str(x.get("name", ""))),
+        ])
     w.family("requests_total", "counter", "HTTP responses sent, by status class.")
     for cls, count in sorted((doc.get("requests") or {}).items()):
         w.sample("requests_total", n(count), [("class", str(cls))])

@@ -13,11 +13,13 @@ keeps the last figures it had, and tries again every interval.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
 import shutil
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +29,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 __all__ = [
+    "FETCH_TIMEOUT",
     "Scrape",
     "Top",
     "fetch",
@@ -38,6 +41,9 @@ __all__ = [
     "run_terminal",
     "target_url",
 ]
+
+FETCH_TIMEOUT = 5.0
+"""Seconds a scrape may take before the endpoint counts as unreachable ("timed out")."""
 
 Labels = dict[str, str]
 Sample = tuple[str, Labels, float]
@@ -157,6 +163,8 @@ class Scrape:
     buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     duration_sum: float = 0.0
     workers: list[tuple[str, str, str]] = field(default_factory=list)  # (pid, name, state)
+    stuck_now: float = 0.0
+    stuck_for: dict[tuple[str, str], float] = field(default_factory=dict)  # (pid, name)
 
     @property
     def requests_total(self) -> float:
@@ -176,7 +184,7 @@ class Scrape:
             "reactor_connections_closed_total": "closed",
             "reactor_connections_active": "active", "reactor_connections_shed_total": "shed",
             "reactor_queue_depth": "queue_depth", "reactor_handoffs_total": "handoffs",
-            "reactor_stuck_requests_total": "stuck",
+            "reactor_stuck_requests_total": "stuck", "reactor_stuck_workers": "stuck_now",
             "reactor_handler_errors_total": "handler_errors",
         }
         seen = False
@@ -197,6 +205,8 @@ class Scrape:
                 s.buckets.append((float(labels.get("le", "+Inf")), value))
             elif name == "reactor_request_duration_seconds_sum":
                 s.duration_sum = value
+            elif name == "reactor_worker_stuck_seconds" and value > 0:
+                s.stuck_for[(labels.get("pid", "?"), labels.get("worker", "?"))] = value
             elif name == "reactor_worker_state" and value == 1:
                 s.workers.append((labels.get("pid", "?"), labels.get("worker", "?"),
                                   labels.get("state", "?")))
@@ -315,14 +325,17 @@ def render_frame(
     lines.append(f"queue        depth {_num(cur.queue_depth):>9}   listen queue {lq}")
     lines.append(f"hand-offs    total {_num(cur.handoffs):>9}   per second {hps:>8}")
     errors = "  ".join(f"{k} {_num(v)}" for k, v in sorted(cur.accept_errors.items())) or "none"
-    lines.append(f"stuck        total {_num(cur.stuck):>9}   handler errors {_num(cur.handler_errors)}"
-                 f"   accept errors {errors}")
+    lines.append(f"stuck        total {_num(cur.stuck):>9}   now {_num(cur.stuck_now):>15}"
+                 f"   handler errors {_num(cur.handler_errors)}   accept errors {errors}")
     lines.append("")
     lines.append(f"{'PID':<9}{'WORKER':<22}STATE")
     room = height - len(lines)
     workers = sorted(cur.workers, key=lambda w: (w[0], _worker_order(w[1])))
     shown = workers if len(workers) <= room else workers[: max(room - 1, 0)]
-    lines += [f"{pid:<9}{name:<22}{state}" for pid, name, state in shown]
+    for pid, name, state in shown:
+        stuck = cur.stuck_for.get((pid, name))
+        note = f"  stuck in the app for {stuck:.1f} s" if stuck else ""
+        lines.append(f"{pid:<9}{name:<22}{state}{note}")
     if len(shown) < len(workers):
         lines.append(f"... and {len(workers) - len(shown)} more")
     return _fit(lines, width, height)
@@ -373,27 +386,31 @@ class Top:
         self.prev: Scrape | None = None
         self.error = ""
         self.last_ok = ""
+        self._lock = threading.Lock()  # refresh() runs on the fetch thread, frame() not
 
     def refresh(self) -> bool:
-        """Scrape once; True if it answered."""
+        """Scrape once (waiting up to ``FETCH_TIMEOUT``); True if it answered."""
         try:
-            text = self.get(self.url, min(max(self.interval, 1.0), 5.0))
+            text = self.get(self.url, FETCH_TIMEOUT)
             scrape = Scrape.from_text(text, time.monotonic())
         except (OSError, ValueError) as exc:
-            self.error = str(exc) or type(exc).__name__
+            with self._lock:
+                self.error = str(exc) or type(exc).__name__
             return False
-        self.prev, self.cur = self.cur, scrape
-        if self.error:
-            self.prev = None  # no rates across the gap
-        self.error = ""
-        self.last_ok = time.strftime("%H:%M:%S")
+        with self._lock:
+            self.prev, self.cur = self.cur, scrape
+            if self.error:
+                self.prev = None  # no rates across the gap
+            self.error = ""
+            self.last_ok = time.strftime("%H:%M:%S")
         return True
 
     def frame(self, width: int, height: int, interactive: bool = True) -> str:
-        return render_frame(self.cur, self.prev, url=self.url, interval=self.interval,
-                            width=width, height=height, error=self.error,
-                            last_ok=self.last_ok, clock=time.strftime("%H:%M:%S"),
-                            interactive=interactive)
+        with self._lock:
+            return render_frame(self.cur, self.prev, url=self.url, interval=self.interval,
+                                width=width, height=height, error=self.error,
+                                last_ok=self.last_ok, clock=time.strftime("%H:%M:%S"),
+                                interactive=interactive)
 
 
 # -- running it ---------------------------------------------------------------------------------
@@ -420,7 +437,9 @@ def run_terminal(url: str, interval: float, stdin: TextIO, out: TextIO) -> int:
 
     The terminal is in cbreak mode (keys arrive at once, unechoed; Ctrl-C still
     interrupts) on the alternate screen; each frame is drawn from the top-left corner
-    with every line cleared to its end, so nothing flickers or lingers.
+    with every line cleared to its end, so nothing flickers or lingers. Scrapes run on
+    a thread of their own (``reactor-top-fetch``), so a slow or silent endpoint never
+    delays ``q``; each one wakes the drawing loop through a pipe.
     """
     import termios
     import tty
@@ -429,33 +448,48 @@ def run_terminal(url: str, interval: float, stdin: TextIO, out: TextIO) -> int:
     interactive = os.isatty(fd)
     saved = termios.tcgetattr(fd) if interactive else None
     top = Top(url, interval)
+    stop = threading.Event()
+    wake_r, wake_w = os.pipe()
+
+    def fetch_loop() -> None:
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                top.refresh()
+                with contextlib.suppress(OSError):
+                    os.write(wake_w, b".")
+                stop.wait(max(interval - (time.monotonic() - began), 0.0))
+        finally:  # this thread owns the pipe: it may be mid-scrape when the loop ends
+            os.close(wake_r)
+            os.close(wake_w)
+
+    fetcher = threading.Thread(target=fetch_loop, name="reactor-top-fetch", daemon=True)
     try:
         if interactive:
             tty.setcbreak(fd)
         out.write(_ENTER)
-        due = time.monotonic()
+        fetcher.start()
+        watch = [fd, wake_r] if interactive else [wake_r]
         while True:
-            now = time.monotonic()
-            if now >= due:
-                top.refresh()
-                size = shutil.get_terminal_size((100, 40))
-                lines = top.frame(size.columns, size.lines).split("\n")
-                out.write("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
-                out.flush()
-                due = now + interval
-            wait = max(due - time.monotonic(), 0.0)
-            if not interactive:
-                time.sleep(wait)
-                continue
-            ready, _, _ = select.select([fd], [], [], wait)
-            if ready:
+            size = shutil.get_terminal_size((100, 40))
+            lines = top.frame(size.columns, size.lines).split("\n")
+            out.write("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
+            out.flush()
+            ready, _, _ = select.select(watch, [], [], interval)  # a timeout redraws (resize)
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            if fd in ready and interactive:
                 keys = os.read(fd, 64)
                 if not keys or any(k in keys for k in _QUIT_KEYS):
                     return 0
     except KeyboardInterrupt:
         return 0
     finally:
+        stop.set()
         out.write(_LEAVE)
         out.flush()
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        if not fetcher.is_alive() and fetcher.ident is None:  # never started
+            os.close(wake_r)
+            os.close(wake_w)

@@ -112,8 +112,12 @@ def test_a_stats_document_renders_to_the_values_it_holds() -> None:
     assert value(s, "reactor_request_duration_seconds_count") == 9
     assert value(s, "reactor_request_duration_seconds_sum") == 25.5
     assert value(s, "reactor_stuck_requests_total") == 0
-    _, s = parse(render(doc(stuck_requests=3)))
+    assert value(s, "reactor_stuck_workers") == 0
+    workers = [{"name": "reactor-worker-0", "state": "detached", "stuck_for": 31.5}]
+    _, s = parse(render(doc(stuck_requests=3, stuck_now=1, workers=workers)))
     assert value(s, "reactor_stuck_requests_total") == 3
+    assert value(s, "reactor_stuck_workers") == 1
+    assert value(s, "reactor_worker_stuck_seconds", pid="7", worker="reactor-worker-0") == 31.5
 
 
 def test_label_values_are_escaped() -> None:
@@ -334,3 +338,40 @@ def test_child_stats_sum_live_children_and_carry_departed_ones() -> None:
         b.close()
         collector.close()
     assert json.dumps(carry)  # plain data
+
+
+def test_a_request_stuck_past_the_timeout_shows_in_the_metrics() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_in_the_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    with Server(stuck_in_the_app, bind="127.0.0.1:0", workers=2, timeout=0.2,
+                metrics_bind="127.0.0.1:0") as server:
+        assert server.metrics is not None
+        t = threading.Thread(target=get, args=(server.url + "/",))
+        t.start()
+        try:
+            assert entered.wait(5)
+            deadline = time.monotonic() + 5
+            while True:
+                _, s = scrape(server.metrics.url)
+                if value(s, "reactor_stuck_requests_total") >= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert value(s, "reactor_stuck_requests_total") == 1
+            assert value(s, "reactor_stuck_workers") == 1
+            stuck = [(dict(k[1])["worker"], v) for k, v in s.items()
+                     if k[0] == "reactor_worker_stuck_seconds" and v > 0]
+            assert len(stuck) == 1 and stuck[0][1] >= 0.2
+            (name,) = [w["name"] for w in server.stats()["workers"] if w["stuck_for"]]
+            assert stuck[0][0] == name
+        finally:
+            release.set()
+            t.join(5)
+        _, s = scrape(server.metrics.url)
+        assert value(s, "reactor_stuck_workers") == 0
+        assert value(s, "reactor_stuck_requests_total") == 1

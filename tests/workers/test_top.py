@@ -59,8 +59,10 @@ def stats_doc(accepted: int = 10, two: int = 7, four: int = 2, buckets: list[int
         "pid": 42, "accepted": accepted, "closed": accepted - 1, "active": 1, "shed": 0,
         "paused_at_max": 0, "accept_errors": {"ECONNABORTED": 2}, "handoffs": handoffs,
         "queue_depth": 3, "listen_queue": {'unix:/tmp/we"ird': 5},
-        "workers": [{"name": f"reactor-worker-{i}", "state": "running" if i == 0 else "standby"}
+        "workers": [{"name": f"reactor-worker-{i}", "state": "running" if i == 0 else "standby",
+                     "stuck_for": 42.25 if i == 0 else 0.0}
                     for i in range(workers)],
+        "stuck_now": 1,
         "requests": {"2xx": two, "4xx": four},
         "request_duration": {"bounds": list(DURATION_BOUNDS), "buckets": counts,
                              "sum": 1.0, "count": sum(counts)},
@@ -77,6 +79,7 @@ def test_a_scrape_reads_back_what_the_endpoint_renders() -> None:
     assert s.buckets[0] == (0.0005, 3) and s.buckets[1] == (0.001, 7)
     assert s.buckets[-1] == (math.inf, 9)
     assert s.workers == [("42", "reactor-worker-0", "running"), ("42", "reactor-worker-1", "standby")]
+    assert s.stuck_now == 1 and s.stuck_for == {("42", "reactor-worker-0"): 42.25}
     assert s.processes == 1
 
 
@@ -124,7 +127,8 @@ def test_a_frame_shows_rates_quantiles_and_every_worker() -> None:
     p50 = 0.001 + (0.0025 - 0.001) * 0.5  # rank 10 of 20, all in (1 ms, 2.5 ms]
     assert f"p50 {p50 * 1000:.1f} ms".replace(" ", "") in frame.replace(" ", "")
     assert re.search(r"hand-offs\s+total\s+3\s+per second\s+2\.0", frame), frame
-    assert "stuck        total         4" in frame
+    assert re.search(r"stuck\s+total\s+4\s+now\s+1\b", frame), frame
+    assert "reactor-worker-0      running  stuck in the app for 42.2 s" in frame
     assert "reactor-worker-1      standby" in frame
     assert "running 1  standby 1  detached 0" in frame
     assert all(len(line) <= 120 for line in frame.splitlines())
