@@ -31,6 +31,7 @@ from workers.config import (
     parse_unix_mode,
 )
 from workers.http.limits import HttpConfig
+from workers.tls import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
 
 __all__ = ["bench", "doctor", "main", "reactor", "serve", "top"]
 
@@ -246,6 +247,8 @@ def effective_settings(ctx: click.Context) -> str:
         shown_default = getattr(param, "show_default", None)
         if name in ("unix_mode", "umask") and isinstance(value, int):
             value = f"{value:o}"
+        elif name == "keyfile_password" and value:
+            value = "********"  # never printed
         elif name in _LIST_AS_TEXT:
             value = list(value or ())
         if value is None:
@@ -403,6 +406,28 @@ def reactor() -> None:
                    "X-Forwarded-Proto; '*' trusts every peer.")
 @click.option("--proxy-protocol", is_flag=True, show_default="off", show_envvar=True,
               help="Expect a PROXY protocol v1/v2 header first on every connection.")
+@click.option("--certfile", type=click.Path(dir_okay=False), default=None, show_envvar=True,
+              show_default="none: plain HTTP",
+              help="PEM certificate (chain) to serve TLS with, on every TCP bind except "
+                   "those written http://HOST:PORT (docs/tls.md). SIGHUP reloads it.")
+@click.option("--keyfile", type=click.Path(dir_okay=False), default=None, show_envvar=True,
+              show_default="the key in --certfile",
+              help="PEM private key of --certfile; it must match the certificate.")
+@click.option("--keyfile-password", default=None, show_envvar=True, show_default="none",
+              help="Password of an encrypted --keyfile (prefer the environment variable to "
+                   "the command line).")
+@click.option("--ca-certs", type=click.Path(dir_okay=False), default=None, show_envvar=True,
+              show_default="none",
+              help="PEM file of the CAs client certificates must chain to (for --cert-reqs).")
+@click.option("--cert-reqs", type=click.Choice(CERT_REQS), default="none", show_default=True,
+              show_envvar=True,
+              help="Client certificates: not asked for, optional (checked when sent), or "
+                   "required.")
+@click.option("--ciphers", default=None, show_envvar=True, show_default="OpenSSL's",
+              help="OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's own).")
+@click.option("--ssl-min-version", type=click.Choice(MIN_VERSIONS), default="1.2",
+              show_default=True, show_envvar=True,
+              help="Oldest TLS version accepted; TLS 1.0 and 1.1 are never offered.")
 @click.option("--reload", is_flag=True, show_default="off", show_envvar=True,
               help="Development: restart the server processes when a .py file under "
                    "--app-dir (or --reload-dir) changes.")
@@ -499,7 +524,40 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         reload=opts["reload"],
         reload_dirs=tuple(opts["reload_dir"]),
         metrics_bind=opts["metrics_bind"],
+        tls=_tls_config(opts),
     )
+
+
+_TLS_ONLY = ("keyfile", "keyfile_password", "ca_certs", "ciphers")
+
+
+def _tls_config(opts: dict[str, Any]) -> TlsConfig | None:
+    """``TlsConfig`` from the TLS options; None without ``--certfile``.
+
+    Raises:
+        ConfigError: a TLS option without ``--certfile``, or values that cannot work.
+    """
+    if not opts.get("certfile"):
+        extra = [n for n in _TLS_ONLY if opts.get(n)]
+        if opts.get("cert_reqs", "none") != "none":
+            extra.append("cert_reqs")
+        if opts.get("ssl_min_version", "1.2") != "1.2":
+            extra.append("ssl_min_version")
+        if extra:
+            raise ConfigError(f"--{extra[0].replace('_', '-')} needs --certfile")
+        return None
+    try:
+        return TlsConfig(
+            certfile=opts["certfile"],
+            keyfile=opts.get("keyfile"),
+            keyfile_password=opts.get("keyfile_password"),
+            ca_certs=opts.get("ca_certs"),
+            cert_reqs=opts.get("cert_reqs", "none"),
+            ciphers=opts.get("ciphers"),
+            min_version=opts.get("ssl_min_version", "1.2"),
+        )
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _header(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reactor.net import parse_host_port
-from workers.binds import BindError, parse_bind
+from workers.binds import BindError, parse_bind, split_scheme
 from workers.http.limits import HttpConfig
+from workers.tls import TlsConfig, TlsError
 
 __all__ = [
     "ACCESS_LOG_KEYS",
@@ -190,6 +191,8 @@ class Config:
         use_systemd: adopt systemd socket activation sockets (LISTEN_FDS).
         reuse_port: set SO_REUSEPORT on TCP listeners (set by the supervisor).
         startup_timeout: seconds a new process may take to start serving.
+        tls: TLS settings (docs/tls.md): every TCP bind serves TLS, except binds
+            written ``http://...``; ``https://unix:PATH`` serves TLS on a Unix socket.
         metrics_bind: ``HOST:PORT`` where ``/metrics`` is served (Prometheus text
             format, summed over the processes; docs/metrics.md); None serves none.
     """
@@ -225,6 +228,7 @@ class Config:
     reuse_port: bool = False
     startup_timeout: float = 30.0
     metrics_bind: str | None = None
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         for spec in self.binds:
@@ -232,6 +236,8 @@ class Config:
                 parse_bind(spec)
             except BindError as exc:
                 raise ConfigError(str(exc)) from None
+            if self.tls is None and split_scheme(spec)[0] == "https":
+                raise ConfigError(f"bind {spec!r}: https:// needs a certificate (--certfile)")
         if self.app is not None:
             module, sep, attr = self.app.partition(":")
             if not sep or not module or not attr:
@@ -320,6 +326,7 @@ class Config:
             "proxy_protocol": self.http.proxy_protocol,
             "use_systemd": self.use_systemd,
             "metrics_bind": self.metrics_bind,
+            "ssl": self.tls,
         }
 
     # -- crossing a process boundary -------------------------------------------------
@@ -340,7 +347,11 @@ class Config:
             http["forwarded_allow_ips"] = tuple(http.get("forwarded_allow_ips", ()))
             data["binds"] = tuple(data.get("binds", ()))
             data["reload_dirs"] = tuple(data.get("reload_dirs", ()))
+            tls = data.pop("tls", None)
+            data["tls"] = TlsConfig(**tls) if tls is not None else None
             return cls(http=HttpConfig(**http), **data)
+        except TlsError as exc:
+            raise ConfigError(str(exc)) from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"not a valid configuration document: {exc}") from None
 

@@ -32,6 +32,7 @@ from workers.config import Config, ConfigError
 from workers.metrics_server import StatsResponder
 from workers.process import PidFile, ProcessError, chown_unix_sockets, drop_privileges
 from workers.server import Server
+from workers.tls import TlsError
 
 __all__ = [
     "LOG_FORMAT",
@@ -118,7 +119,7 @@ def start_server(config: Config) -> Server:
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
         server.start()
-    except (AppLoadError, BindError, ConfigError, ProcessError) as exc:
+    except (AppLoadError, BindError, ConfigError, ProcessError, TlsError) as exc:
         _close(listeners)
         raise ServeError(str(exc)) from None
     except (ValueError, OSError) as exc:
@@ -154,6 +155,7 @@ class _StopFlag:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason = ""
+        self.hup = threading.Event()  # SIGHUP in a single process: reload certificates
 
     def set(self, reason: str) -> None:
         if not self.event.is_set():
@@ -164,15 +166,15 @@ class _StopFlag:
 @contextlib.contextmanager
 def _stop_signals(stop: _StopFlag, *, supervised: bool) -> Iterator[None]:
     """SIGTERM/SIGINT set ``stop`` (installed before the server starts, so a signal
-    that comes while it starts is not lost); SIGHUP is left to the supervisor."""
+    that comes while it starts is not lost); SIGHUP is left to the supervisor, or
+    in a single process sets ``stop.hup`` (reload the TLS certificates)."""
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set(f"signal {signal.Signals(signum).name}")
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
         if not supervised:
-            log.warning("SIGHUP ignored: rolling restarts need the supervisor "
-                        "(--processes 2 or more, or --reload)")
+            stop.hup.set()
 
     previous = [(s, signal.signal(s, on_stop)) for s in STOP_SIGNALS]
     previous.append((signal.SIGHUP, signal.signal(signal.SIGHUP, on_hup)))
@@ -196,10 +198,33 @@ def _serve_until_stopped(
     while not stop.event.wait(interval):
         if server.wait(0):
             return
+        if stop.hup.is_set():
+            stop.hup.clear()
+            _on_hup(server)
         if tick is not None:
             tick()
     log.info("%s: stopping gracefully (up to %.1f s)", stop.reason, server.graceful_timeout)
     server.stop()
+
+
+def _on_hup(server: Server) -> None:
+    """SIGHUP without a supervisor: read the TLS certificates again (docs/tls.md).
+
+    Connections that are open keep their session; new ones get the new certificate.
+    A renewal that does not load leaves the old certificate serving.
+    """
+    if not server.listeners or all(bl.tls is None for bl in server.listeners):
+        log.warning("SIGHUP ignored: no TLS certificate to reload, and rolling restarts "
+                    "need the supervisor (--processes 2 or more, or --reload)")
+        return
+    try:
+        count = server.reload_tls()
+    except TlsError as exc:
+        log.error("SIGHUP: the TLS certificate was not reloaded, the old one serves on: %s",
+                  exc)
+        return
+    log.info("SIGHUP: reloaded the TLS certificate of %d listener(s); open connections "
+             "keep theirs", count)
 
 
 def serve_single(config: Config) -> int:

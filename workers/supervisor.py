@@ -53,7 +53,7 @@ from typing import Any
 from reactor import backend_name
 from reactor.net import parse_host_port
 from workers.acceptor import BoundListener
-from workers.binds import BindError, open_listeners, parse_bind
+from workers.binds import BindError, open_listeners, parse_bind, split_scheme
 from workers.config import Config
 from workers.metrics_server import METRICS_FD_ENV, ChildStats, MetricsServer
 from workers.process import (
@@ -65,6 +65,7 @@ from workers.process import (
 )
 from workers.reloader import Watcher
 from workers.runner import ServeError, announce, serve_single, setup_logging
+from workers.tls import TlsError
 
 __all__ = ["ServeError", "Supervisor", "run"]
 
@@ -87,6 +88,11 @@ def run(config: Config) -> int:
         check_can_switch(config.user, config.group)  # fail before anything starts
     except ProcessError as exc:
         raise ServeError(str(exc)) from None
+    if config.tls is not None:
+        try:
+            config.tls.check()  # a key that does not match: one line, before anything runs
+        except TlsError as exc:
+            raise ServeError(str(exc)) from None
     if not config.supervised:
         return serve_single(config)
     setup_logging(config)
@@ -218,11 +224,13 @@ class Supervisor:
                 inherited += open_listeners([], proxy_protocol=cfg.http.proxy_protocol)
             for spec in cfg.effective_binds:
                 kind, _ = parse_bind(spec)
+                scheme, bare = split_scheme(spec)
                 if kind == "tcp" and share == "reuseport":
-                    sock, where = _reserve(spec)
+                    sock, where = _reserve(bare)
                     self._held_sockets.append(sock)
-                    self.child_binds.append(where)
-                    self.described.append(where)
+                    prefix = f"{scheme}://" if scheme else ""
+                    self.child_binds.append(prefix + where)
+                    self.described.append(self._described(scheme, kind, where))
                 else:
                     inherited += open_listeners(
                         [spec], backlog=cfg.backlog, unix_mode=cfg.unix_mode,
@@ -231,14 +239,23 @@ class Supervisor:
             for bl in inherited:
                 self._held_listeners.append(bl)
                 fd = bl.listener.fileno()
-                self.child_binds.append(f"fd://{fd}")
+                # The bind's https:// or http:// goes with it (docs/tls.md).
+                prefix = f"{bl.scheme}://" if bl.scheme else ""
+                self.child_binds.append(f"{prefix}fd://{fd}")
                 self.pass_fds.append(fd)
-                self.described.append(bl.describe())
+                self.described.append(self._described(bl.scheme, bl.kind, bl.describe()))
         except BindError as exc:
             self.close_listeners()
             raise ServeError(str(exc)) from None
         if not self.child_binds:
             raise ServeError("nothing to listen on: give --bind (or systemd sockets)")
+
+    def _described(self, scheme: str | None, kind: str, where: str) -> str:
+        """How a held listener is announced: ``https://`` when its children serve TLS."""
+        tls = self.config.tls is not None and (
+            scheme == "https" or (scheme is None and kind == "tcp")
+        )
+        return f"https://{where}" if tls else where
 
     def close_listeners(self) -> None:
         for sock in self._held_sockets:
