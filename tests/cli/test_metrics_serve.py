@@ -166,3 +166,28 @@ def test_a_metrics_address_in_use_fails_the_start_with_one_line(processes: str) 
     assert len(errors) == 1, proc.output
     assert "--metrics-bind" in errors[0] and f"127.0.0.1:{port}" in errors[0], errors
     assert "Traceback" not in proc.output
+
+
+@pytest.mark.parametrize("served", [["-p", "2", "--max-requests", "12"]], indirect=True,
+                         ids=["recycling"])
+def test_counters_add_up_across_max_requests_recycling(
+    served: tuple[ServeProcess, tuple[str, int], str],
+) -> None:
+    """Processes replaced every 12 requests: the sums still equal what was sent."""
+    proc, address, url = served
+    first = pids_of(scrape(url))
+    sent = 0
+    for _ in range(60):
+        assert http_request(address, "/")[0] == 200
+        sent += 1
+    # Wait until the processes that served them were replaced (a retiring process drains
+    # after its replacement serves, so this takes a moment after the last request).
+    samples = wait_scrape(url, lambda s: value(s, "reactor_connections_closed_total") >= sent
+                          and value(s, "reactor_processes") == 2
+                          and not pids_of(s) & first, timeout=30)
+    assert not pids_of(samples) & first, f"not recycled:\n{proc.output}"
+    assert value(samples, "reactor_requests_total", **{"class": "2xx"}) == sent
+    assert value(samples, "reactor_request_duration_seconds_count") == sent
+    assert value(samples, "reactor_connections_accepted_total") == sent
+    assert value(samples, "reactor_connections_closed_total") == sent
+    assert value(samples, "reactor_connections_active") == 0
