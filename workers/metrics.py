@@ -54,7 +54,8 @@ PREFIX = "reactor_"
 # Counters of a stats document (never decrease in a live process); everything else is
 # a gauge or a description. ``add_counters`` carries exactly these.
 _SCALAR_COUNTERS = ("accepted", "closed", "shed", "paused_at_max", "handoffs", "handed_back",
-                    "stuck_requests")
+                    "stuck_requests", "tls_handshakes", "tls_handshake_failed",
+                    "tls_plain_http", "tls_reloads")
 _DICT_COUNTERS = ("accept_errors", "requests")
 
 
@@ -242,6 +243,13 @@ def render(doc: dict[str, Any]) -> str:
     w.one("handler_errors_total", "counter",
           "Exceptions from handler callbacks (each aborted its connection).",
           _handler_errors(doc))
+    w.one("tls_handshakes_total", "counter", "TLS handshakes completed.",
+          n(doc.get("tls_handshakes", 0)))
+    w.one("tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
+          n(doc.get("tls_handshake_failed", 0)))
+    w.one("tls_plain_http_total", "counter",
+          "Plain HTTP requests on a TLS listener, answered 400.", n(doc.get("tls_plain_http", 0)))
+    w.one("tls_reloads_total", "counter", "Certificate reloads.", n(doc.get("tls_reloads", 0)))
     workers = list(doc.get("workers") or ())
     w.family("workers", "gauge", "Worker threads by state.")
     for state in WORKER_STATES:

@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -283,14 +283,18 @@ class ChildStats:
                 except OSError:
                     pass
             deadline = time.monotonic() + timeout
-            while pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                ready, _, _ = select.select(pending, [], [], left)
-                for ch in ready:
-                    if ch.read():
-                        pending.remove(ch)
+            with selectors.DefaultSelector() as waiting:  # no FD_SETSIZE limit, unlike select()
+                for ch in pending:
+                    waiting.register(ch.sock, selectors.EVENT_READ, ch)
+                while pending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    for key, _ in waiting.select(left):
+                        ch = key.data
+                        if ch.read():
+                            pending.remove(ch)
+                            waiting.unregister(ch.sock)
             self._fold_departed()
             docs = [ch.last for ch in self._channels if ch.last is not None]
             return docs, json.loads(json.dumps(self._carry))
