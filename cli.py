@@ -640,11 +640,16 @@ class _Progress:
               help="Allow a target that is not loopback (only a host you are responsible for).")
 @click.option("--quiet", "-q", is_flag=True, show_default="off", show_envvar=True,
               help="No progress line on stderr.")
+@click.option("--insecure", "-k", is_flag=True, show_default="off", show_envvar=True,
+              help="https://: do not verify the server's certificate (a test server only).")
+@click.option("--cacert", type=click.Path(dir_okay=False), default=None, show_envvar=True,
+              show_default="the system's CAs",
+              help="https://: PEM file of the CAs that signed the server's certificate.")
 def bench(url: str, connections: int, duration: float | None, requests: int | None,
           keepalive: bool, method: str, header: tuple[tuple[str, str], ...], body: bytes,
           rate: float | None, timeout: float, as_json: bool, allow_remote: bool,
-          quiet: bool) -> None:
-    """Load URL (http://HOST:PORT/PATH, loopback unless --allow-remote) and report.
+          quiet: bool, insecure: bool, cacert: str | None) -> None:
+    """Load URL (http:// or https://HOST:PORT/PATH, loopback unless --allow-remote) and report.
 
     Reports what happened to connections (attempted, established, refused, reset, timed
     out), requests, status codes, latency percentiles and throughput, and when connects
@@ -660,7 +665,7 @@ def bench(url: str, connections: int, duration: float | None, requests: int | No
         config = BenchConfig(
             url=url, connections=connections, duration=duration, requests=requests,
             keepalive=keepalive, method=method.upper(), headers=header, body=body, rate=rate,
-            timeout=timeout, allow_remote=allow_remote,
+            timeout=timeout, allow_remote=allow_remote, insecure=insecure, cacert=cacert,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -176,6 +176,8 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
         _p99_check(rows, "mixed p99 <= waitress", "mixed", "waitress"),
         _ratio_check(rows, "mixed / gunicorn gthread (8 threads) >= 1.0", "mixed", "gunicorn", 1.0),
         _p99_check(rows, "mixed p99 <= gunicorn", "mixed", "gunicorn"),
+        _ratio_check(rows, "TLS keep-alive / uvicorn-asgi --ssl-* >= 1.0 (issue 14)", "tls",
+                     "uvicorn-asgi", 1.0),
     ]
     mine, peer = _row(rows, "idle", "ours"), _row(rows, "idle", "uvicorn")
     if mine is not None and peer is not None and "rss_per_conn_kib" in mine.extra:

@@ -28,12 +28,14 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import (
+    Row,
     Sample,
     check_targets,
     format_checks,
@@ -42,7 +44,16 @@ from bench.report import (
     results_markdown,
     rows_from_samples,
 )
-from bench.servers import PEERS, REPO, Launched, ServerSpec, launch, raise_nofile, session_rss_kib
+from bench.servers import (
+    PEERS,
+    REPO,
+    Launched,
+    ServerSpec,
+    launch,
+    make_certificate,
+    raise_nofile,
+    session_rss_kib,
+)
 from bench.wrk import WrkResult, run_wrk, wrk_path
 
 __all__ = ["SCENARIOS", "Scenario", "main"]
@@ -81,6 +92,8 @@ class Scenario:
         headers: extra request headers for wrk.
         script: a wrk Lua script (relative to the repo).
         driver: ``wrk``, ``loadgen`` (``reactor bench``) or ``idle`` (10k idle + wrk).
+        tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
+            ``ours-plain`` stays plain, to show what TLS costs in the same run).
     """
 
     key: str
@@ -92,6 +105,7 @@ class Scenario:
     headers: tuple[str, ...] = ()
     script: str | None = None
     driver: str = "wrk"
+    tls: bool = False
 
 
 SCENARIOS: list[Scenario] = [
@@ -104,7 +118,25 @@ SCENARIOS: list[Scenario] = [
     Scenario("procs2", "2 processes, keep-alive", ("ours", "uvicorn", "uvicorn-asgi", "gunicorn"),
              processes=2),
     Scenario("idle", "50 active beside 10k idle", ("ours", "uvicorn"), driver="idle"),
+    Scenario("tls", "TLS keep-alive hello (https)",
+             ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian"), tls=True),
 ]
+
+
+def tls_cost(rows: list[Row]) -> list[str]:
+    """What TLS costs ours per request: the medians of ``ours`` (TLS) and ``ours-plain``
+    in the same interleaved run, as microseconds per request at full load."""
+    by = {(r.scenario, r.server): r for r in rows}
+    out = []
+    for r in rows:
+        plain = by.get((r.scenario, "ours-plain"))
+        if r.server != "ours" or plain is None or not r.rps or not plain.rps:
+            continue
+        extra_us = (1.0 / r.rps - 1.0 / plain.rps) * 1e6
+        out.append(f"{r.scenario}: TLS costs ours {extra_us:.1f} us per request "
+                   f"({r.rps:,.0f} req/s over TLS vs {plain.rps:,.0f} plain, "
+                   f"{r.rps / plain.rps:.2f}x, medians of the same interleaved run)")
+    return out
 
 
 def log(msg: str) -> None:
@@ -235,11 +267,15 @@ def run_interleaved(
     """Start every server of ``scn``, warm each up, then measure round by round."""
     samples: list[Sample] = []
     with contextlib.ExitStack() as stack:
+        tls: tuple[str, str] | None = None
+        if scn.tls:
+            tls = make_certificate(stack.enter_context(tempfile.TemporaryDirectory()))
         running: list[Launched] = []
         for spec in specs:
             try:
                 running.append(stack.enter_context(launch(
-                    spec, bin_dir, app=scn.app, threads=scn.threads, processes=scn.processes)))
+                    spec, bin_dir, app=scn.app, threads=scn.threads, processes=scn.processes,
+                    tls=tls)))
             except RuntimeError as exc:
                 notes.append(f"{scn.key}: {spec.name} skipped: {' '.join(str(exc).split())[:200]}")
                 log(f"  {spec.name}: could not start: {exc}")
@@ -416,8 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             def measure(srv: Launched, scn: Scenario = scn) -> WrkResult:
                 return _wrk(scn, srv, args.duration)
-        samples += run_interleaved(scn, specs, bin_dir, args.rounds, args.duration, measure, notes)
+        try:
+            samples += run_interleaved(scn, specs, bin_dir, args.rounds, args.duration, measure,
+                                       notes)
+        except RuntimeError as exc:  # no certificate for a TLS scenario
+            notes.append(f"{scn.key}: not run: {exc}")
     rows = rows_from_samples(samples)
+    notes += tls_cost(rows)
     order = {s.key: i for i, s in enumerate(SCENARIOS)}
     rows.sort(key=lambda r: (order.get(r.scenario, 99), r.server != "ours"))
     checks = check_targets(rows)

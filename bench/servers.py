@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,6 +33,7 @@ __all__ = [
     "ServerSpec",
     "free_port",
     "launch",
+    "make_certificate",
     "raise_nofile",
     "session_rss_kib",
 ]
@@ -74,6 +76,7 @@ class ServerSpec:
     argv: Callable[[Path, int, str, int, int, bool], list[str]]
     package: str
     note: str
+    tls_args: Callable[[str, str], list[str]] | None = None  # (certfile, keyfile) -> argv
 
 
 def _ours(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
@@ -119,30 +122,71 @@ def _granian(b: Path, port: int, app: str, threads: int, procs: int, idle: bool)
             "--log-level", "warning", "--no-ws", f"bench.apps:{app}"]
 
 
+def _gunicorn_tls(cert: str, key: str) -> list[str]:
+    return ["--certfile", cert, "--keyfile", key]
+
+
+def _uvicorn_tls(cert: str, key: str) -> list[str]:
+    return ["--ssl-certfile", cert, "--ssl-keyfile", key]
+
+
+def _granian_tls(cert: str, key: str) -> list[str]:
+    return ["--ssl-certificate", cert, "--ssl-keyfile", key]
+
+
 PEERS: dict[str, ServerSpec] = {
     s.name: s
     for s in (
-        ServerSpec("ours", _ours, "mioreactor", "reactor serve -w W [-p P]"),
+        ServerSpec("ours", _ours, "mioreactor", "reactor serve -w W [-p P]", _gunicorn_tls),
+        # ours over plain HTTP in a TLS scenario: what TLS costs, in the same run
+        ServerSpec("ours-plain", _ours, "mioreactor", "reactor serve -w W, without TLS"),
         ServerSpec("uvicorn", _uvicorn, "uvicorn",
-                   "uvicorn --interface wsgi --loop uvloop --http httptools [--workers P]"),
+                   "uvicorn --interface wsgi --loop uvloop --http httptools [--workers P]",
+                   _uvicorn_tls),
         ServerSpec("uvicorn-asgi", _uvicorn_asgi, "uvicorn",
-                   "reference: native ASGI hello (bench.apps:hello_asgi), uvloop + httptools"),
+                   "reference: native ASGI hello (bench.apps:hello_asgi), uvloop + httptools",
+                   _uvicorn_tls),
         ServerSpec("waitress", _waitress, "waitress", "waitress-serve --threads=W"),
-        ServerSpec("gunicorn", _gunicorn, "gunicorn", "gunicorn -k gthread --threads W -w P"),
+        ServerSpec("gunicorn", _gunicorn, "gunicorn", "gunicorn -k gthread --threads W -w P",
+                   _gunicorn_tls),
         ServerSpec("granian", _granian, "granian",
-                   "granian --interface wsgi --workers P --blocking-threads W"),
+                   "granian --interface wsgi --workers P --blocking-threads W", _granian_tls),
     )
 }
+
+
+def make_certificate(directory: str) -> tuple[str, str]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (``openssl req``), for the
+    TLS rows: ``(certfile, keyfile)``. wrk does not verify it.
+
+    Raises:
+        RuntimeError: openssl is not installed or failed.
+    """
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    argv = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    try:
+        subprocess.run(argv, capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"cannot make a test certificate with openssl: {exc}") from exc
+    return cert, key
 
 
 def _child_setup() -> None:
     raise_nofile()
 
 
-def _http_ok(port: int, timeout: float = 1.0) -> bool:
-    """One ``GET /`` with ``Connection: close``; True on a 200."""
+def _http_ok(port: int, timeout: float = 1.0, tls: bool = False) -> bool:
+    """One ``GET /`` with ``Connection: close`` (over TLS, unverified); True on a 200."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = raw
+            if tls:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                s = ctx.wrap_socket(raw)
             s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             head = s.recv(64)
     except OSError:
@@ -159,10 +203,11 @@ class Launched:
     proc: subprocess.Popen[bytes]
     log_path: Path
     extra: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -197,15 +242,18 @@ def launch(
     idle: bool = False,
     ready_timeout: float = 30.0,
     env: dict[str, str] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> Iterator[Launched]:
     """Start ``spec`` on a free port, wait until it answers ``GET /``, stop it on exit.
+
+    With ``tls`` (``(certfile, keyfile)``) a spec that has ``tls_args`` serves HTTPS.
 
     Raises:
         RuntimeError: it exited or did not answer within ``ready_timeout``.
     """
     last_error: RuntimeError | None = None
     for _attempt in range(3):  # a port taken between free_port() and the bind: try another
-        running = _start(spec, bin_dir, app, threads, processes, idle, env)
+        running = _start(spec, bin_dir, app, threads, processes, idle, env, tls)
         try:
             _wait_ready(running, ready_timeout)
         except RuntimeError as exc:
@@ -234,9 +282,14 @@ def _start(
     processes: int,
     idle: bool,
     env: dict[str, str] | None,
+    tls: tuple[str, str] | None = None,
 ) -> Launched:
     port = free_port()
     argv = spec.argv(bin_dir, port, app, threads, processes, idle)
+    if tls is not None and spec.tls_args is not None:
+        argv += spec.tls_args(*tls)
+    else:
+        tls = None
     fd, log_name = tempfile.mkstemp(prefix=f"bench-{spec.name}-", suffix=".log")
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO)
@@ -252,12 +305,12 @@ def _start(
             preexec_fn=_child_setup,  # a setrlimit only
             env=full_env,
         )
-    return Launched(spec, port, proc, Path(log_name))
+    return Launched(spec, port, proc, Path(log_name), tls=tls is not None)
 
 
 def _wait_ready(running: Launched, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not _http_ok(running.port):
+    while not _http_ok(running.port, tls=running.tls):
         if running.proc.poll() is not None:
             raise RuntimeError(
                 f"{running.spec.name} exited with {running.proc.returncode}: {running.log_tail(3)}"

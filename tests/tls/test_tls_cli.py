@@ -180,3 +180,48 @@ def test_the_rolling_restart_picks_up_a_renewed_certificate(pki: Pki,
         for _ in range(2):
             mark = proc.lines.index(proc.wait_for("has exited", start=mark, timeout=30).string) + 1
         assert {_cn(ctx, address) for _ in range(6)} == {"renewed"}
+
+
+# -- reactor bench https:// ---------------------------------------------------------------
+def _hello(environ: dict[str, object], start_response: object) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
+    return [b"hello"]
+
+
+def test_reactor_bench_loads_an_https_server_with_cacert_or_insecure(pki: Pki) -> None:
+    import json
+
+    from workers import Server
+    from workers.tls import TlsConfig
+
+    with Server(_hello, bind="127.0.0.1:0", workers=1,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        port = srv.address[1]
+        runner = CliRunner()
+        for url, extra in ((f"https://localhost:{port}/", ["--cacert", pki.ca_pem]),
+                           (f"https://127.0.0.1:{port}/", ["--cacert", pki.ca_pem]),
+                           (f"https://127.0.0.1:{port}/", ["--insecure", "--close"])):
+            out = runner.invoke(cli.reactor, ["bench", url, "-n", "300", "-c", "8", "--json",
+                                              "-q", *extra])
+            assert out.exit_code == 0, out.output
+            data = json.loads(out.output)
+            assert data["ok"] and data["status"] == {"200": 300}
+            assert data["tls_errors"] == {}
+        # Keep-alive reuses the TLS session: one handshake per connection.
+        assert srv.stats()["tls_handshakes"] == 8 + 8 + 300
+        # Without the CA the run fails, and says why and what to do.
+        out = runner.invoke(cli.reactor, ["bench", f"https://localhost:{port}/", "-n", "20",
+                                          "-c", "2", "-q"])
+        assert out.exit_code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in out.output and "--cacert" in out.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["http://127.0.0.1:1/", "--insecure"], "are for https:// URLs"),
+    (["https://127.0.0.1:1/", "--insecure", "--cacert", __file__], "not both"),
+    (["https://127.0.0.1:1/", "--cacert", "/nonexistent/ca.pem"], "no such file"),
+])
+def test_reactor_bench_tls_options_that_cannot_work_are_named(args: list[str], message: str) -> None:
+    out = CliRunner().invoke(cli.reactor, ["bench", *args, "-n", "1"])
+    assert out.exit_code == 2
+    assert message in out.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -66,9 +67,12 @@ class BenchConfig:
         timeout: seconds a connect, and then a response, may take before it counts as
             timed out.
         allow_remote: allow a host that is not loopback (an explicit, deliberate target).
+        insecure: https:// only: do not verify the server's certificate.
+        cacert: https:// only: PEM file of the CAs to trust (default: the system's).
 
     Raises:
-        ValueError: a value out of range, a URL that is not ``http://``, a header with
+        ValueError: a value out of range, a URL that is not ``http://`` or ``https://``,
+            ``--cacert``/``--insecure`` without ``https://``, a header with
             CR/LF, or a remote host without ``allow_remote``.
     """
 
@@ -83,6 +87,8 @@ class BenchConfig:
     rate: float | None = None
     timeout: float = 5.0
     allow_remote: bool = False
+    insecure: bool = False
+    cacert: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.connections <= MAX_CONNECTIONS:
@@ -109,6 +115,12 @@ class BenchConfig:
             if any(c in value for c in "\r\n\0"):
                 raise ValueError(f"header {name} has CR, LF or NUL in its value")
         _parse_url(self.url)  # syntax, scheme and loopback check (literal addresses)
+        if (self.insecure or self.cacert) and not self.url.lower().startswith("https://"):
+            raise ValueError("--insecure and --cacert are for https:// URLs")
+        if self.insecure and self.cacert:
+            raise ValueError("give --cacert or --insecure, not both")
+        if self.cacert is not None and not os.path.isfile(self.cacert):
+            raise ValueError(f"--cacert {self.cacert}: no such file")
         if not self.allow_remote:
             host = urlsplit(self.url).hostname or ""
             if host.lower() != "localhost" and not _is_loopback_literal(host):
@@ -137,6 +149,8 @@ class BenchConfig:
             "rate": self.rate,
             "timeout": self.timeout,
             "allow_remote": self.allow_remote,
+            "insecure": self.insecure,
+            "cacert": self.cacert,
         }
 
 
@@ -157,8 +171,9 @@ def _parse_url(url: str) -> tuple[str, int, str]:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"bad URL {url!r}: {exc}") from exc
-    if parts.scheme.lower() != "http":
-        raise ValueError(f"only http:// URLs can be loaded, got {url!r}")
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"only http:// and https:// URLs can be loaded, got {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in URL {url!r}")
     if any(c in url for c in " \r\n\t\0"):
@@ -166,7 +181,7 @@ def _parse_url(url: str) -> tuple[str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return parts.hostname, port if port is not None else 80, path
+    return parts.hostname, port if port is not None else (443 if scheme == "https" else 80), path
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +194,7 @@ class Target:
         port: the server port.
         request: the exact bytes of one request.
         head: the method is HEAD (responses carry no body).
+        tls: an ``https://`` URL (``host`` is the SNI name and the name checked).
     """
 
     host: str
@@ -186,6 +202,7 @@ class Target:
     port: int
     request: bytes
     head: bool
+    tls: bool = False
 
 
 def resolve_target(config: BenchConfig) -> Target:
@@ -207,7 +224,8 @@ def resolve_target(config: BenchConfig) -> Target:
     ip = str(infos[0][4][0])
     if not config.allow_remote and not all(_is_loopback_literal(str(i[4][0])) for i in infos):
         raise ValueError(f"{host!r} resolves to {ip}, not a loopback address; refusing")
-    default_port = port == 80
+    tls = config.url.lower().startswith("https://")
+    default_port = port == (443 if tls else 80)
     host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
     names = {name.lower() for name, _ in config.headers}
     lines = [f"{config.method} {path} HTTP/1.1"]
@@ -221,4 +239,4 @@ def resolve_target(config: BenchConfig) -> Target:
     if not config.keepalive and "connection" not in names:
         lines.append("Connection: close")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + config.body
-    return Target(host, (ip, port), port, request, config.method.upper() == "HEAD")
+    return Target(host, (ip, port), port, request, config.method.upper() == "HEAD", tls)

@@ -150,6 +150,13 @@ def diagnose(
             "or dropped them (a connection limit, SO_LINGER 0, an idle keep-alive timeout "
             "racing a new request)."
         )
+    if result.tls_errors:
+        reasons = ", ".join(f"{why} {n}" for why, n in sorted(result.tls_errors.items()))
+        hint = ""
+        if any("VERIFY" in why for why in result.tls_errors):
+            hint = (" The server's certificate is not trusted here: pass --cacert CA.pem (the "
+                    "CA that signed it), or --insecure to skip the check (a test server only).")
+        out.append(f"{sum(result.tls_errors.values())} TLS handshakes failed ({reasons}).{hint}")
     bad = c.errors.get("bad_response", 0)
     if bad:
         out.append(f"{bad} responses could not be parsed as HTTP/1.x: is this an HTTP server?")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import math
+import ssl
 from array import array
 from collections import deque
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from reactor.event import ERROR, READ_CLOSED, READABLE, WRITABLE
 from reactor.net import TcpStream
 from workers.loadgen.config import BenchConfig, Target
 from workers.loadgen.result import BenchResult, LatencyHistogram
-from workers.loadgen.slot import BUSY, CONNECTING, NOCONN, READY, WAIT, Slot
+from workers.loadgen.slot import BUSY, CONNECTING, HANDSHAKING, NOCONN, READY, WAIT, Slot
+from workers.loadgen.tls import TlsClient, client_context
 
 __all__ = ["Engine", "ProgressCallback"]
 
@@ -86,6 +88,9 @@ class Engine:
         self.bytes_received = 0
         self.requests_sent = 0
         self.responses = 0
+        self.tls_context = (
+            client_context(insecure=config.insecure, cacert=config.cacert) if target.tls else None
+        )
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> BenchResult:
@@ -137,6 +142,8 @@ class Engine:
                             on_read(s)
                     elif state == CONNECTING:
                         on_connect(s)
+                    elif state == HANDSHAKING:
+                        self._handshake(s)
                     elif state == READY:
                         self._on_idle_event(s)
                 now = perf_counter()
@@ -364,6 +371,36 @@ class Engine:
         self.result.connections.established += 1
         slot.fails = 0
         stream.set_nodelay(True)
+        if self.tls_context is not None:
+            slot.tls = TlsClient(stream, self.tls_context, self.target.host)
+            slot.state = HANDSHAKING
+            self._handshake(slot)
+            return
+        self._connected(slot)
+
+    def _handshake(self, slot: Slot) -> None:
+        """https://: advance the TLS handshake; once done, the slot goes on as connected
+        with the TLS client's ``recv``/``send`` (which keep the drain rule)."""
+        tls = slot.tls
+        assert tls is not None
+        try:
+            tls.handshake()
+        except BlockingIOError:
+            return  # the next event continues it
+        except ssl.SSLError as exc:
+            self.result.tls_errors[exc.reason or type(exc).__name__] = (
+                self.result.tls_errors.get(exc.reason or type(exc).__name__, 0) + 1)
+            self._fail(slot, None, kind="tls", connecting=True)
+            return
+        except OSError as exc:
+            self._fail(slot, exc, connecting=True)
+            return
+        slot.recv = tls.recv
+        slot.send = tls.send
+        self._connected(slot)
+
+    def _connected(self, slot: Slot) -> None:
+        """Ready for requests: send the slot's own, or wait for one (open loop)."""
         if slot.has_req:
             self._send(slot, slot.t_req, perf_counter())
         else:
@@ -420,7 +457,7 @@ class Engine:
             if not deadline or now < deadline:
                 continue
             state = slot.state
-            if state == CONNECTING:
+            if state == CONNECTING or state == HANDSHAKING:
                 self._fail(slot, None, kind="timeout", connecting=True)
             elif state == BUSY:
                 self._fail(slot, None, kind="timeout")

@@ -167,6 +167,8 @@ class BenchResult:
             ``nofile_raised_from`` the soft limit before the run raised it (or None).
         listen_overflows: ListenOverflows/ListenDrops deltas over the run (None when
             /proc/net/netstat cannot be read).
+        tls_errors: https:// only: failed TLS handshakes by OpenSSL's reason
+            (``CERTIFICATE_VERIFY_FAILED``, ...); each is also ``connections.errors["tls"]``.
         diagnosis: human sentences: what went wrong and the likely cause.
         finished: False for a progress snapshot taken while the run goes on.
         interrupted: the run was ended early by Ctrl-C (``KeyboardInterrupt``).
@@ -186,6 +188,7 @@ class BenchResult:
     nofile: tuple[int, int] | None = None
     nofile_raised_from: int | None = None
     listen_overflows: dict[str, int] | None = None
+    tls_errors: dict[str, int] = field(default_factory=dict)
     diagnosis: list[str] = field(default_factory=list)
     finished: bool = True
     interrupted: bool = False
@@ -202,6 +205,7 @@ class BenchResult:
             connections=counts,
             status=dict(self.status),
             latency=self.latency.copy(),
+            tls_errors=dict(self.tls_errors),
             diagnosis=list(self.diagnosis),
             finished=False,
         )
@@ -235,7 +239,7 @@ class BenchResult:
     def to_json(self) -> dict[str, Any]:
         """Stable keys: connections, requests, responses, status, latency_ms,
         throughput_rps, duration_s, bytes_received, diagnosis, config; plus timeouts,
-        not_sent, client, listen_overflows, interrupted, ok."""
+        not_sent, client, listen_overflows, tls_errors, interrupted, ok."""
         soft, hard = self.nofile if self.nofile is not None else (None, None)
         return {
             "connections": self.connections.to_json(),
@@ -256,6 +260,7 @@ class BenchResult:
                 "nofile_raised_from": self.nofile_raised_from,
             },
             "listen_overflows": self.listen_overflows,
+            "tls_errors": dict(sorted(self.tls_errors.items())),
             "interrupted": self.interrupted,
             "ok": self.ok,
         }

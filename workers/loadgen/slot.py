@@ -3,7 +3,7 @@
 A slot lives for the whole run; the connection inside it may be replaced many times
 (``--close`` mode, server closes, failures). Its states, and who moves it::
 
-    NOCONN --_open--> CONNECTING --connected--> BUSY (request in flight) --response--> READY | NOCONN
+    NOCONN --_open--> CONNECTING --connected (https: HANDSHAKING --done)--> BUSY (request in flight) --response--> READY | NOCONN
                           |                       |  (keep-alive: BUSY again at once)
                           +--failed--> WAIT       +--reset/timeout--> NOCONN (and on)
     WAIT --backoff over--> NOCONN;   READY --server closed--> NOCONN
@@ -16,18 +16,20 @@ callbacks on the hot path).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from httptools import HttpParserError, HttpResponseParser
 
 from reactor.net import TcpStream
 
-__all__ = ["BUSY", "CONNECTING", "NOCONN", "READY", "WAIT", "Slot"]
+__all__ = ["BUSY", "CONNECTING", "HANDSHAKING", "NOCONN", "READY", "WAIT", "Slot"]
 
 NOCONN = 0
 CONNECTING = 1
 READY = 2
 BUSY = 3
 WAIT = 4
+HANDSHAKING = 5  # https://: connected, TLS handshake under way
 
 
 def _no_stream(*_args: object) -> int:
@@ -76,6 +78,7 @@ class Slot:
         "state",
         "stream",
         "t_req",
+        "tls",
         "token",
     )
 
@@ -98,6 +101,7 @@ class Slot:
         self.headers_done = False
         self.head: list[bytes] = []
         self.fails = 0
+        self.tls: Any = None  # workers.loadgen.tls.TlsClient on an https:// connection
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_headers_complete(self) -> None:
@@ -121,6 +125,7 @@ class Slot:
         """Take a new connection: bind its I/O methods and start a fresh parser."""
         self.stream = stream
         self.token = token
+        self.tls = None
         self.recv = stream.recv
         self.send = stream.send
         self._new_parser()
@@ -129,6 +134,7 @@ class Slot:
     def detach(self) -> None:
         """Forget the (closed) connection."""
         self.stream = None
+        self.tls = None
         self.token = 0
         self.state = NOCONN
         self.deadline = 0.0
