@@ -198,9 +198,6 @@ class _Channel:
         self.eof = False
         sock.setblocking(False)
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
     def read(self) -> bool:
         """Read what is there; True if a complete document arrived (or the child left)."""
         got = False

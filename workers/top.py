@@ -440,12 +440,16 @@ def run_terminal(url: str, interval: float, stdin: TextIO, out: TextIO) -> int:
     with every line cleared to its end, so nothing flickers or lingers. Scrapes run on
     a thread of their own (``reactor-top-fetch``), so a slow or silent endpoint never
     delays ``q``; each one wakes the drawing loop through a pipe.
+
+    When ``out`` is not a terminal (a pipe, a file), frames are written one after the
+    other as plain text, a blank line between them, until Ctrl-C or SIGTERM's default.
     """
     import termios
     import tty
 
     fd = stdin.fileno()
     interactive = os.isatty(fd)
+    screen = out.isatty()
     saved = termios.tcgetattr(fd) if interactive else None
     top = Top(url, interval)
     stop = threading.Event()
@@ -467,27 +471,37 @@ def run_terminal(url: str, interval: float, stdin: TextIO, out: TextIO) -> int:
     try:
         if interactive:
             tty.setcbreak(fd)
-        out.write(_ENTER)
+        if screen:
+            out.write(_ENTER)
         fetcher.start()
         watch = [fd, wake_r] if interactive else [wake_r]
         while True:
-            size = shutil.get_terminal_size((100, 40))
-            lines = top.frame(size.columns, size.lines).split("\n")
-            out.write("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
-            out.flush()
+            if screen:
+                size = shutil.get_terminal_size((100, 40))
+                lines = top.frame(size.columns, size.lines).split("\n")
+                out.write("\x1b[H" + "\x1b[K\r\n".join(lines) + "\x1b[K\x1b[J")
+                out.flush()
             ready, _, _ = select.select(watch, [], [], interval)  # a timeout redraws (resize)
             if wake_r in ready:
                 os.read(wake_r, 4096)
+                if not screen:  # one plain frame per scrape
+                    out.write(top.frame(100, 1000, interactive=interactive) + "\n\n")
+                    out.flush()
             if fd in ready and interactive:
                 keys = os.read(fd, 64)
                 if not keys or any(k in keys for k in _QUIT_KEYS):
                     return 0
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # the reader went away (``reactor top URL | head``)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # no error at exit
+        return 0
     finally:
         stop.set()
-        out.write(_LEAVE)
-        out.flush()
+        if screen:
+            out.write(_LEAVE)
+            out.flush()
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         if not fetcher.is_alive() and fetcher.ident is None:  # never started

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -168,3 +169,28 @@ def test_top_survives_the_server_going_away_and_ctrl_c_restores_the_terminal(
         assert "reactor top" not in text, "the alternate screen was not left"
     finally:
         server.close()
+
+
+def test_top_into_a_pipe_writes_plain_frames_until_ctrl_c() -> None:
+    """No terminal at all (stdout a pipe, stdin /dev/null): plain frames, one per scrape;
+    SIGINT ends it with status 0."""
+    with ServeProcess(["-b", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"]) as server:
+        server.wait_serving()
+        url = server.wait_for(r"metrics on (\S+)").group(1)
+        proc = subprocess.Popen([*REACTOR, "top", url, "--interval", "0.2"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "\x1b" not in out
+    frames = out.split("reactor top  ")[1:]
+    assert len(frames) >= 3, out  # 1.5 s at 0.2 s a scrape
+    assert all("processes 1" in f and "reactor-worker-0" in f for f in frames), out
