@@ -156,6 +156,7 @@ class _StopFlag:
         self.event = threading.Event()
         self.reason = ""
         self.hup = threading.Event()  # SIGHUP in a single process: reload certificates
+        self.retire = False  # the supervisor replaced this process: no hurry to close
 
     def set(self, reason: str) -> None:
         if not self.event.is_set():
@@ -204,7 +205,10 @@ def _serve_until_stopped(
         if tick is not None:
             tick()
     log.info("%s: stopping gracefully (up to %.1f s)", stop.reason, server.graceful_timeout)
-    server.stop()
+    grace = 0.0
+    if stop.retire and server.http is not None:
+        grace = float(server.http.keepalive_timeout)
+    server.stop(idle_grace=grace)
 
 
 def _on_hup(server: Server) -> None:
@@ -321,9 +325,13 @@ def _serve_child(
     })
 
     def lifeline() -> None:
+        # The supervisor writes one line here: "retire" (a new process serves in our
+        # place: drain, keeping keep-alive connections for their next request).
         try:
-            while sock.recv(4096):
-                pass
+            while data := sock.recv(4096):
+                if b"retire" in data:
+                    stop.retire = True
+                    stop.set("replaced by a new server process")
         except OSError:
             pass
         stop.set("the supervisor is gone")

@@ -314,13 +314,19 @@ class Server:
         """
         return sum(1 for tls in self._tls if tls.reload())
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None, idle_grace: float = 0.0) -> None:
         """Stop gracefully and return when every thread has ended.
 
         Stops accepting (connections already queued are accepted and served), lets
         in-flight requests finish for up to ``timeout`` (default: the
         ``graceful_timeout``), closes idle keep-alive connections, then closes what is
         left and joins every thread. Idempotent.
+
+        With ``idle_grace`` (a process being replaced: nobody waits for it), an idle
+        keep-alive connection of the HTTP handler is not closed at once: its next
+        request is answered with ``Connection: close``, and it closes after
+        ``idle_grace`` seconds of silence (at most the keep-alive timeout). That
+        spares clients the race of a request sent just as the server closes.
         """
         acceptor = self._acceptor
         if acceptor is None or self._stopped.is_set():
@@ -328,6 +334,10 @@ class Server:
             return
         if timeout is not None:
             acceptor.graceful_timeout = timeout
+        for w in self._workers:
+            handler = w.handler
+            if handler is not None and hasattr(handler, "drain_grace"):
+                handler.drain_grace = idle_grace  # read by its worker after DRAIN
         acceptor.request_stop()
         acceptor.join()
         for w in self._workers:

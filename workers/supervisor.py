@@ -19,12 +19,14 @@ How children share a TCP port (``Config.share``):
 Signals to the supervisor: SIGTERM/SIGINT stop gracefully (forwarded to every
 child, which drains within ``graceful_timeout``; a second one kills them); SIGHUP
 does a rolling restart, one child at a time: start a new one, wait until it serves,
-then SIGTERM the old one. A child that dies is replaced at once; one that dies
+then tell the old one to retire (``Child.retire``). A child that dies is replaced at once; one that dies
 before it serves is retried with a growing delay. With ``reload`` a change to a
 watched ``.py`` file does the same rolling restart.
 
 Replacing one child (``Supervisor.replace``) works the same way: start the new one,
-wait until it serves, then SIGTERM the old one, which stops accepting and drains.
+wait until it serves, then tell the old one to retire: it stops accepting and drains,
+keeping idle keep-alive connections for their next request (answered with
+``Connection: close``); one still running past its graceful timeout is killed.
 A child asks for it over its socketpair (``workers.runner._ChildReports``): with
 ``max_requests`` once it has served its limit (``max_requests`` plus a random
 ``0..max_requests_jitter``, drawn here for each child), and with ``timeout`` when
@@ -147,6 +149,7 @@ class Child:
         self.started = time.monotonic()
         self.max_requests = 0  # this child's own limit (with its jitter); 0: none
         self.replacing = False  # a replacement was asked for
+        self.retired_at = 0.0  # when it was told to stop (RETIRING)
 
     @property
     def pid(self) -> int:
@@ -159,6 +162,21 @@ class Child:
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signum)
+
+    def retire(self, replaced: bool) -> None:
+        """Tell it to stop gracefully. ``replaced``: a new process serves in its place,
+        so it need not hurry: it says ``retire`` on the socketpair, and the child keeps
+        idle keep-alive connections for their next request (``Server.stop``'s
+        ``idle_grace``). Otherwise, or if the pair is gone, SIGTERM."""
+        self.state = State.RETIRING
+        self.retired_at = time.monotonic()
+        if replaced:
+            try:
+                self.sock.send(b"retire\n")
+                return
+            except OSError:
+                pass
+        self.signal(signal.SIGTERM)
 
     def describe_exit(self) -> str:
         code = self.proc.returncode
@@ -493,12 +511,10 @@ class Supervisor:
                     log.error("rolling restart stopped: the new server process failed (%s); "
                               "the old ones keep serving", new.error or new.describe_exit())
                 if new.live:
-                    new.state = State.RETIRING
-                    new.signal(signal.SIGTERM)
+                    new.retire(replaced=False)
                 return False
             if child.live:
-                child.state = State.RETIRING
-                child.signal(signal.SIGTERM)
+                child.retire(replaced=True)
         log.info("rolling restart done")
         return True
 
@@ -506,9 +522,10 @@ class Supervisor:
         """Start a new child, wait until it serves, then stop ``child`` gracefully.
 
         The old child keeps accepting until the new one serves, so no connection is
-        refused; SIGTERM then makes it stop accepting and drain (its keep-alive
-        connections close between requests). Returns False when the new child
-        failed (the old one keeps serving) or a stop came.
+        refused; then it is told to retire (``Child.retire``): it stops accepting and
+        drains, answering the next request of each keep-alive connection with
+        ``Connection: close``. Returns False when the new child failed (the old one
+        keeps serving) or a stop came.
         """
         if not child.live:
             return False
@@ -520,15 +537,26 @@ class Supervisor:
                           new.error or new.describe_exit())
                 child.replacing = False
             if new.live:
-                new.state = State.RETIRING
-                new.signal(signal.SIGTERM)
+                new.retire(replaced=False)
             return False
         if child.live:
-            child.state = State.RETIRING
-            child.signal(signal.SIGTERM)
+            child.retire(replaced=True)
             self.replaced += 1
             log.info("server process %d replaces %d", new.pid, child.pid)
         return True
+
+    def kill_overdue(self) -> None:
+        """SIGKILL a retiring child still running past its graceful timeout (plus the
+        keep-alive grace and ``_KILL_GRACE``): a request stuck in the app forever keeps
+        its worker thread, so the child cannot end by itself."""
+        limit = self.config.graceful_timeout + self.config.http.keepalive_timeout + _KILL_GRACE
+        now = time.monotonic()
+        for child in self.children:
+            if child.state is State.RETIRING and child.retired_at and now - child.retired_at > limit:
+                log.warning("server process %d still runs %.0f s after it was told to stop: "
+                            "killing it", child.pid, now - child.retired_at)
+                child.retired_at = 0.0
+                child.signal(signal.SIGKILL)
 
     def shutdown(self, signum: int) -> None:
         """Forward ``signum`` to every child and wait for them (SIGKILL after the grace)."""
@@ -573,6 +601,7 @@ class Supervisor:
                     child, why = self._replace.pop(0)
                     self.replace(child, why)
                     continue
+                self.kill_overdue()
                 self.ensure_children()
                 if watcher is not None and time.monotonic() >= next_scan:
                     changed = watcher.changed()

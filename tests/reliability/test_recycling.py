@@ -80,6 +80,26 @@ def test_ab_against_recycling_processes_fails_nothing_and_the_pids_change(
     assert replacements(server) >= 2
 
 
+@pytest.mark.skipif(shutil.which("ab") is None, reason="ab (apache2-utils) is not installed")
+def test_ab_keepalive_across_recycles_fails_nothing(recycling: tuple[ServeProcess, int]) -> None:
+    """``ab -k`` counts a keep-alive connection closed between requests as a failure
+    (a reset, or a "length" error when it reads EOF); a replaced process keeps its idle
+    keep-alive connections for their next request and answers it with
+    ``Connection: close`` (``Server.stop(idle_grace=...)``), so there is none."""
+    server, port = recycling
+    out = subprocess.run(
+        ["ab", "-k", "-n", "30000", "-c", "10", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    recycled = replacements(server)
+    assert re.search(r"Complete requests:\s+30000\b", out), out
+    assert re.search(r"Failed requests:\s+0\b", out), out
+    assert "Non-2xx" not in out, out
+    assert recycled >= 1, "no process was replaced while ab ran"
+    keepalive = int(re.search(r"Keep-Alive requests:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
+    assert keepalive < 30000, "the retiring processes' last responses say Connection: close"
+
+
 def test_keepalive_connections_across_recycles_finish_or_close_between_requests(
     recycling: tuple[ServeProcess, int],
 ) -> None:
@@ -139,4 +159,34 @@ def test_a_process_whose_every_worker_is_stuck_is_replaced_and_its_requests_fini
             c.join(20)
         assert results == [(200, b"slept 2.5\n")] * 2, "stuck requests still complete"
         server.wait_for(rf"server process {stuck_pid} has exited", 15)
+        assert http_request(("127.0.0.1", port), "/?seconds=0")[0] == 200
+
+
+def test_a_retired_process_that_does_not_end_is_killed_after_its_graceful_timeout() -> None:
+    with ServeProcess(["tests.cli.apps:slow", "-b", "127.0.0.1:0", "--processes", "2",
+                       "-w", "1", "--timeout", "0.3", "--graceful-timeout", "0.5",
+                       "--keepalive-timeout", "0.5", "--share", "inherit"]) as server:
+        port = tcp_address(server.wait_serving()[0])[1]
+        results: list[str] = []
+
+        def slow() -> None:
+            # Cut at the graceful timeout, then killed: no answer (an empty reply).
+            try:
+                results.append(str(http_request(("127.0.0.1", port), "/?seconds=12", timeout=20)[0]))
+            except (OSError, IndexError) as exc:
+                results.append(type(exc).__name__)
+
+        clients = [threading.Thread(target=slow) for _ in range(2)]
+        for c in clients:
+            c.start()
+            time.sleep(0.05)
+        m = server.wait_for(r"server process (\d+): all 1 worker threads have been inside", 10)
+        server.wait_for(rf"server process \d+ replaces {m.group(1)}", 15)
+        # 0.5 s graceful + 0.5 s keep-alive grace + 5 s: then it is killed.
+        server.wait_for(rf"server process {m.group(1)} still runs \d+ s after it was told to "
+                        r"stop: killing it", 12)
+        server.wait_for(rf"server process {m.group(1)} has exited \(killed by SIGKILL\)", 5)
+        for c in clients:
+            c.join(20)
+        assert len(results) == 2 and "200" not in results, results
         assert http_request(("127.0.0.1", port), "/?seconds=0")[0] == 200

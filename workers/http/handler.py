@@ -177,6 +177,8 @@ class HttpHandler:
         self.response_counts = [0] * (STATUS_CLASSES * BUCKETS)
         self.response_untimed = [0] * STATUS_CLASSES
         self.response_seconds = 0.0
+        # Set by Server.stop(idle_grace=...) before the drain (see ``drain``).
+        self.drain_grace = 0.0
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -252,6 +254,16 @@ class HttpHandler:
             conn.pause_reading()
             conn.resume_reading()
             if st.phase == IDLE and not st.events and not st.backlog and not st.proto.in_head:
+                grace = self.drain_grace
+                if grace > 0:
+                    # A process being replaced (--max-requests, SIGHUP) is in no hurry:
+                    # closing an idle keep-alive connection races with the request the
+                    # client may be sending on it (it then sees EOF or RST instead of an
+                    # answer). So the connection stays open for its next request, which
+                    # is answered with Connection: close, and closes after ``grace``
+                    # seconds of silence, as a keep-alive timeout would close it.
+                    self._arm(conn, st, T_KEEPALIVE, min(grace, self.config.keepalive_timeout))
+                    return
                 self._close(conn, st)
 
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
