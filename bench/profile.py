@@ -1,6 +1,6 @@
 """Profile our server under wrk load with py-spy and summarise where the time goes.
 
-``python -m bench.profile [--seconds 8] [--app hello] [--close]`` launches
+``python -m bench.profile [--seconds 8] [--app hello] [--close] [--tls]`` launches
 ``reactor serve`` (as ``bench.servers`` does), drives it with wrk, samples it with
 ``py-spy record --threads --format raw`` (from ``.bench-venv``; ``pip install py-spy``
 there), and prints, per thread, the share of samples each function is on the stack
@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.run import VENV
-from bench.servers import PEERS, launch
+from bench.servers import PEERS, launch, make_certificate
 from bench.wrk import run_wrk
 
 __all__ = ["Profile", "main", "summarise"]
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--app", default="hello")
     p.add_argument("--close", action="store_true", help="wrk with Connection: close")
+    p.add_argument("--tls", action="store_true", help="serve and load over TLS (https)")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"py-spy is not installed in {VENV} (pip install py-spy there)")
         return 1
     headers = ("Connection: close",) if args.close else ()
-    with launch(PEERS["ours"], bin_dir, app=args.app, threads=args.workers) as srv, \
-            tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, \
+            launch(PEERS["ours"], bin_dir, app=args.app, threads=args.workers,
+                   tls=make_certificate(tmp) if args.tls else None) as srv:
         run_wrk(srv.url, duration=1, latency=False)
         result: list[str] = []
         load = threading.Thread(
