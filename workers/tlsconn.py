@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 __all__ = ["PLAIN_HTTP_RESPONSE", "TlsConn"]
 
 _HANDSHAKE_RECORD = 0x16
+# Plaintext asked of the engine per read: one record's worth (TLS caps a record at
+# 2**14 bytes), so one call empties a record; a larger ask only allocates more and
+# shrinks it again (python -m bench.tls_micro: 1.7 us per request at 16 KiB, 2.1 to
+# 5.2 us at 64 KiB, for the engine calls of one keep-alive request).
+_RECORD = 16384
 _FILE_CHUNK = 256 * 1024  # plaintext read from a file per encryption, for sendfile
 _SSLError = ssl.SSLError
 _WantRead = ssl.SSLWantReadError
@@ -230,6 +235,8 @@ class TlsConn(Conn):
         """Read the socket, decrypt, hand the plaintext over; the module docstring says
         why everything the engine holds is handed over before this returns."""
         if self._read_paused or self._state or self._eof:
+            if self._state == 3:
+                self._linger_read()  # a lingering close discards ciphertext unread
             return
         if self._hs and not self._handshake():
             return
@@ -274,7 +281,7 @@ class TlsConn(Conn):
         more: list[bytes] | None = None
         while inc.pending or pending():
             try:
-                piece = read(RECV_SIZE)
+                piece = read(_RECORD)
             except _WantRead:
                 break  # a partial record: the rest raises an edge of its own
             except _SSLError as exc:
@@ -394,21 +401,35 @@ class TlsConn(Conn):
     def close(self) -> None:
         """Send close_notify after what is queued, then close like a plain connection."""
         if self._state:
+            Conn.close(self)  # closing already; a lingering close stops now
             return
         if self._queue_plain is not None:
             self._close_after = True  # the pump closes when the queue is sent
             self.pause_reading()
             return
-        if not self._hs and not self._shut:
-            self._shut = True
-            try:
-                self._obj.unwrap()
-            except (_SSLError, ValueError, OSError):
-                pass  # expected: the peer's close_notify has not come (and need not)
-            self._send_tls()
-            if self._state:
-                return
-        Conn.close(self)
+        self._close_notify()
+        if not self._state:
+            Conn.close(self)
+
+    def close_lingering(self, timeout: float, max_bytes: int) -> None:
+        """As ``Conn.close_lingering``, with close_notify before the write side shuts:
+        the client reads the response, then a clean end of the TLS stream."""
+        if self._state:
+            return
+        self._close_notify()
+        if not self._state:
+            Conn.close_lingering(self, timeout, max_bytes)
+
+    def _close_notify(self) -> None:
+        """Queue TLS close_notify (once, after everything written so far)."""
+        if self._hs or self._shut:
+            return
+        self._shut = True
+        try:
+            self._obj.unwrap()
+        except (_SSLError, ValueError, OSError):
+            pass  # expected: the peer's close_notify has not come (and need not)
+        self._send_tls()
 
     def close_when_idle(self) -> None:
         """Graceful stop: a connection still in its handshake is drained once made."""

@@ -321,3 +321,28 @@ def test_a_reload_serves_the_new_certificate_and_keeps_open_connections(pki: Pki
         with pki.client_context().wrap_socket(socket.create_connection(srv.address, timeout=5),
                                               server_hostname="localhost") as again:
             assert again.getpeercert()["subject"][-1][0][1] == "renewed"
+
+
+def test_an_error_response_is_read_whole_then_a_clean_tls_close(pki: Pki) -> None:
+    # 413 at once from Content-Length, while the client is still sending its body: the
+    # lingering close sends close_notify, shuts the write side and discards the rest.
+    with Server(env_app, bind="127.0.0.1:0", workers=1, http=HttpConfig(max_body_size=1000),
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        # suppress_ragged_eofs=False: a TCP EOF without close_notify raises SSLEOFError.
+        with socket.create_connection(srv.address, timeout=10) as raw, \
+                pki.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                 suppress_ragged_eofs=False) as tls:
+            tls.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+            tls.sendall(b"x" * 100_000)
+            got = b""
+            while True:
+                try:
+                    chunk = tls.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    break
+                if not chunk:
+                    break  # close_notify: a clean end of the TLS stream
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 413 ")
+        assert b"Connection: close" in got
+        assert wait_for(lambda: srv.stats()["active"] == 0, 5.0)
