@@ -14,7 +14,9 @@ parallel, within ``COLLECT_TIMEOUT``; a child that does not answer in time is co
 with its last answer. A child also sends its figures unasked when it starts and once
 more after its last request (after ``Server.stop()``), so when it exits, for a rolling
 restart or a crash, its final counters (or the last ones seen) are kept in a carry and
-the summed counters never go backwards.
+the summed counters never go backwards. The children leave the listen-queue depth out
+(``Server.stats(listen_queue=False)``): the supervisor reads it for each port itself
+(``ListenQueues``), so a scrape costs the processes serving the app no ``/proc`` scan.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "COLLECT_TIMEOUT",
     "METRICS_FD_ENV",
     "ChildStats",
+    "ListenQueues",
     "MetricsServer",
     "StatsResponder",
     "check_metrics_bind",
@@ -226,12 +229,20 @@ class _Channel:
 
 
 class ChildStats:
-    """The supervisor's view of its children's stats (thread-safe)."""
+    """The supervisor's view of its children's stats (thread-safe).
 
-    def __init__(self) -> None:
+    Args:
+        listen_queue: the listen-queue depth of every TCP port the children serve,
+            read by the supervisor itself (the children leave it out: one scan of
+            ``/proc/net/tcp`` per scrape instead of one per child, and none in a
+            process that serves the app).
+    """
+
+    def __init__(self, listen_queue: Callable[[], dict[str, int | None]] | None = None) -> None:
         self._lock = threading.Lock()
         self._channels: list[_Channel] = []
         self._carry: dict[str, Any] = {}
+        self._listen_queue = listen_queue
 
     def channel(self) -> tuple[socket.socket, socket.socket]:
         """A new socketpair: (the supervisor's end, the child's end to pass on)."""
@@ -299,13 +310,46 @@ class ChildStats:
     def render(self) -> str:
         """The exposition text of every child's stats summed (``workers.metrics.merge``)."""
         docs, carry = self.collect()
-        return render(merge(docs, carry))
+        merged = merge(docs, carry)
+        if self._listen_queue is not None:
+            merged["listen_queue"] = self._listen_queue()
+        return render(merged)
 
     def close(self) -> None:
         with self._lock:
             for ch in self._channels:
                 ch.sock.close()
             self._channels = []
+
+
+class ListenQueues:
+    """Listen-queue depth per TCP port, read from ``/proc/net/tcp`` at most once a second
+    (``workers.hostinfo.listen_queue_depth``: the whole port, every SO_REUSEPORT socket
+    on it summed).
+
+    Args:
+        ports: returns ``(label, port)`` for each TCP listener.
+    """
+
+    def __init__(self, ports: Callable[[], list[tuple[str, int]]]) -> None:
+        self.ports = ports
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, int | None]] = (-1e9, {})
+
+    def __call__(self) -> dict[str, int | None]:
+        from workers.hostinfo import listen_queue_depth
+
+        with self._lock:
+            at, depths = self._cached
+            if time.monotonic() - at >= 1.0:
+                depths = {}
+                for label, port in self.ports():
+                    try:
+                        depths[label] = listen_queue_depth(port)
+                    except OSError:
+                        depths[label] = None
+                self._cached = (time.monotonic(), depths)
+            return dict(depths)
 
 
 def single_process_source(stats: Callable[[], dict[str, Any]]) -> Source:

@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -338,7 +339,9 @@ def _serve_child(
 
     threading.Thread(target=lifeline, name="reactor-lifeline", daemon=True).start()
     # --metrics-bind: the supervisor asks for this process's stats on a channel of its own.
-    responder = StatsResponder(metrics_sock, server.stats).start() if metrics_sock else None
+    # The listen queue is the supervisor's to read (the whole port, once for all).
+    responder = (StatsResponder(metrics_sock, partial(server.stats, listen_queue=False)).start()
+                 if metrics_sock else None)
     reports = _ChildReports(server, sock, max_requests)
     # Checked often with --max-requests: each tick past the limit is overshoot.
     _serve_until_stopped(server, stop, reports.tick, 0.05 if max_requests else 0.25)

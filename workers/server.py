@@ -425,8 +425,12 @@ class Server:
     def backend_name(self) -> str:
         return self._poll.backend_name if self._poll else ""
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, listen_queue: bool = True) -> dict[str, Any]:
         """Counters for operators and tests; a consistent-enough snapshot (no locks).
+
+        ``listen_queue=False`` leaves the listen-queue figure out (an empty dict): on
+        Linux it scans ``/proc/net/tcp``, and a supervisor that reads the whole port
+        itself asks its children without it (docs/metrics.md).
 
         Keys: accepted, active, closed, shed, paused_at_max, accept_errors (by errno
         name), handoffs, handed_back (listener and waker events the hot worker met
@@ -467,7 +471,7 @@ class Server:
             "workers": workers,
             "stuck_requests": watchdog.stuck_requests if watchdog else 0,
             "stuck_now": sum(1 for snap in workers if snap["stuck_for"]),
-            "listen_queue": self._listen_queue(),
+            "listen_queue": self._listen_queue() if listen_queue else {},
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
             "requests": requests,
             "request_duration": duration,

@@ -57,7 +57,7 @@ from reactor.net import parse_host_port
 from workers.acceptor import BoundListener
 from workers.binds import BindError, open_listeners, parse_bind, split_scheme
 from workers.config import Config
-from workers.metrics_server import METRICS_FD_ENV, ChildStats, MetricsServer
+from workers.metrics_server import METRICS_FD_ENV, ChildStats, ListenQueues, MetricsServer
 from workers.process import (
     PidFile,
     ProcessError,
@@ -220,7 +220,9 @@ class Supervisor:
         self.backend = config.backend or backend_name()
         # --metrics-bind: the endpoint is served here, from the children's stats
         # (workers/metrics_server.py); None without it.
-        self.child_stats: ChildStats | None = ChildStats() if config.metrics_bind else None
+        self.child_stats: ChildStats | None = (
+            ChildStats(ListenQueues(self._tcp_ports)) if config.metrics_bind else None
+        )
         self.metrics: MetricsServer | None = None
 
     # -- listeners ---------------------------------------------------------------------
@@ -635,6 +637,21 @@ class Supervisor:
             self.metrics = MetricsServer(self.config.metrics_bind, self.child_stats.render).start()
         except BindError as exc:
             raise ServeError(str(exc)) from None
+
+    def _tcp_ports(self) -> list[tuple[str, int]]:
+        """``(label, port)`` of every TCP port the children listen on (for /metrics)."""
+        out: list[tuple[str, int]] = []
+        for sock in list(self._held_sockets):
+            try:
+                host, port = sock.getsockname()[:2]
+            except OSError:
+                continue  # closed meanwhile (stopping)
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            out.append((self._described(None, "tcp", where), port))
+        for bl in list(self._held_listeners):
+            if bl.kind == "tcp":
+                out.append((self._described(bl.scheme, bl.kind, bl.describe()), bl.address[1]))
+        return out
 
     def stop_metrics(self) -> None:
         if self.metrics is not None:

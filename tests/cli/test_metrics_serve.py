@@ -3,6 +3,7 @@ back with prometheus_client's parser; option errors with click's CliRunner."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -101,6 +102,9 @@ def test_two_processes_are_summed_and_a_rolling_restart_keeps_the_counters(
     assert value(samples, "reactor_connections_closed_total") == 54
     assert value(samples, "reactor_connections_active") == 0
     assert value(samples, "reactor_workers", state="running") == 2  # one per process
+    if os.path.exists("/proc/net/tcp"):  # read once, by the supervisor, for the whole port
+        listener = f"{address[0]}:{address[1]}"
+        assert value(samples, "reactor_listen_queue", listener=listener) == 0
     assert value(samples, "reactor_workers", state="standby") == 2
     before = pids_of(samples)
     assert len(before) == 2

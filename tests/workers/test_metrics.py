@@ -4,6 +4,7 @@ its values against ``Server.stats()`` and the requests a test sent."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ from workers.metrics import (
     merge,
     render,
 )
-from workers.metrics_server import ChildStats, StatsResponder
+from workers.metrics_server import ChildStats, ListenQueues, StatsResponder
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -375,3 +376,30 @@ def test_a_request_stuck_past_the_timeout_shows_in_the_metrics() -> None:
         _, s = scrape(server.metrics.url)
         assert value(s, "reactor_stuck_workers") == 0
         assert value(s, "reactor_stuck_requests_total") == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
+def test_listen_queues_reads_the_port_at_most_once_a_second() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        calls: list[int] = []
+
+        def ports() -> list[tuple[str, int]]:
+            calls.append(1)
+            return [(f"127.0.0.1:{port}", port)]
+
+        queues = ListenQueues(ports)
+        assert queues() == {f"127.0.0.1:{port}": 0}
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        try:
+            assert queues() == {f"127.0.0.1:{port}": 0}, "cached for a second"
+            assert len(calls) == 1
+            deadline = time.monotonic() + 5
+            while queues() != {f"127.0.0.1:{port}": 2} and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert queues() == {f"127.0.0.1:{port}": 2}  # accepted by the kernel, not by us
+        finally:
+            for c in clients:
+                c.close()
