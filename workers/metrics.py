@@ -15,7 +15,8 @@ A stats document is what ``Server.stats()`` returns (JSON-able). ``merge`` sums 
 documents of several processes (the supervisor's view of ``--processes``);
 ``add_counters`` folds the counters of a process that has exited into a carry, so the
 summed counters never go backwards when a process is replaced. ``render`` writes the
-exposition text; docs/metrics.md lists every metric.
+exposition text and ``parse_text`` reads it back (for ``reactor top``); docs/metrics.md
+lists every metric.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "add_counters",
     "escape_label",
     "merge",
+    "parse_text",
     "render",
     "request_counters",
 ]
@@ -285,3 +287,80 @@ def render(doc: dict[str, Any]) -> str:
         w.sample("request_duration_seconds_sum", float(hist["sum"]))
         w.sample("request_duration_seconds_count", n(hist["count"]))
     return "\n".join(w.lines) + "\n"
+
+
+Labels = dict[str, str]
+Sample = tuple[str, Labels, float]
+
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+# -- reading the text format back (reactor top) ----------------------------------------------------------------------
+def _parse_labels(text: str, i: int, line: str) -> tuple[Labels, int]:
+    """Labels from ``text[i]`` (just after ``{``); returns them and the index after ``}``."""
+    labels: Labels = {}
+    n = len(text)
+    while True:
+        while i < n and text[i] in " ,":
+            i += 1
+        if i < n and text[i] == "}":
+            return labels, i + 1
+        eq = text.find("=", i)
+        quote = eq + 1
+        while 0 <= eq and quote < n and text[quote] == " ":
+            quote += 1
+        if eq < 0 or quote >= n or text[quote] != '"':
+            raise ValueError(f"bad labels in {line!r}")
+        name = text[i:eq].strip()
+        i = quote + 1
+        out: list[str] = []
+        while True:
+            if i >= n:
+                raise ValueError(f"unterminated label value in {line!r}")
+            c = text[i]
+            if c == "\\" and i + 1 < n:
+                out.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
+                i += 2
+            elif c == '"':
+                i += 1
+                break
+            else:
+                out.append(c)
+                i += 1
+        labels[name] = "".join(out)
+
+
+def _parse_value(text: str, line: str) -> float:
+    word = text.split()[0] if text.split() else ""
+    try:
+        return float(word)  # float() reads +Inf, -Inf and NaN too
+    except ValueError:
+        raise ValueError(f"bad value in {line!r}") from None
+
+
+def parse_text(text: str) -> list[Sample]:
+    """The samples of a Prometheus text exposition, in order: ``(name, labels, value)``.
+
+    Comments (``# HELP``, ``# TYPE``) and blank lines are skipped; a timestamp after
+    the value is ignored.
+
+    Raises:
+        ValueError: a line that is not a sample, naming it.
+    """
+    samples: list[Sample] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace >= 0 and (space < 0 or brace < space):
+            name = line[:brace]
+            labels, end = _parse_labels(line, brace + 1, raw)
+            rest = line[end:]
+        else:
+            if space < 0:
+                raise ValueError(f"not a sample: {raw!r}")
+            name, labels, rest = line[:space], {}, line[space:]
+        samples.append((name, labels, _parse_value(rest, raw)))
+    return samples

@@ -1,7 +1,7 @@
 """``reactor top``: a live view of a server from its ``/metrics`` endpoint.
 
 Everything but the terminal is plain functions on strings and numbers, testable
-without a terminal: ``parse_text`` reads the Prometheus text format, ``Scrape`` picks
+without a terminal: ``workers.metrics.parse_text`` reads the text format, ``Scrape`` picks
 out the figures, ``rate`` and ``quantile`` compare two scrapes, ``render_frame`` lays
 out one frame as a string. ``run_terminal`` is the loop: cbreak mode (termios), the
 alternate screen and plain ANSI escapes (no curses), ``select`` on stdin with the
@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from workers.metrics import parse_text
+
 __all__ = [
     "FETCH_TIMEOUT",
     "Scrape",
     "Top",
     "fetch",
-    "parse_text",
     "quantile",
     "rate",
     "render_frame",
@@ -45,10 +46,6 @@ __all__ = [
 FETCH_TIMEOUT = 5.0
 """Seconds a scrape may take before the endpoint counts as unreachable ("timed out")."""
 
-Labels = dict[str, str]
-Sample = tuple[str, Labels, float]
-
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 
 
 def target_url(target: str) -> str:
@@ -69,77 +66,6 @@ def target_url(target: str) -> str:
     path = parts.path if parts.path not in ("", "/") else "/metrics"
     query = f"?{parts.query}" if parts.query else ""
     return f"{parts.scheme}://{parts.netloc}{path}{query}"
-
-
-# -- the text format ----------------------------------------------------------------------
-def _parse_labels(text: str, i: int, line: str) -> tuple[Labels, int]:
-    """Labels from ``text[i]`` (just after ``{``); returns them and the index after ``}``."""
-    labels: Labels = {}
-    n = len(text)
-    while True:
-        while i < n and text[i] in " ,":
-            i += 1
-        if i < n and text[i] == "}":
-            return labels, i + 1
-        eq = text.find("=", i)
-        quote = eq + 1
-        while 0 <= eq and quote < n and text[quote] == " ":
-            quote += 1
-        if eq < 0 or quote >= n or text[quote] != '"':
-            raise ValueError(f"bad labels in {line!r}")
-        name = text[i:eq].strip()
-        i = quote + 1
-        out: list[str] = []
-        while True:
-            if i >= n:
-                raise ValueError(f"unterminated label value in {line!r}")
-            c = text[i]
-            if c == "\\" and i + 1 < n:
-                out.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
-                i += 2
-            elif c == '"':
-                i += 1
-                break
-            else:
-                out.append(c)
-                i += 1
-        labels[name] = "".join(out)
-
-
-def _parse_value(text: str, line: str) -> float:
-    word = text.split()[0] if text.split() else ""
-    try:
-        return float(word)  # float() reads +Inf, -Inf and NaN too
-    except ValueError:
-        raise ValueError(f"bad value in {line!r}") from None
-
-
-def parse_text(text: str) -> list[Sample]:
-    """The samples of a Prometheus text exposition, in order: ``(name, labels, value)``.
-
-    Comments (``# HELP``, ``# TYPE``) and blank lines are skipped; a timestamp after
-    the value is ignored.
-
-    Raises:
-        ValueError: a line that is not a sample, naming it.
-    """
-    samples: list[Sample] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        brace = line.find("{")
-        space = line.find(" ")
-        if brace >= 0 and (space < 0 or brace < space):
-            name = line[:brace]
-            labels, end = _parse_labels(line, brace + 1, raw)
-            rest = line[end:]
-        else:
-            if space < 0:
-                raise ValueError(f"not a sample: {raw!r}")
-            name, labels, rest = line[:space], {}, line[space:]
-        samples.append((name, labels, _parse_value(rest, raw)))
-    return samples
 
 
 # -- the figures of one scrape ---------------------------------------------------------------

@@ -14,12 +14,11 @@ from click.testing import CliRunner
 
 import cli
 from workers import Server
-from workers.metrics import BUCKETS, DURATION_BOUNDS, render
+from workers.metrics import BUCKETS, DURATION_BOUNDS, parse_text, render
 from workers.top import (
     Scrape,
     Top,
     bucket_deltas,
-    parse_text,
     quantile,
     rate,
     render_frame,
