@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from types import FrameType
@@ -51,6 +52,7 @@ log = logging.getLogger("workers.serve")
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HEARTBEAT = 1.0  # seconds between a child's "alive" messages to its supervisor
 
 
 class ServeError(RuntimeError):
@@ -357,6 +359,9 @@ class _ChildReports:
     * ``{"event": "stuck", "workers": N, "what": ...}``: every worker has been inside
       the app for longer than ``--timeout``; sent once per episode. The supervisor
       replaces it the same way, after saying why.
+    * ``{"event": "alive"}``: every ``HEARTBEAT`` seconds. A process silent for
+      ``--timeout`` (at least ``workers.supervisor.HEARTBEAT_FLOOR``) cannot run
+      Python at all, and is replaced.
     """
 
     def __init__(self, server: Server, sock: socket.socket, limit: int) -> None:
@@ -365,6 +370,7 @@ class _ChildReports:
         self.limit = limit
         self.recycle_sent = False
         self.stuck_sent = False
+        self.alive_sent = 0.0
 
     def tick(self) -> None:
         server = self.server
@@ -382,3 +388,9 @@ class _ChildReports:
             workers, what = stuck
             _send(self.sock, {"event": "stuck", "pid": os.getpid(), "workers": workers,
                               "what": what, "timeout": server.timeout})
+        now = time.monotonic()
+        if now - self.alive_sent >= HEARTBEAT:
+            # The heartbeat: this thread runs Python, so the interpreter is not wedged
+            # (a C extension holding the GIL stops it, and the watchdog, alike).
+            self.alive_sent = now
+            _send(self.sock, {"event": "alive"})

@@ -76,6 +76,7 @@ log = logging.getLogger("workers.supervisor")
 _CHILD_CODE = "import sys; from workers.runner import child_main; child_main(int(sys.argv[1]))"
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 10.0
 _KILL_GRACE = 5.0  # seconds past graceful_timeout before stragglers get SIGKILL
+HEARTBEAT_FLOOR = 5.0  # a child silent this long (or --timeout, if longer) is wedged
 
 
 def run(config: Config) -> int:
@@ -150,6 +151,7 @@ class Child:
         self.max_requests = 0  # this child's own limit (with its jitter); 0: none
         self.replacing = False  # a replacement was asked for
         self.retired_at = 0.0  # when it was told to stop (RETIRING)
+        self.last_heard = self.started  # its last message (the heartbeat, at least)
 
     @property
     def pid(self) -> int:
@@ -346,6 +348,7 @@ class Supervisor:
         return child
 
     def _on_message(self, child: Child, message: dict[str, Any]) -> None:
+        child.last_heard = time.monotonic()
         event = message.get("event")
         if event == "ready" and child.state is State.STARTING:
             child.state = State.READY
@@ -547,6 +550,28 @@ class Supervisor:
             log.info("server process %d replaces %d", new.pid, child.pid)
         return True
 
+    def check_heartbeats(self) -> None:
+        """Replace a serving child silent for ``--timeout`` (at least ``HEARTBEAT_FLOOR``).
+
+        Its main thread says ``alive`` every second (``workers.runner``); silence means
+        the interpreter runs no Python at all: a C extension holding the GIL, or the
+        process stopped. Its own watchdog cannot report that, so the log says it here.
+        """
+        timeout = self.config.timeout
+        if timeout <= 0:
+            return
+        limit = max(timeout, HEARTBEAT_FLOOR)
+        now = time.monotonic()
+        for child in self.children:
+            silent = now - child.last_heard
+            if child.state is State.READY and not child.replacing and silent > limit:
+                child.replacing = True
+                why = (f"server process {child.pid} has sent no heartbeat for {silent:.0f} s "
+                       f"(--timeout {timeout:g}): it runs no Python at all (a C extension "
+                       "holding the GIL, or the process is stopped)")
+                log.warning("%s: replacing it", why)
+                self._replace.append((child, why))
+
     def kill_overdue(self) -> None:
         """SIGKILL a retiring child still running past its graceful timeout (plus the
         keep-alive grace and ``_KILL_GRACE``): a request stuck in the app forever keeps
@@ -604,6 +629,7 @@ class Supervisor:
                     self.replace(child, why)
                     continue
                 self.kill_overdue()
+                self.check_heartbeats()
                 self.ensure_children()
                 if watcher is not None and time.monotonic() >= next_scan:
                     changed = watcher.changed()

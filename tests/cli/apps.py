@@ -71,3 +71,13 @@ def whoami(environ: dict[str, Any], start_response: StartResponse) -> Iterable[b
                        "groups": os.getgroups(), "pid": os.getpid(), "umask": umask}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def gil_hog(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """``/hog`` runs C code that holds the GIL for ages (``sum`` over a huge range never
+    returns to the interpreter loop): the whole process runs no other Python."""
+    if environ["PATH_INFO"] == "/hog":
+        sum(range(10**13))
+    body = b"%010d\n" % os.getpid()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -190,3 +191,27 @@ def test_a_retired_process_that_does_not_end_is_killed_after_its_graceful_timeou
             c.join(20)
         assert len(results) == 2 and "200" not in results, results
         assert http_request(("127.0.0.1", port), "/?seconds=0")[0] == 200
+
+
+def test_a_process_that_runs_no_python_is_replaced_when_its_heartbeat_stops() -> None:
+    with ServeProcess(["tests.cli.apps:gil_hog", "-b", "127.0.0.1:0", "--processes", "2",
+                       "-w", "2", "--timeout", "1", "--graceful-timeout", "0.5",
+                       "--keepalive-timeout", "0.5", "--share", "inherit"]) as server:
+        port = tcp_address(server.wait_serving()[0])[1]
+
+        def hog() -> None:
+            with contextlib.suppress(OSError, IndexError):  # killed: no answer
+                http_request(("127.0.0.1", port), "/hog", timeout=40)
+
+        threading.Thread(target=hog, daemon=True).start()
+        # The hog holds the GIL in C: that process's watchdog cannot run, its heartbeat
+        # stops, and the supervisor says so (after the 5 s floor), then replaces it.
+        m = server.wait_for(r"server process (\d+) has sent no heartbeat for \d+ s "
+                            r"\(--timeout 1\): it runs no Python at all", 20)
+        wedged = m.group(1)
+        server.wait_for(rf"server process \d+ replaces {wedged}", 15)
+        server.wait_for(rf"server process {wedged} still runs \d+ s after it was told to "
+                        r"stop: killing it", 15)
+        server.wait_for(rf"server process {wedged} has exited \(killed by SIGKILL\)", 5)
+        assert pid_of(port) != int(wedged)
+        assert len(pids(port)) == 2, "two processes serve again"
