@@ -190,6 +190,8 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
 
 # -- a frame ----------------------------------------------------------------------------------
 def _num(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
     return f"{int(v):,}" if v == int(v) else f"{v:,.1f}"
 
 

@@ -221,3 +221,10 @@ def test_once_against_nothing_exits_1_with_a_message() -> None:
     result = CliRunner().invoke(cli.reactor, ["top", "127.0.0.1:1", "--once"])
     assert result.exit_code == 1
     assert "unreachable" in result.output
+
+
+def test_odd_values_from_an_endpoint_do_not_break_a_frame() -> None:
+    text = render(stats_doc()).replace("reactor_queue_depth 3", "reactor_queue_depth NaN")
+    text = text.replace("reactor_connections_active 1", "reactor_connections_active +Inf")
+    frame = render_frame(Scrape.from_text(text, at=1.0), None, url="u", interval=1.0)
+    assert re.search(r"depth\s+nan", frame) and re.search(r"active\s+inf", frame), frame
