@@ -24,11 +24,14 @@ request, and a lingering close still has bytes to flush), and aborts the connect
 after ``send_timeout`` without progress, i.e. without the buffer shrinking (nginx's
 ``send_timeout`` rule: between two successive writes, not for the whole response).
 
-Graceful stop (``drain``): an idle keep-alive connection closes at once; a request
-that has begun (a head or body arriving, a response being sent, a request queued
-behind it) completes and its response says ``Connection: close``; a connection
-accepted during the drain that has sent nothing yet may send one request. The
-server's ``graceful_timeout`` bounds it all.
+Graceful stop (``drain``): an idle keep-alive connection closes at once (after
+reading any request already in the kernel, which is answered); a request that has
+begun (a head or body arriving, a response being sent, a request queued behind it)
+completes and its response says ``Connection: close``; a connection accepted during
+the drain that has sent nothing yet may send one request. With ``drain_grace`` (a
+process the supervisor replaced), an idle keep-alive connection stays open for its
+next request, answered with ``Connection: close``, and closes after that many seconds
+of silence. The server's ``graceful_timeout`` bounds it all.
 
 Application failures: before the head is sent, a 500 and a close; after, an abort.
 Either way the traceback goes to the ``workers.http`` logger.
