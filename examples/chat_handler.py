@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = Server(handler=make_factory(ChatRoom()), bind=args.bind, workers=1).start()
-    print(f"serving on {server.listeners[0].describe()}", flush=True)
-    server.serve_forever()
+    # Announce once the signal handlers are in place: whoever reads the line may signal at once.
+    server.serve_forever(ready=lambda s: print(f"serving on {s.listeners[0].describe()}", flush=True))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = Server(app, bind=args.bind, workers=args.workers).start()
-    print(f"serving on {server.url}", flush=True)
-    server.serve_forever()
+    # Announce once the signal handlers are in place: whoever reads the line may signal at once.
+    server.serve_forever(ready=lambda s: print(f"serving on {s.url}", flush=True))
 
 
 if __name__ == "__main__":

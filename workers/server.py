@@ -368,9 +368,17 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, ready: Callable[[Server], object] | None = None) -> None:
         """Start (if needed) and block until stopped; SIGINT/SIGTERM stop gracefully
-        when called on the main thread."""
+        when called on the main thread.
+
+        Args:
+            ready: called once the server is started and the signal handlers are in
+                place. Announce the server here ("serving on ..."), not before the call:
+                a process manager that signals as soon as it reads the announcement
+                would otherwise meet Python's default handlers (a KeyboardInterrupt
+                traceback for SIGINT, death by SIGTERM) instead of a graceful stop.
+        """
         if not self._started:
             self.start()
         restore: list[tuple[signal.Signals, Any]] = []
@@ -383,6 +391,8 @@ class Server:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 restore.append((signum, signal.signal(signum, on_signal)))
         try:
+            if ready is not None:
+                ready(self)
             while not self._stopped.wait(0.5):
                 pass
         finally:

@@ -7,6 +7,7 @@ the connections to finish, then aborts what is left and joins every thread.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -184,3 +185,32 @@ def test_stop_while_clients_keep_connecting_returns_and_leaves_no_thread() -> No
         stop_flag.set()
         for t in clients:
             t.join(5)
+
+
+def test_serve_forever_calls_ready_once_sigterm_stops_gracefully() -> None:
+    # A process manager signals as soon as it reads the announcement that ``ready`` makes:
+    # a SIGTERM raised inside ``ready`` must meet the graceful handler. The handler in
+    # place before the call stands for Python's default (death by SIGTERM); it records
+    # being reached, and stops the server so that a regression fails instead of hanging.
+    server = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=1)
+    seen: list[bool] = []
+    reached_outer: list[int] = []
+
+    def outer(signum: int, frame: object) -> None:
+        reached_outer.append(signum)
+        threading.Thread(target=server.stop).start()
+
+    def ready(s: Server) -> None:
+        seen.append(s is server)
+        signal.raise_signal(signal.SIGTERM)
+
+    before = signal.signal(signal.SIGTERM, outer)
+    try:
+        server.serve_forever(ready=ready)
+        assert signal.getsignal(signal.SIGTERM) is outer
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == [True]
+    assert reached_outer == []
+    assert server.wait(0)
+    assert wait_for(lambda: not reactor_threads(), timeout=5)
