@@ -109,6 +109,7 @@ class TlsConn(Conn):
         "_listener_tls",
         "_obj",
         "_out",
+        "_peer_closed",
         "_queue_plain",
         "_shut",
         "_tls_pending",
@@ -141,6 +142,7 @@ class TlsConn(Conn):
         self._hs = True
         self._fresh = True  # no byte read yet: the first tells TLS from plain HTTP
         self._shut = False
+        self._peer_closed = False
         self._draining = False
         self._close_after = False
         # Plaintext (and files) waiting behind a ``sendfile``, in order; None: none.
@@ -257,9 +259,9 @@ class TlsConn(Conn):
                     if not budget:
                         self.worker.reschedule(self)
                         return
-                if self._eof:  # close_notify came with these records
-                    self._on_eof()
-                    return
+            if self._peer_closed:  # close_notify: nothing more will come
+                self._on_eof()
+                return
             try:
                 raw = recv(RECV_SIZE)
             except BlockingIOError:
@@ -273,7 +275,8 @@ class TlsConn(Conn):
             inc.write(raw)
 
     def _decrypt(self) -> bytes:
-        """All the plaintext the engine can give now; sets ``_eof`` on close_notify."""
+        """All the plaintext the engine can give now; sets ``_peer_closed`` on close_notify
+        (the end of stream is told after the plaintext before it, even across a pause)."""
         inc = self._in
         read = self._tls_read
         pending = self._tls_pending
@@ -286,12 +289,12 @@ class TlsConn(Conn):
                 break  # a partial record: the rest raises an edge of its own
             except _SSLError as exc:
                 if isinstance(exc, ssl.SSLZeroReturnError):
-                    self._eof = True
+                    self._peer_closed = True
                     break
                 self._teardown(exc)
                 return b""
             if not piece:  # close_notify: the peer will send nothing more
-                self._eof = True
+                self._peer_closed = True
                 break
             if not data:
                 data = piece

@@ -242,3 +242,23 @@ def test_a_handshaking_connection_does_not_hold_up_a_graceful_stop(pki: Pki) -> 
         stopper.join(10)
         assert not stopper.is_alive()
         assert recv_all(sock, timeout=1) == b""
+
+
+def test_close_notify_after_records_held_by_a_pause_still_ends_the_connection(pki: Pki) -> None:
+    with Server(handler=_Pausing, bind="127.0.0.1:0", workers=1,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        client = BioClient(srv.address, pki.client_context())
+        try:
+            data = client.encrypt([b"<%04d>" % i for i in range(50)])
+            try:
+                client.obj.unwrap()  # close_notify, in the same burst
+            except ssl.SSLWantReadError:
+                pass
+            client.sock.sendall(data + client.out.read())
+            expected = b"".join(b"<%04d>" % i for i in range(50))
+            assert client.read(len(expected)) == expected
+            # The server hears the end of stream after the pause, and closes.
+            assert client.read(1, timeout=5) == b""
+            assert wait_for(lambda: srv.stats()["active"] == 0, 5.0)
+        finally:
+            client.close()
