@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 __all__ = ["PLAIN_HTTP_RESPONSE", "TlsConn"]
 
 _HANDSHAKE_RECORD = 0x16
+# Every engine call (read, write, pending) releases the GIL in CPython's _ssl: with
+# other threads runnable, each is a chance to lose it (docs/design.md, "The GIL"), so
+# the hot path makes two per request (a read and a write) and asks ``pending()`` only
+# when a read filled its whole buffer.
 # Plaintext asked of the engine per read: one record's worth (TLS caps a record at
 # 2**14 bytes), so one call empties a record; a larger ask only allocates more and
 # shrinks it again (python -m bench.tls_micro: 1.7 us per request at 16 KiB, 2.1 to
@@ -247,7 +251,9 @@ class TlsConn(Conn):
         handler = self.handler
         budget = READ_BUDGET
         while True:
-            if inc.pending or self._tls_pending():
+            # Only ciphertext can be left here: ``_decrypt`` empties the engine's
+            # plaintext each time, so ``pending()`` (which drops the GIL) is not asked.
+            if inc.pending:
                 data = self._decrypt()
                 if self._state:
                     return
@@ -282,7 +288,8 @@ class TlsConn(Conn):
         pending = self._tls_pending
         data = b""
         more: list[bytes] | None = None
-        while inc.pending or pending():
+        full = False  # the last read filled its buffer: the record may hold more
+        while inc.pending or (full and pending()):
             try:
                 piece = read(_RECORD)
             except _WantRead:
@@ -296,6 +303,7 @@ class TlsConn(Conn):
             if not piece:  # close_notify: the peer will send nothing more
                 self._peer_closed = True
                 break
+            full = len(piece) == _RECORD
             if not data:
                 data = piece
             elif more is None:
