@@ -85,6 +85,8 @@ CASES: list[tuple[str, str, bytes, str]] = [
     ("chunk extension with BWS `5 ;name=value`", "9112 §7.1.1", _CHUNKED + b"5 ;name=value\r\nhello\r\n0\r\n\r\n", "200"),
     ("chunk extension with BWS `5 ; name = value`", "9112 §7.1.1",
      _CHUNKED + b"5 ; name = value\r\nhello\r\n0\r\n\r\n", "200"),
+    ("chunk extension without a name `5;=v`", "9112 §7.1.1", _CHUNKED + b"5;=v\r\nhello\r\n0\r\n\r\n", "400"),
+    ("chunk size then SP `5 `", "9112 §7.1", _CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n", "400"),
     ("trailer field `X-Checksum`", "9112 §7.1.2", _CHUNKED + b"5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n", "200"),
     ("trailer field `Host`", "9110 §6.5.1", _CHUNKED + b"5\r\nhello\r\n0\r\nHost: evil\r\n\r\n", "400 (our choice)"),
     ("Expect: 100-continue", "9110 §10.1.1",

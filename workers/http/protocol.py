@@ -32,8 +32,8 @@ extensions"): llhttp skips them without a callback, so the parser counts the byt
 a chunked body on the wire against the data bytes it delivers. The framing overhead
 (size lines, extensions, CRLFs, trailers) may reach ``max_header_size`` plus 64 bytes
 per chunk; beyond that the request is 400. A real client's overhead is a few bytes per
-chunk; a client trickling an endless extension is cut off. (Body bytes in the same
-feed as the end of the head are not counted: the limit may overrun by one feed.)
+chunk; a client trickling an endless extension is cut off (``ChunkFramer`` also
+holds an incomplete size or trailer line only up to ``max_header_size``).
 
 Only a well-formed version other than 1.0/1.1 is 505; a request line that breaks the
 grammar (a bare LF or CR after the version, for example) is 400. The asterisk-form
@@ -53,6 +53,7 @@ from httptools import (
     HttpRequestParser,
 )
 
+from .chunks import ChunkFramer
 from .errors import (
     BadRequest,
     HeaderFieldsTooLarge,
@@ -153,6 +154,7 @@ class HttpProtocol:
         "_dead",
         "_defer_end",
         "_events",
+        "_framer",
         "_head_done",
         "_head_limit",
         "_head_raw",
@@ -173,10 +175,6 @@ class HttpProtocol:
     def __init__(self, config: HttpConfig) -> None:
         self._config = config
         self._parser = HttpRequestParser(self)
-        # RFC 9112 section 7.1.1: BWS before ";" in a chunk extension is valid; llhttp
-        # refuses it unless told (BWS after ";" and around "=" it refuses always:
-        # docs/http.md, "What llhttp decides").
-        self._parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
         self._events: list[Event] = []
         self._head_limit = config.max_request_line + config.max_header_size
         self._head_raw = 0  # bytes handed to llhttp while the current head is incomplete
@@ -187,7 +185,8 @@ class HttpProtocol:
         self._header_bytes = 0
         self._body_bytes = 0
         self._chunked = False  # the current message has a chunked body
-        self._chunk_wire = 0  # bytes fed to llhttp during that body
+        self._chunk_wire = 0  # bytes of that body read so far
+        self._framer = ChunkFramer(config.max_header_size)  # its size lines and end
         self._chunks = 0
         self._pending: HTTPError | None = None
         self._dead = False
@@ -195,7 +194,7 @@ class HttpProtocol:
         self._defer_end = False
         self._raw_remaining = 0
         self._body_left = 0  # Content-Length body bytes still to come
-        self._tail = b""  # the last bytes fed in this head or chunked body (``_cut``)
+        self._tail = b""  # the last bytes fed in this head (``_cut``)
         # The raw bytes the current head began in, and where: the request line is
         # checked there (``_take_line`` copies it when a head spans reads).
         self._line_src: bytes | bytearray = b""
@@ -241,9 +240,8 @@ class HttpProtocol:
         Every message ends at the end of a ``feed_data`` call, so the next head
         always begins at a known offset and its raw request line can be checked
         (llhttp accepts ``GET  /  HTTP/1.1``; RFC 9112 section 3 does not). A head
-        ends after its first CRLF CRLF; a ``Content-Length`` body after its length;
-        a chunked body after a CRLF CRLF (the last chunk and trailer section end so,
-        and no earlier overlapping CRLF CRLF can hide that end: see ``_cut``).
+        ends after its first CRLF CRLF (see ``_cut``); a ``Content-Length`` body
+        after its length; a chunked body where ``ChunkFramer`` finds its end.
         """
         feed_data = self._parser.feed_data
         head_limit = self._head_limit
@@ -253,9 +251,11 @@ class HttpProtocol:
             if self._raw_remaining or self._dead:
                 self._feed_raw(memoryview(data)[pos:])
                 return
+            pieces: list[bytes | memoryview] | None = None
             if self._head_done:
                 if self._chunked:
-                    end = self._cut(data, pos, size)
+                    pieces = []
+                    end = self._framer.frame(data, pos, size, pieces)[0]
                     self._chunk_wire += end - pos
                 else:
                     end = min(size, pos + self._body_left)
@@ -273,14 +273,20 @@ class HttpProtocol:
                 elif self._line_open:
                     self._take_line(data, pos, end)
                 self._head_raw += end - pos
-            if pos == 0 and end == size:
-                chunk: bytes | memoryview = data
+            if pieces is not None:
+                chunk: bytes | memoryview = b""
+            elif pos == 0 and end == size:
+                chunk = data
             else:
                 if view is None:
                     view = memoryview(data)
                 chunk = view[pos:end]
             try:
-                feed_data(chunk)
+                if pieces is None:
+                    feed_data(chunk)
+                else:
+                    for piece in pieces:
+                        feed_data(piece)
             except HttpParserUpgrade as upgrade:
                 # The parser stops after the head of an upgrade request; what follows
                 # is its body (by Content-Length) and then a foreign protocol.
@@ -314,11 +320,11 @@ class HttpProtocol:
     def _cut(self, data: bytes, pos: int, limit: int) -> int:
         """The offset just after the next CRLF CRLF in ``data[pos:limit]``, else ``limit``.
 
-        The last three bytes fed before ``pos`` in this section are carried in
-        ``_tail``, so a CRLF CRLF split between two reads is found. Greedy search
-        finds every end of a head or chunked body: such an end follows a byte that is
-        neither CR nor LF (the version digit, a field value, a chunk size or
-        extension, the ":" of an empty field), so no earlier CRLF CRLF overlaps it.
+        The last three bytes fed before ``pos`` in this head are carried in ``_tail``,
+        so a CRLF CRLF split between two reads is found. Greedy search finds the end
+        of every head: it follows a byte that is neither CR nor LF (the version
+        digit, a field value, the ":" of an empty field), so no earlier CRLF CRLF
+        overlaps it; empty lines before a request line are cut off on their own.
         """
         tail = self._tail
         if tail:
@@ -487,6 +493,8 @@ class HttpProtocol:
                 keep_alive = False
             self._head_done = True
             self._chunked = chunked
+            if chunked:
+                self._framer.reset()
             self._body_left = content_length or 0
             self._chunk_wire = 0
             self._chunks = 0
