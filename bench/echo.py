@@ -10,6 +10,7 @@ drift on the machine hits every server alike; the figure is the median of the ro
     .venv/bin/python bench/echo.py                   # 5 rounds of 3 s, 50 connections
     .venv/bin/python bench/echo.py --rounds 3 --seconds 2 --workers 1 --json
 
+``--baseline PATH`` adds our server from another checkout (A/B of a change);
 ``--bare`` adds two reference rows, a bare edge-triggered ``select.epoll`` loop with
 and without the drain rule (see ``serve_bare``).
 
@@ -39,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # -- servers (each runs in a child process: ``echo.py --serve NAME``) -------------------
 
 
-def serve_ours(workers: int) -> None:
-    sys.path.insert(0, str(ROOT))
+def serve_ours(workers: int, root: Path = ROOT) -> None:
+    sys.path.insert(0, str(root))
     from workers import EchoHandler, Server
 
     server = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=workers)
@@ -133,10 +134,11 @@ def serve_bare(drain: bool) -> None:
 class Child:
     """A server subprocess; stopped by closing its stdin."""
 
-    def __init__(self, name: str, workers: int) -> None:
+    def __init__(self, name: str, workers: int, baseline: str = "") -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", name, "--workers", str(workers)],
+            [sys.executable, __file__, "--serve", name, "--workers", str(workers),
+             "--baseline", baseline],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -233,11 +235,18 @@ def main() -> None:
         action="store_true",
         help="add reference rows: a bare epoll loop with and without the drain rule",
     )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="add a row 'baseline': our server from another checkout (a path), for A/B",
+    )
     args = parser.parse_args()
 
     if args.serve:
         if args.serve == "ours":
             serve_ours(args.workers)
+        elif args.serve == "baseline":
+            serve_ours(args.workers, Path(args.baseline).resolve())
         elif args.serve.startswith("bare-"):
             serve_bare(args.serve == "bare-drain")
         else:
@@ -253,7 +262,9 @@ def main() -> None:
         pass
     if args.bare:
         names += ["bare-drain", "bare-short"]
-    children = {name: Child(name, args.workers) for name in names}
+    if args.baseline:
+        names.append("baseline")
+    children = {name: Child(name, args.workers, args.baseline) for name in names}
     results: dict[str, list[float]] = {name: [] for name in names}
     try:
         for child in children.values():  # warm up every server once
@@ -284,6 +295,9 @@ def main() -> None:
     print(f"  ours / asyncio = {ratio:.2f}x")
     if "uvloop" in medians:
         print(f"  ours / uvloop  = {medians['ours'] / medians['uvloop']:.2f}x")
+    if "baseline" in medians:
+        print(f"  ours / baseline = {medians['ours'] / medians['baseline']:.2f}x"
+              f" (baseline / asyncio = {medians['baseline'] / medians['asyncio']:.2f}x)")
     if args.bare:
         for name in ("bare-drain", "bare-short"):
             print(f"  {name} / asyncio = {medians[name] / medians['asyncio']:.2f}x")

@@ -10,6 +10,14 @@ operation until it raises ``BlockingIOError`` (read, write, accept); only then i
 new event guaranteed when readiness returns. Stopping early can mean never hearing
 about that source again.
 
+One exception, for stream sockets on epoll and kqueue (``Stream.short_io_drains``;
+tokio-rs/tokio#5866): a read that returns fewer bytes than asked (and more than 0)
+counts as drained, and so does a write that sends less than offered. The kernel
+only returns short when the queue ran dry (or the buffer filled), and whatever
+arrives (or frees) after that raises a new edge. ``accept()`` is never shortened,
+an event with the read-closed bit still means read to end of stream, and the
+fallback backend, whose edges are emulated, keeps the strict rule.
+
 Spurious events
 ---------------
 An event may arrive with nothing to do (readiness can be consumed by a previous

@@ -7,9 +7,14 @@ other workers stash its events in ``_pending`` and its timers in ``_deferred``.
 With ``REACTOR_DEBUG=1`` every entry point asserts that the calling thread is the
 worker the connection was last handed to.
 
-Hot path: ``on_readable`` drains the socket until ``BlockingIOError`` (edge-triggered
-rule) and hands each chunk to the handler; ``write`` sends at once and queues only
-what the kernel did not take; a writable event flushes the queue with one ``sendmsg``.
+Hot path: ``on_readable`` drains the socket (edge-triggered rule) and hands each
+chunk to the handler; ``write`` sends at once and queues only what the kernel did
+not take; a writable event flushes the queue with one ``sendmsg``. On epoll and
+kqueue a short read or a short send counts as drained (``Stream.short_io_drains``,
+../shared/design.md "Invariants"): the read loop stops at a read that returned
+less than ``RECV_SIZE`` instead of paying one more ``recv`` that raises
+``BlockingIOError``, unless the event said the peer closed its side (then it reads
+to end of stream); the fallback backend drains strictly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reactor.event import ERROR, READ_CLOSED
 from reactor.net import Stream
 from workers.timers import Deadline, Timer
 
@@ -40,6 +46,7 @@ READ_BUDGET = 4  # chunks read in one go before the connection yields (on_readab
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _IOV_MAX = 64
+_HUP_BITS = READ_CLOSED | ERROR  # after these, read to end of stream (no edge follows)
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 _LOST_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 
@@ -81,12 +88,14 @@ class Conn:
         "_deadline",
         "_deferred",
         "_eof",
+        "_hup",
         "_linger",
         "_pending",
         "_read_paused",
         "_recv",
         "_send",
         "_sendmsg",
+        "_short",
         "_state",
         "_timers",
         "_wbuf",
@@ -118,12 +127,14 @@ class Conn:
         self.handler = handler
         self.context: Any = None
         self._recv, self._send, self._sendmsg = stream.io_methods()
+        self._short = stream.short_io_drains
         self._wbuf: deque[Any] = deque()
         self._wsize = 0
         self._state = 0
         self._read_paused = False
         self._write_paused = False
         self._eof = False
+        self._hup = False  # an event said read-closed: read to EOF from now on
         self._timers: set[Timer] | None = None
         self._deadline: Deadline | None = None
         self._busy: Any = None
@@ -169,7 +180,7 @@ class Conn:
             rest = memoryview(data)[n:]
             self._wbuf.append(rest)
             self._wsize += len(rest)
-            self._send_on()
+            self._send_on(n)
 
     def writelines(self, chunks: list[bytes]) -> None:
         if DEBUG:
@@ -198,7 +209,7 @@ class Conn:
                 self._wbuf.append(rest)
                 self._wsize += len(rest)
                 n = 0
-            self._send_on()
+            self._send_on(1)
 
     def sendfile(self, file: Any, offset: int, count: int | None) -> None:
         if self._state:
@@ -209,23 +220,25 @@ class Conn:
             return
         self._wbuf.append(FileSlice(file.fileno(), offset, count))
         self._wsize += count
-        self._send_on()
+        self._send_on(0)
 
-    def _send_on(self) -> None:
-        """After a short send: keep sending until done or the kernel says "would block".
+    def _send_on(self, sent: int) -> None:
+        """After a short send (``sent`` bytes taken, maybe 0): go on, or wait for the edge.
 
-        A short send is not "would block". The edge-triggered rule (reactor.poll,
-        "Draining readiness") promises a writable event only after
-        ``BlockingIOError``, and the fallback backend re-arms WRITABLE on exactly that
-        error, so stopping at a short send could wait forever (seen as a stalled 8 MB
-        echo over a Unix socket, tests/workers/test_echo.py). Usually the retry raises
-        at once: one extra system call, only after a short send.
+        On epoll and kqueue a short send (``sent`` > 0) counts as drained
+        (``Stream.short_io_drains``): the send buffer is full, and space freed
+        after it raises a writable edge, so the rest waits for that event. Otherwise
+        a short send is not "would block": the fallback backend re-arms WRITABLE
+        only on ``BlockingIOError``, so stopping there could wait forever (seen as a
+        stalled 8 MB echo over a Unix socket, tests/workers/test_echo.py), and the
+        queue is sent on until that error. Usually the retry raises at once.
 
         The handler is told ``pause_writing`` only after that, and never
         ``resume_writing`` from inside its own ``write()``: resuming is for writable
         events, so a handler is not re-entered while it is still writing.
         """
-        self._flush(notify=False)
+        if not (sent and self._short):
+            self._flush(notify=False)
         if self._state == 0:
             self._check_high_water()
 
@@ -364,8 +377,17 @@ class Conn:
         """Adopted by a worker: tell the handler (``TlsConn`` waits for its handshake)."""
         self.handler.connection_made(self)
 
-    def on_readable(self) -> None:
-        """Drain the socket until ``BlockingIOError``, delivering each chunk.
+    def on_readable(self, bits: int = 0, strict: bool = False) -> None:
+        """Drain the socket, delivering each chunk.
+
+        Drained means ``BlockingIOError``, or on epoll and kqueue a short read
+        (``Stream.short_io_drains``): a ``recv`` that returned less than
+        ``RECV_SIZE`` emptied the receive queue, and data that arrives after it
+        raises a new edge. Once an event carried the read-closed bit (``bits``) the
+        socket is read to end of stream: the FIN that came with the data raises no
+        further edge. ``strict`` drains to ``BlockingIOError`` whatever the backend:
+        for a read with no event behind it that may stand for one that was dropped
+        (the first read of a new connection: ``Worker._adopt``).
 
         Fairness: after ``READ_BUDGET`` chunks in one go the drain is not given up
         but *rescheduled*: the worker serves this connection's readiness again in its
@@ -376,6 +398,8 @@ class Conn:
         others waited 70 ms, mixed load). No readiness is lost: the connection
         is served again without waiting for an edge, and that serving drains on.
         """
+        if bits & _HUP_BITS:
+            self._hup = True
         if self._read_paused or self._state or self._eof:
             if self._state == 3:
                 self._linger_read()
@@ -383,6 +407,7 @@ class Conn:
         recv = self._recv
         handler = self.handler
         budget = READ_BUDGET
+        short = self._short and not self._hup and not strict
         while True:
             try:
                 data = recv(RECV_SIZE)
@@ -400,6 +425,8 @@ class Conn:
             handler.data_received(self, data)
             if self._read_paused or self._state:
                 return
+            if short and len(data) < RECV_SIZE:
+                return  # a short read drained the socket (epoll, kqueue)
             budget -= 1
             if not budget:
                 self.worker.reschedule(self)
@@ -416,7 +443,7 @@ class Conn:
             self._flush()
 
     def _flush(self, notify: bool = True) -> None:
-        """Send queued data until done or ``BlockingIOError``.
+        """Send queued data until done, ``BlockingIOError``, or (epoll, kqueue) a short send.
 
         Args:
             notify: call ``resume_writing`` when the buffer drains below the low-water
@@ -445,9 +472,12 @@ class Conn:
                             break
                         chunks.append(item)
                     n = self._sendmsg(chunks)
+                    offered = sum(map(len, chunks))
                 else:
                     n = self._send(head)
+                    offered = len(head)
                 self._wsize -= n
+                short = 0 < n < offered
                 while n:
                     head = wbuf[0]
                     size = len(head)
@@ -457,6 +487,8 @@ class Conn:
                     else:
                         wbuf[0] = memoryview(head)[n:]
                         n = 0
+                if short and self._short:
+                    break  # a short send filled the buffer: the writable edge follows
         except BlockingIOError:
             pass
         except OSError as exc:

@@ -237,9 +237,14 @@ class TlsConn(Conn):
             self._handshake_failed(f"not a TLS record (first byte 0x{raw[0]:02x})")
 
     # -- reading -------------------------------------------------------------------------
-    def on_readable(self) -> None:
+    def on_readable(self, bits: int = 0, strict: bool = False) -> None:
         """Read the socket, decrypt, hand the plaintext over; the module docstring says
-        why everything the engine holds is handed over before this returns."""
+        why everything the engine holds is handed over before this returns.
+
+        It always drains to ``BlockingIOError`` (``bits`` and ``strict`` change
+        nothing here): a short read may end mid-record, and the engine's own reads
+        decide what is complete. The short-read rule of ``Conn.on_readable`` is an
+        allowance, not an obligation."""
         if self._read_paused or self._state or self._eof:
             if self._state == 3:
                 self._linger_read()  # a lingering close discards ciphertext unread

@@ -321,7 +321,7 @@ class Worker:
             conn.handler = handler
             try:
                 if bits & _READ_BITS:
-                    conn.on_readable()
+                    conn.on_readable(bits)
                 if bits & WRITABLE and (conn._wbuf or conn._write_paused):
                     conn.on_writable()
                 if bits & ERROR and conn._state != 2:
@@ -383,7 +383,10 @@ class Worker:
                 self._drain_one(conn)
             # Clients often send at once: read now rather than wait for the event the
             # registration will raise (which then finds nothing: a spurious event).
-            conn.on_readable()
+            # Strictly, to BlockingIOError: an event for this token may have been
+            # polled (by the hot worker) before this adoption and dropped as unknown,
+            # and a short read would not see the end of stream it may have carried.
+            conn.on_readable(strict=True)
         except Exception as exc:
             self._handler_failed(conn, exc)
 

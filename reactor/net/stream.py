@@ -84,6 +84,22 @@ class Stream(SocketSource):
             return sock.recv, sock.send, sock.sendmsg
         return self.recv, self.send, self.sendmsg
 
+    @property
+    def short_io_drains(self) -> bool:
+        """Whether a short read or write may count as drained (``reactor.poll``,
+        "Draining readiness", the stream-socket exception).
+
+        True on epoll and kqueue: a ``recv`` that returns fewer bytes than asked (and
+        more than 0) left the receive queue empty, so data arriving after it raises a
+        new edge; a ``send`` that took less than offered filled the send buffer, so
+        space freed after it raises a new edge (tokio-rs/tokio#5866 takes the same
+        shortcut). False on the fallback backend, whose emulated edge is re-armed only
+        by ``BlockingIOError``. Ask again after registering with another ``Registry``.
+        It never applies to ``accept()``, nor to a read after a read-closed event
+        (that one reads to end of stream).
+        """
+        return self._rearm_sel is None
+
     def sendmsg(self, buffers: Sequence[bytes | bytearray | memoryview]) -> int:
         """Vectored write (``writev``): one system call for several buffers.
 

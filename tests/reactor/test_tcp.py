@@ -378,3 +378,62 @@ def test_io_methods_drained_to_would_block_re_arm_the_edge_on_every_backend(
         assert recv == server.recv  # the wrapper: it must hear "would block"
     else:
         assert recv == server.socket.recv
+
+
+def test_data_after_a_short_read_raises_a_new_event_on_every_backend(
+    poll: Poll, events: Events, listener: TcpListener, closing: list[object]
+) -> None:
+    """The stream-socket exception to the drain rule (reactor.poll, "Draining
+    readiness"): where ``short_io_drains`` says so (epoll, kqueue), a read that
+    returned fewer bytes than asked counts as drained, and data arriving after it
+    still raises an event. On the fallback the reader drains to ``BlockingIOError``,
+    as its emulated edge needs. No readiness is lost either way."""
+    client, server = connected_pair(listener)
+    closing += [client, server]
+    poll.registry.register(server, SERVER, Interest.READABLE)
+    recv = server.io_methods()[0]
+    assert server.short_io_drains is (poll.backend_name != "fallback")
+    for round_ in (b"first", b"second", b"third" * 100):
+        client.sendall(round_)
+        expect_events(poll, events, [(SERVER, READABLE)])
+        data = recv(65536)
+        assert data == round_  # fewer bytes than asked: a short read
+        if not server.short_io_drains:
+            with pytest.raises(BlockingIOError):
+                recv(65536)
+        # Nothing more is read: the next event must come from the next data alone.
+    client.sendall(b"late")
+    expect_events(poll, events, [(SERVER, READABLE)])
+    assert recv(65536) == b"late"
+
+
+def test_buffer_space_after_a_short_send_raises_a_writable_event_on_every_backend(
+    poll: Poll, events: Events, listener: TcpListener, closing: list[object]
+) -> None:
+    """The write side of the same exception: a send that took less than offered
+    counts as drained on epoll and kqueue; once the peer reads, a writable event comes."""
+    client, server = connected_pair(listener)
+    closing += [client, server]
+    server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    poll.registry.register(server, SERVER, Interest.WRITABLE)
+    expect_events(poll, events, [(SERVER, WRITABLE)])
+    send = server.io_methods()[1]
+    block = b"x" * 262144
+    sent = 0
+    for _ in range(1000):
+        n = send(block)
+        sent += n
+        if n < len(block):
+            break  # a short send: the buffer is full
+    else:
+        pytest.fail("no short send in 1,000 sends of 256 KiB")
+    if not server.short_io_drains:
+        with pytest.raises(BlockingIOError):
+            for _ in range(1000):
+                sent += send(block)
+    client.settimeout(5)
+    got = 0
+    while got < sent:  # the peer reads everything: the buffer empties
+        got += len(client.recv(1 << 20))
+    expect_events(poll, events, [(SERVER, WRITABLE)])
+    assert send(b"more") == 4
