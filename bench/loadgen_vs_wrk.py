@@ -30,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.wrk import parse_wrk
-from workers import Server
+from bench.wrk import parse_wrk  # noqa: E402
+from workers import Server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
