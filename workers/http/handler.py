@@ -43,7 +43,6 @@ import logging
 import os
 import time
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from time import perf_counter
@@ -73,6 +72,7 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 # Timer kinds: the phase timer (header, keep-alive, body); the send timer has a slot
 # of its own (``_State.send_timer``).
 T_HEADER, T_KEEPALIVE, T_BODY, T_SEND = 0, 1, 2, 3
+_PROTO_POOL = 64  # parsers kept per handler for connections that need one again
 
 
 class _Response:
@@ -102,6 +102,7 @@ class _State:
         "events",
         "fresh",
         "last_rx",
+        "looping",
         "phase",
         "proto",
         "proxy_buf",
@@ -116,10 +117,12 @@ class _State:
         "write_paused",
     )
 
-    def __init__(self, proto: HttpProtocol, base: dict[str, Any], proxy: bool) -> None:
+    def __init__(self, proto: HttpProtocol | None, base: dict[str, Any], proxy: bool) -> None:
+        # None while the connection is between requests with nothing pending: the
+        # parser went back to the handler's pool (``HttpHandler._rest``).
         self.proto = proto
         self.base = base
-        self.events: deque[Event] = deque()
+        self.events: list[Event] = []  # a list: 56 bytes idle, a deque 600
         self.backlog = bytearray()
         self.phase = IDLE
         self.request: Request | None = None
@@ -130,6 +133,7 @@ class _State:
         self.send_timer: TimerHandle | None = None
         self.send_mark = 0  # write_buffer_size when the send timer was armed
         self.last_rx = 0.0
+        self.looping = False  # inside _process: _finish returns to its loop
         self.started = 0.0
         self.eof = False
         self.fresh = True  # no request head has arrived yet
@@ -182,6 +186,10 @@ class HttpHandler:
         self.response_seconds = 0.0
         # Set by Server.stop(idle_grace=...) before the drain (see ``drain``).
         self.drain_grace = 0.0
+        # Parsers of connections at rest between requests, for the next one to need
+        # one: an idle keep-alive connection holds none (~1.1 KiB each, with llhttp's
+        # state; docs/performance.md, "Memory per idle connection").
+        self._protos: list[HttpProtocol] = []
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -194,7 +202,7 @@ class HttpHandler:
         tls = getattr(conn, "tls", None)  # a TLS connection is made after its handshake
         if tls is not None:
             base.update(tls.environ())
-        st = _State(HttpProtocol(config), base, proxy)
+        st = _State(None, base, proxy)  # the parser comes with the first bytes
         conn.context = st
         self._arm(conn, st, T_HEADER, config.header_timeout)
 
@@ -215,9 +223,16 @@ class HttpHandler:
                 return
         if phase == BODY:
             st.last_rx = time.monotonic()
-        elif st.timer_kind == T_KEEPALIVE:  # first byte of the next head
-            self._arm(conn, st, T_HEADER, self.config.header_timeout)
-        st.events.extend(st.proto.feed(data))
+        # The keep-alive timer gives way to the header timer only if a head is still
+        # incomplete after this feed (``_idle``): a whole request in one read, the
+        # common case, re-arms nothing until its response is out.
+        proto = st.proto
+        if proto is None:
+            pool = self._protos
+            proto = st.proto = pool.pop() if pool else HttpProtocol(self.config)
+        new = proto.feed(data)
+        st.events.extend(new)
+        new.clear()  # the parser keeps this list until its next feed: hold no request
         self._process(conn, st)
 
     def eof_received(self, conn: Connection) -> bool:
@@ -249,14 +264,14 @@ class HttpHandler:
         if st.phase == CLOSED:
             conn.close()  # stops a lingering close; a flush in progress goes on
             return
-        if st.phase == IDLE and not st.fresh and not st.events and not st.backlog and not st.proto.in_head:
+        if st.phase == IDLE and not st.fresh and not st.events and not st.backlog and not _in_head(st):
             # A request may be in the kernel already, its edge not served yet: closing
             # with unread bytes sends RST, and the client reads a reset instead of an
             # answer. Read first (resume_reading reads at once); a request found is
             # answered with Connection: close, and only a connection still idle closes.
             conn.pause_reading()
             conn.resume_reading()
-            if st.phase == IDLE and not st.events and not st.backlog and not st.proto.in_head:
+            if st.phase == IDLE and not st.events and not st.backlog and not _in_head(st):
                 grace = self.drain_grace
                 if grace > 0:
                     # A process being replaced (--max-requests, SIGHUP) is in no hurry:
@@ -298,20 +313,39 @@ class HttpHandler:
     # -- request flow --------------------------------------------------------------------
 
     def _process(self, conn: Connection, st: _State) -> None:
-        """Consume queued events until a response is in progress or the queue is empty."""
+        """Consume queued events until a response is in progress or the queue is empty.
+
+        Hot path: a request without a body is begun inline (no timer call: the phase
+        timer is only marked off), and a response finished inside this loop returns
+        to it (``st.looping``) instead of entering it again.
+        """
         events = st.events
+        st.looping = True
         while events and st.phase < RESPONDING:
-            event = events.popleft()
+            event = events.pop(0)
             kind = type(event)
             if kind is bytes:
                 st.body.append(event)  # type: ignore[arg-type]
             elif event is END_OF_MESSAGE:
                 self._run(conn, st)
             elif kind is Request:
-                self._begin(conn, st, event)  # type: ignore[arg-type]
+                if event.chunked or event.content_length:  # type: ignore[union-attr]
+                    self._begin(conn, st, event)  # type: ignore[arg-type]
+                else:
+                    st.request = event  # type: ignore[assignment]
+                    st.fresh = False
+                    st.started = perf_counter()
+                    st.body = EMPTY_BODY
+                    timer = st.timer
+                    if timer is not None:  # _disarm, inline
+                        timer.cancel()
+                        st.timer = None
+                    st.timer_kind = -1
             else:
+                st.looping = False
                 self._fail(conn, st, event)  # type: ignore[arg-type]
                 return
+        st.looping = False
         if st.phase == IDLE and not events:
             self._idle(conn, st)
 
@@ -335,19 +369,38 @@ class HttpHandler:
         if st.backlog:
             data = bytes(st.backlog)
             st.backlog.clear()
-            st.events.extend(st.proto.feed(data))
+            proto = st.proto
+            if proto is None:  # not at rest with a backlog; kept simple all the same
+                proto = st.proto = HttpProtocol(self.config)
+            new = proto.feed(data)
+            st.events.extend(new)
+            new.clear()
             self._process(conn, st)
             return
-        if st.eof or st.proto.broken or (st.draining and not st.fresh and not st.proto.in_head):
+        proto = st.proto
+        if proto is None:
+            in_head = broken = False
+        else:
+            # ``proto.in_head`` and ``proto.broken``, read directly (no property call)
+            in_head = not proto._head_done and proto._head_raw > 0
+            broken = proto._dead
+        if st.eof or broken or (st.draining and not st.fresh and not in_head):
             self._close(conn, st)
             return
-        if st.proto.in_head:
+        if in_head:
             if st.timer_kind != T_HEADER:
                 self._arm(conn, st, T_HEADER, self.config.header_timeout)
         elif st.write_paused:
             self._disarm(st)  # still sending: the send timer governs; resume_writing re-enters
-        elif st.timer_kind != T_KEEPALIVE:
-            self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
+        else:
+            if st.timer_kind != T_KEEPALIVE:
+                st.timer_kind = T_KEEPALIVE
+                st.timer = conn.rearm(self.config.keepalive_timeout, _fire_phase)
+            if proto is not None and not st.events and proto.at_rest:
+                # Between requests with nothing pending: the parser goes to the pool.
+                st.proto = None
+                if len(self._protos) < _PROTO_POOL:
+                    self._protos.append(proto)
         if st.read_paused:
             st.read_paused = False
             conn.resume_reading()  # may call data_received at once: state is consistent
@@ -385,8 +438,10 @@ class HttpHandler:
         request = st.request
         assert request is not None
         body = st.body
-        body.finish()
-        self._disarm(st)
+        if body is not EMPTY_BODY:
+            body.finish()
+        if st.timer is not None:
+            self._disarm(st)
         st.phase = RESPONDING
         environ = request_environ(st.base, request, body, self.trusted)
         start = StartResponse()
@@ -498,8 +553,15 @@ class HttpHandler:
         ):
             self._finish(conn, st)
             return
-        data = b"".join(chunks)
-        conn.write(head + self._frame(resp, data) if data else head)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not data:
+            conn.write(head)
+        elif resp.mode == LENGTH and len(data) <= resp.remaining:  # _frame, inline
+            resp.remaining -= len(data)
+            resp.sent = len(data)
+            conn.write(head + data)
+        else:
+            conn.write(head + self._frame(resp, data))
         if exhausted:
             self._finish(conn, st)
         else:
@@ -592,14 +654,16 @@ class HttpHandler:
         elif resp.mode == LENGTH and resp.remaining:
             log.warning("application sent %d bytes less than its Content-Length", resp.remaining)
             resp.close = True
-        self._close_result(resp.result)
+        if type(resp.result) is not list:
+            self._close_result(resp.result)
         elapsed = perf_counter() - st.started
         self.response_counts[resp.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
         if self.access is not None:
             self.access.log(st.base["REMOTE_ADDR"], request, resp.status, resp.sent, st.started)
-        st.body.close()
-        st.body = EMPTY_BODY
+        if st.body is not EMPTY_BODY:
+            st.body.close()
+            st.body = EMPTY_BODY
         st.request = None
         if st.phase != RESPONDING:
             return
@@ -607,7 +671,8 @@ class HttpHandler:
             self._close(conn, st)
             return
         st.phase = IDLE
-        self._process(conn, st)
+        if not st.looping:  # else the loop in _process goes on with the next event
+            self._process(conn, st)
 
     def _app_error(self, conn: Connection, st: _State, exc: Exception, environ: dict[str, Any]) -> None:
         log.error(
@@ -708,10 +773,16 @@ class HttpHandler:
                 st.timer = conn.rearm(self.config.body_timeout - idle, _fire_phase)
                 return
             self._fail(conn, st, RequestTimeout("request body stalled"))
-        elif kind == T_HEADER and st.proto.in_head:
+        elif kind == T_HEADER and _in_head(st):
             self._fail(conn, st, RequestTimeout("request head incomplete"))
         else:
             self._close(conn, st)
+
+
+def _in_head(st: _State) -> bool:
+    """A request head has begun arriving on this connection and is not complete."""
+    proto = st.proto
+    return proto is not None and proto.in_head
 
 
 def _fire_phase(conn: Connection) -> None:

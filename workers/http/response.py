@@ -90,15 +90,14 @@ class ResponseEncoder:
         Returns:
             The head, ending with the blank line.
         """
+        line = self._status_lines.get(status)
+        if line is None:
+            line = self.status_line(status)
+        date = self._date
+        if int(time.time()) != date._second:
+            date.line()
         return b"".join(
-            (
-                self.status_line(status),
-                self._date.line(),
-                self._server,
-                headers.encode("latin-1"),
-                extra,
-                b"\r\n",
-            )
+            (line, date._line, self._server, headers.encode("latin-1"), extra, b"\r\n")
         )
 
     def error(self, error: HTTPError) -> bytes:

@@ -245,6 +245,26 @@ def base_environ(peer: Any, local: Any, config: HttpConfig) -> dict[str, Any]:
     }
 
 
+# Header name as sent -> its environ key ("" for a name to drop). Most clients send
+# the same few names in the same spelling: one dict lookup instead of a lower(), a
+# decode, an upper() and a replace() per field. Shared by the workers (dict get/set
+# are atomic); bounded, cleared when full.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX = 1024
+
+
+def _environ_key(name: bytes) -> str:
+    key = _SPECIAL.get(name.lower())
+    if key is None:
+        # "X_Forwarded_For" would alias X-Forwarded-For: such a name is dropped.
+        key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+    if len(name) <= 64:  # long names are not worth keeping (nor their memory)
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[name] = key
+    return key
+
+
 def request_environ(
     base: dict[str, Any], request: Request, body: InputBody, trusted: frozenset[str]
 ) -> dict[str, Any]:
@@ -273,14 +293,14 @@ def request_environ(
     environ["RAW_URI"] = environ["REQUEST_URI"] = target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/1.0"
     environ["wsgi.input"] = body
-    special = _SPECIAL
+    keys = _KEYS
     for name, raw in request.headers:
-        value = raw.decode("latin-1")
-        key = special.get(name.lower())
+        key = keys.get(name)
         if key is None:
-            if b"_" in name:
-                continue  # "X_Forwarded_For" would alias X-Forwarded-For: drop it
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            key = _environ_key(name)
+        if not key:
+            continue  # "X_Forwarded_For" would alias X-Forwarded-For: dropped
+        value = raw.decode("latin-1")
         old = environ.get(key)
         if old is not None:
             value = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old}, {value}"
