@@ -27,27 +27,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from bench.servers import REPO, _http_ok, free_port, raise_nofile
+from bench.servers import REPO, _http_ok, floor_loop_path, free_port, raise_nofile
 from bench.wrk import WrkResult, run_wrk
 
 __all__ = ["PRESETS", "floor_loop_path", "main"]
 
 _VENV = REPO / ".venv" / "bin"
 _PEERS = REPO / ".bench-venv" / "bin"
-
-
-def floor_loop_path() -> Path:
-    """``../shared/bench/floor_loop.py`` as seen from the repository (or $FLOOR_LOOP)."""
-    env = os.environ.get("FLOOR_LOOP")
-    if env:
-        return Path(env)
-    for base in (REPO.parent, REPO.parent.parent):
-        p = base / "shared" / "bench" / "floor_loop.py"
-        if p.exists():
-            return p
-    return REPO.parent / "shared" / "bench" / "floor_loop.py"
 
 
 PRESETS: dict[str, str] = {

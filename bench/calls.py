@@ -40,8 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import apps
-from bench.ab import floor_loop_path
-from bench.servers import free_port
+from bench.servers import floor_loop_path, free_port
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

@@ -161,15 +161,23 @@ def _p99_check(rows: Sequence[Row], name: str, scenario: str, peer: str) -> Targ
 
 
 def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
-    """Issue 6's targets against this run's rows (ratios of medians)."""
+    """Issues 6 and 13's targets against this run's rows (ratios of medians)."""
     checks = [
+        # issue 13: the bare shape, uvicorn on its own ground, and granian
+        _ratio_check(rows, "keep-alive / floor loop >= 0.9 (issue 13)", "keepalive", "floor", 0.9),
+        _ratio_check(rows, "keep-alive / uvicorn-asgi >= 1.35 (issue 13)", "keepalive",
+                     "uvicorn-asgi", 1.35),
+        _ratio_check(rows, "keep-alive / granian >= 0.75 (issue 13)", "keepalive", "granian", 0.75),
+        _ratio_check(rows, "close / uvicorn-asgi >= 1.5 (issue 13)", "close", "uvicorn-asgi", 1.5),
+        _p99_check(rows, "p99 at 50 conns <= uvicorn-asgi (issue 13)", "keepalive", "uvicorn-asgi"),
+        _ratio_check(rows, "2 processes / uvicorn-asgi -w2 >= 1.2 (issue 13)", "procs2",
+                     "uvicorn-asgi", 1.2),
+        _ratio_check(rows, "mixed / gunicorn gthread >= 1.1 (issue 13)", "mixed", "gunicorn", 1.1),
+        # issue 6
         _ratio_check(rows, "keep-alive / uvicorn >= 1.35", "keepalive", "uvicorn", 1.35),
-        _ratio_check(rows, "keep-alive / uvicorn-asgi >= 1.35 (reference)", "keepalive", "uvicorn-asgi", 1.35),
         _ratio_check(rows, "keep-alive / waitress >= 2 (issue 4)", "keepalive", "waitress", 2.0),
         _ratio_check(rows, "close / uvicorn >= 1.5", "close", "uvicorn", 1.5),
-        _ratio_check(rows, "close / uvicorn-asgi >= 1.5 (reference)", "close", "uvicorn-asgi", 1.5),
         _p99_check(rows, "p99 at 50 conns <= uvicorn", "keepalive", "uvicorn"),
-        _p99_check(rows, "p99 at 50 conns <= uvicorn-asgi (reference)", "keepalive", "uvicorn-asgi"),
         _ratio_check(rows, "2 processes / uvicorn -w2 >= 1.0", "procs2", "uvicorn", 1.0),
         _ratio_check(rows, "2 processes / gunicorn gthread -w2 >= 1.0", "procs2", "gunicorn", 1.0),
         _ratio_check(rows, "mixed / waitress (8 threads) >= 1.0", "mixed", "waitress", 1.0),
@@ -183,6 +191,7 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
     if mine is not None and peer is not None and "rss_per_conn_kib" in mine.extra:
         a, b = mine.extra["rss_per_conn_kib"], peer.extra.get("rss_per_conn_kib", 0.0)
         checks.append(TargetCheck("idle 10k: RSS/conn <= uvicorn", a <= b, f"{a:.2f} KiB vs {b:.2f} KiB"))
+        checks.append(TargetCheck("idle 10k: RSS/conn <= 3 KiB (issue 13)", a <= 3.0, f"{a:.2f} KiB"))
     else:
         checks.append(TargetCheck("idle 10k: RSS/conn <= uvicorn", None, "not measured"))
     if mine is not None and "active_share" in mine.extra:

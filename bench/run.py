@@ -75,8 +75,9 @@ SERVER_EXE = {
     "waitress": "waitress-serve",
     "gunicorn": "gunicorn",
     "granian": "granian",
+    "floor": "python",
 }
-HELLO_PEERS = ("ours", "uvicorn", "uvicorn-asgi", "waitress", "gunicorn", "granian")
+HELLO_PEERS = ("ours", "uvicorn", "uvicorn-asgi", "waitress", "gunicorn", "granian", "floor")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ __all__ = [
     "PEERS",
     "Launched",
     "ServerSpec",
+    "floor_loop_path",
     "free_port",
     "launch",
     "make_certificate",
@@ -134,6 +135,25 @@ def _granian_tls(cert: str, key: str) -> list[str]:
     return ["--ssl-certificate", cert, "--ssl-keyfile", key]
 
 
+def floor_loop_path() -> Path:
+    """``../shared/bench/floor_loop.py`` next to the repository ($FLOOR_LOOP overrides)."""
+    env = os.environ.get("FLOOR_LOOP")
+    if env:
+        return Path(env)
+    for base in (REPO.parent, REPO.parent.parent):
+        path = base / "shared" / "bench" / "floor_loop.py"
+        if path.exists():
+            return path
+    return REPO.parent / "shared" / "bench" / "floor_loop.py"
+
+
+def _floor(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
+    # The yardstick of issue 13: the architecture's bare shape (one worker, no timeouts,
+    # limits or Date header). Threads, processes and idle settings do not apply.
+    return [str(b / "python"), str(floor_loop_path()), "--port", str(port), "--app",
+            f"bench.apps:{app}"]
+
+
 PEERS: dict[str, ServerSpec] = {
     s.name: s
     for s in (
@@ -151,6 +171,8 @@ PEERS: dict[str, ServerSpec] = {
                    _gunicorn_tls),
         ServerSpec("granian", _granian, "granian",
                    "granian --interface wsgi --workers P --blocking-threads W", _granian_tls),
+        ServerSpec("floor", _floor, "httptools",
+                   "reference: ../shared/bench/floor_loop.py --port P --app bench.apps:APP"),
     )
 }
 
