@@ -67,7 +67,7 @@ class Deadline:
 
     def set(self, delay: float, callback: Callable[[Any], None]) -> Deadline:
         """Arm for ``delay`` seconds from now; ``callback(conn)`` runs then."""
-        at = time.monotonic() + max(delay, 0.0)
+        at = time.monotonic() + (delay if delay > 0.0 else 0.0)  # no max(): a C call with kwargs parsing
         self.at = at
         self.callback = callback
         queued = self.queued_at

@@ -231,8 +231,11 @@ class HttpHandler:
             pool = self._protos
             proto = st.proto = pool.pop() if pool else HttpProtocol(self.config)
         new = proto.feed(data)
-        st.events.extend(new)
-        new.clear()  # the parser keeps this list until its next feed: hold no request
+        if st.events:
+            st.events.extend(new)
+            new.clear()  # the parser keeps this list until its next feed: hold no request
+        else:
+            st.events = new  # consumed by _process; the parser's next feed makes a new one
         self._process(conn, st)
 
     def eof_received(self, conn: Connection) -> bool:

@@ -55,6 +55,8 @@ _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"
 # re-check only.
 _VALIDATED: dict[tuple[Any, ...], tuple[str, int | None, bool]] = {}
 _VALIDATED_MAX = 512
+# Status strings (exactly ``str``) that passed ``_STATUS``; bounded like _VALIDATED.
+_GOOD_STATUS: set[str] = set()
 
 
 class AppError(Exception):
@@ -129,8 +131,12 @@ class StartResponse:
                 exc_info = None  # break the traceback cycle (PEP 3333)
         elif self.status:
             raise AppError("start_response called a second time without exc_info")
-        if type(status) is not str or not _STATUS(status):
-            raise AppError(f"invalid status {status!r}")
+        # A status string is checked once (the regex is ~2k instructions per call).
+        if type(status) is not str or status not in _GOOD_STATUS:
+            if type(status) is not str or not _STATUS(status):
+                raise AppError(f"invalid status {status!r}")
+            if len(_GOOD_STATUS) < _VALIDATED_MAX:
+                _GOOD_STATUS.add(status)
         if type(headers) is not list:
             raise AppError("response headers must be a list")
         # Most apps send the same few header lists again and again: a list validated
@@ -257,7 +263,7 @@ def _environ_key(name: bytes) -> str:
     key = _SPECIAL.get(name.lower())
     if key is None:
         # "X_Forwarded_For" would alias X-Forwarded-For: such a name is dropped.
-        key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        key = "" if 95 in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
     if len(name) <= 64:  # long names are not worth keeping (nor their memory)
         if len(_KEYS) >= _KEYS_MAX:
             _KEYS.clear()
@@ -288,7 +294,10 @@ def request_environ(
         path, _, query = target[target.index(b"://") + 3 + len(authority) :].partition(b"?")
         path = path or b"/"
     environ["REQUEST_METHOD"] = request.method
-    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if b"%" in path else path.decode("latin-1")
+    # ``37 in path`` (the int of "%") is a memchr; ``b"%" in path`` first tries the
+    # operand as an int, formats and clears a TypeError, then searches: callgrind
+    # counted ~1,650 instructions per request for that one test.
+    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if 37 in path else path.decode("latin-1")
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["RAW_URI"] = environ["REQUEST_URI"] = target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/1.0"
