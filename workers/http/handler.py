@@ -73,6 +73,18 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 # of its own (``_State.send_timer``).
 T_HEADER, T_KEEPALIVE, T_BODY, T_SEND = 0, 1, 2, 3
 _PROTO_POOL = 64  # parsers kept per handler for connections that need one again
+_NO_ITERATOR: Iterator[bytes] = iter(())  # exhausted: the body was a list
+# Validated status strings -> code, and "Content-Length: N" lines for small N: each
+# formatted once, not per response (shared by the workers: dict get/set are atomic).
+_CODES: dict[str, int] = {}
+_LENGTH_LINES: dict[int, bytes] = {}
+
+
+def _length_line(length: int) -> bytes:
+    line = b"Content-Length: %d\r\n" % length
+    if length < 65536 and len(_LENGTH_LINES) < 1024:
+        _LENGTH_LINES[length] = line
+    return line
 
 
 class _Response:
@@ -452,11 +464,13 @@ class HttpHandler:
         chunks: list[bytes] = []
         first = b""
         exhausted = True  # every body byte is in ``chunks``: the length is known
-        iterator: Iterator[bytes] = iter(())
+        iterator: Iterator[bytes] = _NO_ITERATOR
         try:
             with self.worker.blocking():
                 result = self.app(environ, start)
-                if type(result) is list or type(result) is tuple:
+                if type(result) is list:
+                    chunks = result  # read, never changed (a new list if anything is added)
+                elif type(result) is tuple:
                     chunks = list(result)
                 elif isinstance(result, FileWrapper):
                     iterator = iter(result)
@@ -484,7 +498,13 @@ class HttpHandler:
             chunks = start.written + chunks
         if first:
             chunks.append(first)
-        resp = _Response(result, iterator, int(start.status[:3]))
+        status = start.status
+        code = _CODES.get(status)
+        if code is None:
+            code = int(status[:3])
+            if len(_CODES) < 256:
+                _CODES[status] = code
+        resp = _Response(result, iterator, code)
         st.response = resp
         self._send_head(conn, st, request, start, resp, chunks, exhausted)
 
@@ -529,7 +549,7 @@ class HttpHandler:
             if length is not None:
                 resp.mode = LENGTH
                 resp.remaining = length
-                extra = b"Content-Length: %d\r\n" % length
+                extra = _LENGTH_LINES.get(length) or _length_line(length)
             elif request.version == "1.1":
                 resp.mode = CHUNKED
                 extra = b"Transfer-Encoding: chunked\r\n"
