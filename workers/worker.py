@@ -41,6 +41,7 @@ __all__ = ["DRAIN", "FIRST_CONN_TOKEN", "STOP", "Dispatch", "NewConnection", "Wo
 log = logging.getLogger("workers")
 
 _READ_BITS = READABLE | READ_CLOSED | ERROR
+_SPIN = 0.001  # seconds the hot worker waits in its own poll before handing over
 
 
 class NewConnection:
@@ -204,6 +205,8 @@ class Worker:
                         batch = None
                 if batch is None and self_poll and not queue_size():
                     batch = self._poll_self()
+                    if batch is None and not later and not queue_size():
+                        batch = self._poll_self(_SPIN)
                 if batch is None:
                     if later:  # work of our own is left: look, do not wait
                         try:
@@ -241,7 +244,7 @@ class Worker:
             slots.leave(h)
 
     # -- the hot path ------------------------------------------------------------------
-    def _poll_self(self) -> deque[Any] | None:
+    def _poll_self(self, wait: float = 0.0) -> deque[Any] | None:
         """Poll the shared ``Poll`` without blocking, instead of waiting for the acceptor.
 
         Under load the next events are usually ready by the time a batch is done;
@@ -261,7 +264,11 @@ class Worker:
         handed = 0
         try:
             assert dispatch.poll is not None
-            dispatch.poll.poll(self._events, 0)
+            if wait:
+                due = self.timers.timeout()
+                if due is not None and due < wait:
+                    wait = due
+            dispatch.poll.poll(self._events, wait)
             raw = self._events.raw
             if not raw:
                 return None
