@@ -9,6 +9,8 @@ blocking-socket client, so its own work is not counted). Per request:
 * ``py calls``: Python function calls (profile ``call`` events) in the server's threads;
 * ``C calls``: calls of C functions from Python (``c_call``: ``sock.recv``,
   ``dict.get``, ``len``...);
+* ``instructions`` (``--callgrind``): machine instructions per request in the server
+  process, by callgrind (``measure_callgrind``);
 * ``allocs`` (``--allocs``): calls of CPython's allocators in the server process,
   counted by ``perf`` uprobes in a second run (``measure_allocs`` says why not
   ``tracemalloc``, which cannot see blocks that are freed again).
@@ -259,21 +261,43 @@ def measure_allocs(which: str, connections: int, requests: int) -> dict[str, flo
     return {"allocs": total / requests}
 
 
-def measure_transient_bytes(which: str, connections: int, requests: int) -> float:
-    """tracemalloc's peak above the start, over a run: the transient bytes at worst."""
-    import tracemalloc
+def measure_callgrind(which: str, connections: int, requests: int) -> float | None:
+    """Instructions per request in the server process, counted by callgrind.
 
-    start = _start_product if which == "product" else _start_floor
-    port, stop = start()
-    _drive(port, connections, 200)
-    tracemalloc.start(1)
-    cur0, _ = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    _drive(port, connections, requests)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    stop()
-    return (peak - cur0) / 1024
+    The server runs under ``valgrind --tool=callgrind --instr-atstart=no``;
+    instrumentation is switched on (``callgrind_control -i on``) after a warm-up of
+    200 requests and off after ``requests`` more, so start-up is not counted. Every
+    thread counts, including the acceptor's timed wake-ups, which valgrind's slowdown
+    makes more frequent per request. None when valgrind is missing.
+    """
+    import shutil
+    import tempfile
+
+    valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
+    if valgrind is None or control is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        child = subprocess.Popen(
+            [valgrind, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             sys.executable, __file__, "--serve", which],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            port = int(child.stdout.readline())
+            _drive(port, connections, 200)
+            subprocess.run([control, "-i", "on", str(child.pid)], capture_output=True, check=True)
+            _drive(port, connections, requests)
+            subprocess.run([control, "-i", "off", str(child.pid)], capture_output=True, check=True)
+        finally:
+            if child.stdin is not None:
+                child.stdin.close()
+            child.wait(120)
+        total = 0
+        for line in out.read_text().splitlines():
+            if line.startswith("totals:"):
+                total = int(line.split()[1])
+    return total / requests
 
 
 def serve(which: str) -> None:
@@ -293,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=0, help="also list the N most-called functions")
     ap.add_argument("--allocs", action="store_true", help="also count allocator calls (perf)")
     ap.add_argument("--opcodes", action="store_true", help="also count bytecodes executed")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count instructions per request (valgrind)")
     ap.add_argument("--serve", choices=("product", "floor"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.serve:
@@ -307,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.opcodes:
             ops = measure_opcodes(which, a.connections, a.requests, a.top)
             print(f"{which:8s} bytecodes/req {ops:7.1f}", flush=True)
+        if a.callgrind:
+            ir = measure_callgrind(which, a.connections, a.requests)
+            print(f"{which:8s} instructions/req {ir:,.0f}" if ir else
+                  f"{which:8s} instructions: needs valgrind", flush=True)
         if a.allocs:
             m = measure_allocs(which, a.connections, a.requests)
             print(f"{which:8s} allocs/req {m['allocs']:7.2f}" if m else
