@@ -9,18 +9,22 @@ its own acceptor and worker threads.
 How children share a TCP port (``Config.share``):
 
 * ``reuseport`` (``auto`` on Linux): the supervisor binds the address with
-  SO_REUSEPORT but never listens on it, which holds the port (and turns port 0 into
-  a real number) without taking connections; each child binds the same address
-  with SO_REUSEPORT and listens, and the kernel spreads connections over the
-  children's accept queues.
+  SO_REUSEPORT without listening, which holds the port (and turns port 0 into a real
+  number); then, for each process *slot* (0 .. processes-1), it opens one more
+  SO_REUSEPORT socket on it that listens (``Supervisor.slot_listeners``). The kernel
+  spreads connections over the slots' accept queues. The process in a slot inherits
+  its slot's sockets as ``fd://N``, and so does the process that replaces it: a
+  queue outlives the process that accepts from it, so a replacement (or a death)
+  resets none of the connections waiting in it. The supervisor itself never accepts.
 * ``inherit`` (elsewhere, and always for ``unix:``, ``fd://`` and systemd sockets):
   the supervisor opens the listener and every child inherits it as ``fd://N``.
 
 Signals to the supervisor: SIGTERM/SIGINT stop gracefully (forwarded to every
 child, which drains within ``graceful_timeout``; a second one kills them); SIGHUP
 does a rolling restart, one child at a time: start a new one, wait until it serves,
-then tell the old one to retire (``Child.retire``). A child that dies is replaced at once; one that dies
-before it serves is retried with a growing delay. With ``reload`` a change to a
+then tell the old one to retire (``Child.retire``). A child that dies is replaced
+at once (in its slot); one that dies before it serves is retried with a growing
+delay. With ``reload`` a change to a
 watched ``.py`` file does the same rolling restart.
 
 Replacing one child (``Supervisor.replace``) works the same way: start the new one,
@@ -130,6 +134,24 @@ def _reserve(spec: str) -> tuple[socket.socket, str]:
     return sock, where
 
 
+def _slot_listener(reserved: socket.socket, backlog: int) -> socket.socket:
+    """A listening socket on ``reserved``'s address, in its SO_REUSEPORT group."""
+    family = reserved.family
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            v6only = reserved.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sock.bind(reserved.getsockname())
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class State(Enum):
     STARTING = "starting"
     READY = "ready"
@@ -152,6 +174,7 @@ class Child:
         self.replacing = False  # a replacement was asked for
         self.retired_at = 0.0  # when it was told to stop (RETIRING)
         self.last_heard = self.started  # its last message (the heartbeat, at least)
+        self.slot = 0  # its process slot: its reuseport listeners (Supervisor.slot_listeners)
 
     @property
     def pid(self) -> int:
@@ -203,6 +226,12 @@ class Supervisor:
         self.pass_fds: list[int] = []
         self.described: list[str] = []
         self._held_sockets: list[socket.socket] = []
+        # --share reuseport: for each such bind, its scheme prefix and the reserved
+        # socket; each process slot gets its own listening socket on it (_slot_socks),
+        # which outlives the processes in that slot (see ``slot_listeners``).
+        self._reuse: list[tuple[str, socket.socket]] = []
+        self._slot_socks: dict[int, list[socket.socket]] = {}
+        self._bind_order: list[str | int] = []  # a child bind, or an index into _reuse
         self._held_listeners: list[BoundListener] = []
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -251,6 +280,8 @@ class Supervisor:
                     sock, where = _reserve(bare)
                     self._held_sockets.append(sock)
                     prefix = f"{scheme}://" if scheme else ""
+                    self._bind_order.append(len(self._reuse))
+                    self._reuse.append((prefix, sock))
                     self.child_binds.append(prefix + where)
                     self.described.append(self._described(scheme, kind, where))
                 else:
@@ -264,6 +295,7 @@ class Supervisor:
                 # The bind's https:// or http:// goes with it (docs/tls.md).
                 prefix = f"{bl.scheme}://" if bl.scheme else ""
                 self.child_binds.append(f"{prefix}fd://{fd}")
+                self._bind_order.append(f"{prefix}fd://{fd}")
                 self.pass_fds.append(fd)
                 self.described.append(self._described(bl.scheme, bl.kind, bl.describe()))
         except BindError as exc:
@@ -279,7 +311,39 @@ class Supervisor:
         )
         return f"https://{where}" if tls else where
 
+    def slot_listeners(self, slot: int) -> list[socket.socket]:
+        """The listening sockets of process slot ``slot`` (``--share reuseport``).
+
+        One per reuseport bind, bound with SO_REUSEPORT to the reserved address and
+        listening; the kernel spreads new connections over the slots' accept queues.
+        The supervisor never accepts on them: the process in the slot inherits them
+        (``fd://N``), and so does its replacement (``--max-requests``, SIGHUP, a
+        death). A queue therefore outlives the process that accepts from it: closing
+        a process's own listener would reset the connections that reached its queue
+        after its last accept, once per replacement.
+
+        Raises:
+            ServeError: the socket cannot be made (it was bound once already).
+        """
+        socks = self._slot_socks.get(slot)
+        if socks is None:
+            socks = []
+            try:
+                for _, reserved in self._reuse:
+                    socks.append(_slot_listener(reserved, self.config.backlog))
+            except OSError as exc:
+                for s in socks:
+                    s.close()
+                raise ServeError(f"cannot open a listener for process slot {slot}: "
+                                 f"{exc.strerror or exc}") from None
+            self._slot_socks[slot] = socks
+        return socks
+
     def close_listeners(self) -> None:
+        for socks in self._slot_socks.values():
+            for sock in socks:
+                sock.close()
+        self._slot_socks.clear()
         for sock in self._held_sockets:
             sock.close()
         for bl in self._held_listeners:
@@ -290,19 +354,27 @@ class Supervisor:
         self._held_sockets.clear()
         self._held_listeners.clear()
 
-    def child_config(self) -> Config:
-        """The ``Config`` a child serves: the supervisor's binds, as it holds them."""
+    def child_config(self, slot: int = 0) -> Config:
+        """The ``Config`` a child in ``slot`` serves: the supervisor's binds, as it holds
+        them (its slot's listeners for reuseport binds)."""
+        socks = self.slot_listeners(slot) if self._reuse else []
+        binds = [
+            entry if isinstance(entry, str) else f"{self._reuse[entry][0]}fd://{socks[entry].fileno()}"
+            for entry in self._bind_order
+        ]
         return self.config.replace(
-            binds=tuple(self.child_binds),
+            binds=tuple(binds),
             use_systemd=False,
-            reuse_port=bool(self._held_sockets),
+            reuse_port=False,
             reload=False,
             metrics_bind=None,
         )
 
     # -- children ------------------------------------------------------------------------
-    def spawn(self) -> Child:
-        """Start one server process and send it its configuration."""
+    def spawn(self, slot: int = 0) -> Child:
+        """Start one server process in ``slot`` and send it its configuration."""
+        config = self.child_config(slot)
+        slot_fds = [s.fileno() for s in self._slot_socks.get(slot, ())]
         mine, theirs = socket.socketpair()
         fd = theirs.fileno()
         env = dict(os.environ)
@@ -318,7 +390,7 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD_CODE, str(fd)],
-                pass_fds=[fd, *self.pass_fds, *extra_fds],
+                pass_fds=[fd, *self.pass_fds, *slot_fds, *extra_fds],
                 env=env,
             )
         except BaseException:
@@ -331,7 +403,6 @@ class Supervisor:
                 stats_theirs.close()
         if self.child_stats is not None and stats_mine is not None:
             self.child_stats.add(proc.pid, stats_mine)
-        config = self.child_config()
         limit = 0
         if config.max_requests:
             limit = config.max_requests + random.randint(0, config.max_requests_jitter)
@@ -341,6 +412,7 @@ class Supervisor:
             mine.sendall(payload)
         mine.setblocking(False)
         child = Child(proc, mine)
+        child.slot = slot
         child.max_requests = limit
         self._selector.register(mine, selectors.EVENT_READ, child)
         self.children.append(child)
@@ -480,7 +552,7 @@ class Supervisor:
         except ProcessError as exc:
             self.close_listeners()
             raise ServeError(str(exc)) from None
-        first = [self.spawn() for _ in range(self.config.processes)]
+        first = [self.spawn(slot) for slot in range(self.config.processes)]
         for child in first:
             if not self.wait_ready(child, self.config.startup_timeout):
                 reason = child.error or f"the server process {child.describe_exit()}"
@@ -492,10 +564,11 @@ class Supervisor:
 
     def ensure_children(self) -> None:
         """Start children until ``processes`` are starting or serving."""
-        live = sum(1 for c in self.children if c.live)
-        if live < self.config.processes and time.monotonic() >= self._next_spawn:
-            for _ in range(self.config.processes - live):
-                self.spawn()
+        used = {c.slot for c in self.children if c.live}
+        if len(used) < self.config.processes and time.monotonic() >= self._next_spawn:
+            for slot in range(self.config.processes):
+                if slot not in used:
+                    self.spawn(slot)
 
     def rolling_restart(self, reason: str) -> bool:
         """Replace every child, one at a time; the old one stops once the new one serves.
@@ -510,7 +583,7 @@ class Supervisor:
         for child in old:
             if self.stopping:
                 return False
-            new = self.spawn()
+            new = self.spawn(child.slot)
             if not self.wait_ready(new, self.config.startup_timeout):
                 if not self.stopping:
                     log.error("rolling restart stopped: the new server process failed (%s); "
@@ -534,7 +607,7 @@ class Supervisor:
         """
         if not child.live:
             return False
-        new = self.spawn()
+        new = self.spawn(child.slot)
         if not self.wait_ready(new, self.config.startup_timeout):
             if not self.stopping:
                 log.error("could not replace server process %d (%s): the new one failed "
@@ -591,6 +664,14 @@ class Supervisor:
         for child in self.children:
             if child.state is not State.EXITED:
                 child.signal(signum)
+        # Let go of the listeners the children share: each closes once the last child
+        # has made its final accept and closed its copy, and new connections are then
+        # refused, not queued where nobody will accept them (and reset at the end).
+        for socks in self._slot_socks.values():
+            for sock in socks:
+                sock.close()
+        for bl in self._held_listeners:
+            bl.listener.close()
         deadline = time.monotonic() + self.config.graceful_timeout + _KILL_GRACE
         while self.children and time.monotonic() < deadline:
             self.pump(0.1)

@@ -83,6 +83,26 @@ def test_ab_against_recycling_processes_fails_nothing_and_the_pids_change(
 
 
 @pytest.mark.skipif(shutil.which("ab") is None, reason="ab (apache2-utils) is not installed")
+@pytest.mark.parametrize("share", ["reuseport", "inherit"])
+def test_new_connections_across_many_replacements_are_never_reset(share: str) -> None:
+    """Every replacement stops a process while clients connect. With ``reuseport`` the
+    replacement inherits its slot's listen socket, so the connections queued there
+    after the old process's last accept are not reset (before the slot sockets: 3 in
+    40,000 over 12 replacements)."""
+    with ServeProcess(["tests.cli.apps:pid", "-b", "127.0.0.1:0", "--processes", "2", "-w", "2",
+                       "--max-requests", "1000", "--max-requests-jitter", "100",
+                       "--share", share]) as server:
+        port = tcp_address(server.wait_serving()[0])[1]
+        out = subprocess.run(
+            ["ab", "-r", "-n", "30000", "-c", "20", f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, timeout=120,
+        ).stdout
+        assert re.search(r"Complete requests:\s+30000\b", out), out
+        assert re.search(r"Failed requests:\s+0\b", out), out
+        assert replacements(server) >= 3, server.output
+
+
+@pytest.mark.skipif(shutil.which("ab") is None, reason="ab (apache2-utils) is not installed")
 def test_ab_keepalive_across_recycles_fails_nothing(recycling: tuple[ServeProcess, int]) -> None:
     """``ab -k`` counts a keep-alive connection closed between requests as a failure
     (a reset, or a "length" error when it reads EOF); a replaced process keeps its idle
