@@ -43,6 +43,7 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from reactor.event import ERROR, READ_CLOSED
 from reactor.net import Stream
 from workers.connection import HIGH_WATER, READ_BUDGET, RECV_SIZE, Conn, FileSlice
 from workers.tls import TlsSession
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["PLAIN_HTTP_RESPONSE", "TlsConn"]
 
 _HANDSHAKE_RECORD = 0x16
+_HUP_BITS = READ_CLOSED | ERROR  # after these, read to end of stream (as Conn does)
 # Every engine call (read, write, pending) releases the GIL in CPython's _ssl: with
 # other threads runnable, each is a chance to lose it (docs/design.md, "The GIL"), so
 # the hot path makes two per request (a read and a write) and asks ``pending()`` only
@@ -241,10 +243,15 @@ class TlsConn(Conn):
         """Read the socket, decrypt, hand the plaintext over; the module docstring says
         why everything the engine holds is handed over before this returns.
 
-        It always drains to ``BlockingIOError`` (``bits`` and ``strict`` change
-        nothing here): a short read may end mid-record, and the engine's own reads
-        decide what is complete. The short-read rule of ``Conn.on_readable`` is an
-        allowance, not an obligation."""
+        The socket follows ``Conn.on_readable``'s rule: on epoll and kqueue a read
+        shorter than ``RECV_SIZE`` drained it (not after a read-closed ``bits``, nor
+        when ``strict``), and the loop stops **once the engine has handed over all it
+        can decrypt** from that read. A record cut by the short read stays in the
+        engine; its rest arrives later and raises an edge of its own. The handshake
+        reads strictly.
+        """
+        if bits & _HUP_BITS:
+            self._hup = True
         if self._read_paused or self._state or self._eof:
             if self._state == 3:
                 self._linger_read()  # a lingering close discards ciphertext unread
@@ -255,6 +262,8 @@ class TlsConn(Conn):
         inc = self._in
         handler = self.handler
         budget = READ_BUDGET
+        short = self._short and not self._hup and not strict
+        drained = False
         while True:
             # Only ciphertext can be left here: ``_decrypt`` empties the engine's
             # plaintext each time, so ``pending()`` (which drops the GIL) is not asked.
@@ -273,6 +282,8 @@ class TlsConn(Conn):
             if self._peer_closed:  # close_notify: nothing more will come
                 self._on_eof()
                 return
+            if drained:
+                return  # the last read was short (epoll, kqueue): the socket is empty
             try:
                 raw = recv(RECV_SIZE)
             except BlockingIOError:
@@ -284,6 +295,7 @@ class TlsConn(Conn):
                 self._on_eof()
                 return
             inc.write(raw)
+            drained = short and len(raw) < RECV_SIZE
 
     def _decrypt(self) -> bytes:
         """All the plaintext the engine can give now; sets ``_peer_closed`` on close_notify

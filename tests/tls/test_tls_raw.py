@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -262,3 +263,39 @@ def test_close_notify_after_records_held_by_a_pause_still_ends_the_connection(pk
             assert wait_for(lambda: srv.stats()["active"] == 0, 5.0)
         finally:
             client.close()
+
+
+@pytest.fixture(params=__import__("reactor").available_backends())
+def echo_each_backend(request: pytest.FixtureRequest, pki: Pki) -> Iterator[Server]:
+    with Server(handler=EchoHandler, bind="127.0.0.1:0", workers=1, backend=request.param,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        yield srv
+
+
+def test_records_after_a_short_read_raise_an_edge_and_are_served(echo_each_backend: Server,
+                                                                  pki: Pki) -> None:
+    # A short read counts as drained on epoll and kqueue: what comes later (here a
+    # record cut in two, its rest 50 ms later) must raise an edge of its own.
+    client = BioClient(echo_each_backend.address, pki.client_context())
+    try:
+        for i in range(5):
+            data = client.encrypt([b"piece %d " % i * 100])
+            client.sock.sendall(data[: len(data) // 2])
+            time.sleep(0.05)
+            client.sock.sendall(data[len(data) // 2 :])
+            assert client.read(len(b"piece %d " % i * 100)) == b"piece %d " % i * 100
+    finally:
+        client.close()
+
+
+def test_data_then_a_tcp_fin_is_served_and_the_end_of_stream_seen(echo_each_backend: Server,
+                                                                  pki: Pki) -> None:
+    client = BioClient(echo_each_backend.address, pki.client_context())
+    try:
+        client.sock.sendall(client.encrypt([b"last words"]))
+        client.sock.shutdown(socket.SHUT_WR)  # a FIN without close_notify, with the data
+        assert client.read(10) == b"last words"
+        assert client.read(1, timeout=5) == b""  # the server closed: it saw the FIN
+        assert wait_for(lambda: echo_each_backend.stats()["active"] == 0, 5.0)
+    finally:
+        client.close()
