@@ -225,3 +225,21 @@ def test_reactor_bench_tls_options_that_cannot_work_are_named(args: list[str], m
     out = CliRunner().invoke(cli.reactor, ["bench", *args, "-n", "1"])
     assert out.exit_code == 2
     assert message in out.output
+
+
+@pytest.mark.parametrize("share", ["inherit", "reuseport"])
+def test_processes_keep_each_binds_tls_choice(pki: Pki, share: str) -> None:
+    if share == "reuseport" and not hasattr(socket, "SO_REUSEPORT"):
+        pytest.skip("SO_REUSEPORT is not available here")
+    with ServeProcess(["tests.cli.apps:app", "-b", "127.0.0.1:0", "-b", "http://127.0.0.1:0",
+                       "-p", "2", "-w", "1", "--share", share, "--certfile", pki.both_pem]) as proc:
+        listening = proc.wait_serving(30)
+        assert [w.startswith("https://") for w in listening] == [True, False]
+        tls_address = _https_address(listening)
+        plain_address = tcp_address(listening[1])
+        with socket.create_connection(tls_address, timeout=5) as raw, \
+                pki.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            assert _get(tls, close=True).startswith(b"HTTP/1.1 200 OK")
+        with socket.create_connection(plain_address, timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert recv_all(sock).startswith(b"HTTP/1.1 200 OK")

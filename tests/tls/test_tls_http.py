@@ -346,3 +346,27 @@ def test_an_error_response_is_read_whole_then_a_clean_tls_close(pki: Pki) -> Non
         assert got.startswith(b"HTTP/1.1 413 ")
         assert b"Connection: close" in got
         assert wait_for(lambda: srv.stats()["active"] == 0, 5.0)
+
+
+def test_a_contexts_own_sni_callback_still_picks_the_certificate(pki: Pki) -> None:
+    other = pki.ca.issue_cert("other.localhost", common_name="other")
+    other_pem = pki.dir / "other.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(other_pem))
+    default = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    default.load_cert_chain(pki.both_pem)
+    second = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    second.load_cert_chain(str(other_pem))
+
+    def pick(sslobj: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+        if name == "other.localhost":
+            sslobj.context = second
+
+    default.sni_callback = pick
+    with Server(env_app, bind="127.0.0.1:0", workers=1, ssl=default) as srv:
+        for name, cn in (("localhost", "server"), ("other.localhost", "other")):
+            with socket.create_connection(srv.address, timeout=5) as raw, \
+                    pki.client_context().wrap_socket(raw, server_hostname=name) as tls:
+                assert dict(x[0] for x in tls.getpeercert()["subject"])["commonName"] == cn
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                body = recv_all(tls).partition(b"\r\n\r\n")[2]
+                assert json.loads(body)["SSL_SERVER_NAME"] == name
