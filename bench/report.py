@@ -248,7 +248,7 @@ def results_markdown(
         "",
         format_table(rows, titles, markdown=True),
         "",
-        "Targets (issue 6):",
+        "Targets (issues 6, 13 and 14):",
         "",
     ]
     mark = {True: "met", False: "**missed**", None: "not measured"}

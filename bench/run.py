@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: (order.get(r.scenario, 99), r.server != "ours"))
     checks = check_targets(rows)
     print(format_table(rows, titles))
-    print("\nTargets (issue 6; ratios of medians, per-round range in brackets):")
+    print("\nTargets (issues 6, 13 and 14; ratios of medians, per-round range in brackets):")
     print(format_checks(checks))
     for n in notes:
         print(f"note: {n}")
