@@ -416,9 +416,6 @@ class HttpProtocol:
         """Check the head (here and in ``validate``: the one place) and emit a ``Request``."""
         try:
             parser = self._parser
-            version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                raise VersionNotSupported(f"HTTP/{version}")
             raw_method = parser.get_method()
             method = raw_method.decode("ascii")
             url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
@@ -432,6 +429,15 @@ class HttpProtocol:
             at += len(raw_method) + len(url) + 10
             if src[at : at + 2] != b"\r\n":
                 raise BadRequest("request line is not 'method SP target SP version CRLF'")
+            # The version is the line's last 8 bytes, "HTTP/x.y" (llhttp checked the
+            # shape); read there, it costs a slice, where get_http_version() formats.
+            digits = src[at - 3 : at]
+            if digits == b"1.1":
+                version = "1.1"
+            elif digits == b"1.0":
+                version = "1.0"
+            else:
+                raise VersionNotSupported(f"HTTP/{bytes(digits).decode('latin-1')}")
             self._line_src = b""  # it may be a whole read: keep no body bytes alive
             # (``int in bytes`` is a memchr; ``bytes in bytes`` costs ten times more.)
             if url[0] == 47 and 37 not in url and 35 not in url and 92 not in url and method != "CONNECT":
