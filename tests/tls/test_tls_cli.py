@@ -216,6 +216,28 @@ def test_reactor_bench_loads_an_https_server_with_cacert_or_insecure(pki: Pki) -
         assert "CERTIFICATE_VERIFY_FAILED" in out.output and "--cacert" in out.output
 
 
+def test_reactor_bench_https_on_the_fallback_backend_gets_every_response(pki: Pki) -> None:
+    # The read that finishes a client handshake returns data; the fallback backend
+    # re-arms readable only on BlockingIOError, so a client that stops there never
+    # hears the response (epoll would report it as a new edge). Every response must come.
+    import json
+    import os
+
+    from workers import Server
+    from workers.tls import TlsConfig
+
+    with Server(_hello, bind="127.0.0.1:0", workers=1,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        url = f"https://127.0.0.1:{srv.address[1]}/"
+        env = {**os.environ, "REACTOR_BACKEND": "fallback"}
+        proc = subprocess.run([*REACTOR, "bench", url, "-n", "200", "-c", "8", "--json", "-q",
+                               "--cacert", pki.ca_pem, "--timeout", "3"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        data = json.loads(proc.stdout)
+        assert (data["responses"], data["timeouts"]["response"]) == (200, 0), proc.stdout
+        assert proc.returncode == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["http://127.0.0.1:1/", "--insecure"], "are for https:// URLs"),
     (["https://127.0.0.1:1/", "--insecure", "--cacert", __file__], "not both"),

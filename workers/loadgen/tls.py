@@ -53,8 +53,8 @@ class TlsClient:
             IP address: then the certificate's IP addresses are checked).
     """
 
-    __slots__ = ("_cipher", "_inc", "_obj", "_out", "_owed", "_pending", "_read", "_write",
-                 "stream")
+    __slots__ = ("_cipher", "_eof", "_inc", "_obj", "_out", "_owed", "_pending", "_read",
+                 "_write", "stream")
 
     def __init__(self, stream: TcpStream, ctx: ssl.SSLContext, server_hostname: str) -> None:
         self.stream = stream
@@ -67,6 +67,7 @@ class TlsClient:
         self._pending = raw.pending
         self._cipher = b""  # ciphertext the socket has not taken yet
         self._owed = 0  # plaintext accepted whose ciphertext is still in _cipher
+        self._eof = False  # the socket reached its end while the handshake drained it
 
     def handshake(self) -> bool:
         """Advance the handshake as far as the socket allows; True once it is done.
@@ -86,7 +87,23 @@ class TlsClient:
                 self._inc.write(data)
                 continue
             self._flush_out()
+            self._drain_after_handshake()
             return True
+
+    def _drain_after_handshake(self) -> None:
+        """The drain rule: the read that finished the handshake returned data, so read
+        on until ``BlockingIOError`` (into the engine, for ``recv`` to decrypt later).
+        Without it the fallback backend, which re-arms only on ``BlockingIOError``, never
+        reports the response (epoll would, as a new edge)."""
+        while not self._eof:
+            try:
+                data = self.stream.recv(_RECV)
+            except BlockingIOError:
+                return
+            if not data:
+                self._eof = True
+            else:
+                self._inc.write(data)
 
     def _flush_out(self) -> None:
         data = self._out.read()
@@ -121,6 +138,8 @@ class TlsClient:
                     return b""
                 else:
                     return data  # b"" is close_notify: the end
+            if self._eof:
+                return b""
             raw = self.stream.recv(_RECV)
             if not raw:
                 return b""
