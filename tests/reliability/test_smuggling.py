@@ -18,7 +18,6 @@ them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,9 +27,7 @@ from .support import (
     AppProbe,
     assert_healthy,
     exchange,
-    make_app,
     parse_responses,
-    running,
     status_lines,
 )
 
@@ -132,13 +129,6 @@ ACCEPT: dict[str, tuple[bytes, list[dict[str, str]]]] = {
         [{"body": "x"}, {"query": "second"}],
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[Server, int, AppProbe]]:
-    app = make_app()
-    with running(app) as (server, baseline):
-        yield server, baseline, app.probe  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", sorted(REJECT))

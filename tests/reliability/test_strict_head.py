@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import select
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -65,13 +64,6 @@ REJECT: dict[str, tuple[bytes, int]] = {
     "expect-other": (b"GET /env HTTP/1.1\r\nHost: t\r\nExpect: fly\r\n\r\n", 417),
     "content-length-leading-zero": (b"POST /env HTTP/1.1\r\nHost: t\r\nContent-Length: 03\r\n\r\nabc", 400),
 }
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[Server, int, AppProbe]]:
-    app = make_app()
-    with running(app) as (server, baseline):
-        yield server, baseline, app.probe  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", sorted(REJECT))

@@ -10,6 +10,8 @@ import struct
 import time
 from typing import Any
 
+from tests.workers.util import recv_all as recv_all  # re-exported for the TLS tests
+
 
 class BioClient:
     """A TLS client whose records the test writes into one burst.
@@ -109,18 +111,3 @@ def real_client_hello(ctx: ssl.SSLContext) -> bytes:
     except ssl.SSLWantReadError:
         pass
     return out.read()
-
-
-def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    """Everything until the server closes (or ``timeout`` passes, or a reset)."""
-    sock.settimeout(timeout)
-    chunks = []
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return b"".join(chunks)

@@ -74,16 +74,22 @@ def http_get(address: tuple[str, int], timeout: float = 1.0) -> bytes:
         return b""
     with sock:
         sock.sendall(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        chunks = []
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
+        return recv_all(sock, timeout)
+
+
+def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything until the server closes (or ``timeout`` passes, or a reset)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
