@@ -395,6 +395,10 @@ def reactor() -> None:
               help="wsgi.url_scheme, unless a trusted proxy says otherwise.")
 @click.option("--access-log/--no-access-log", default=HTTP.access_log, show_default=True,
               show_envvar=True, help="Log one line per response (logger workers.http.access).")
+@click.option("--express/--no-express", default=HTTP.express, show_default=True,
+              show_envvar=True,
+              help="Serve the common request (one whole bodiless head) in the express lane; "
+                   "off, every request goes through llhttp. Same answers either way.")
 @click.option("--access-log-format", default=HTTP.access_log_format, show_default=True,
               show_envvar=True, callback=_check_log_format,
               help="%-style access log format over h r m U q H s b D T a f (gunicorn's names).")
@@ -495,6 +499,7 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         access_log_format=opts["access_log_format"],
         forwarded_allow_ips=opts["forwarded_allow_ips"],
         proxy_protocol=opts["proxy_protocol"],
+        express=opts["express"],
     )
     return Config(
         app=app,

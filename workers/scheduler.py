@@ -34,7 +34,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = ["BlockingSection", "RunSlots", "SlotHolder", "default_slots"]
 
@@ -250,4 +252,26 @@ class BlockingSection:
                 # Under the lock: a detach decided by the acceptor is either complete
                 # before this (and ``h.detached`` is seen by the worker) or not at all.
                 with self._lock:
+                    h.blocked_since = 0.0
+
+    def call(self, fn: Callable[[Any, Any], _T], a: Any, b: Any) -> _T:
+        """``fn(a, b)`` inside the section: ``with`` in one frame instead of three.
+
+        The same bookkeeping as ``__enter__`` and ``__exit__``, for the request path
+        (the application call), where the two extra Python calls showed.
+        """
+        if self._depth:
+            return fn(a, b)
+        h = self._h
+        now = h.app_since = _monotonic() or 1e-9
+        if h.holding:
+            h.blocked_since = now
+        self._depth = 1
+        try:
+            return fn(a, b)
+        finally:
+            self._depth = 0
+            h.app_since = 0.0
+            if h.blocked_since:
+                with self._lock:  # see __exit__
                     h.blocked_since = 0.0

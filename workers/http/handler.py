@@ -53,6 +53,8 @@ from ..metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from .accesslog import AccessLog
 from .body import EMPTY_BODY, InputBody
 from .errors import HTTPError, InternalServerError, RequestTimeout
+from .express import CLOSE as _X_CLOSE
+from .express import match as express_match
 from .limits import HttpConfig
 from .protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
 from .proxy import parse_proxy_header
@@ -110,8 +112,10 @@ class _State:
         "base",
         "body",
         "draining",
+        "environ",
         "eof",
         "events",
+        "express",
         "fresh",
         "last_rx",
         "looping",
@@ -150,6 +154,10 @@ class _State:
         self.eof = False
         self.fresh = True  # no request head has arrived yet
         self.draining = False
+        # The express lane (workers/http/express.py) may take this connection's next
+        # read; off for PROXY-protocol and trusted-proxy connections and once draining.
+        self.express = False
+        self.environ: dict[str, Any] | None = None  # the express request's (for describe)
         self.read_paused = False
         self.write_paused = False
         self.proxy_buf: bytearray | None = bytearray() if proxy else None
@@ -202,6 +210,17 @@ class HttpHandler:
         # one: an idle keep-alive connection holds none (~1.1 KiB each, with llhttp's
         # state; docs/performance.md, "Memory per idle connection").
         self._protos: list[HttpProtocol] = []
+        # The application call inside the worker's blocking section, in one frame
+        # (``BlockingSection.call``) where the worker offers it.
+        section = worker.blocking()
+        call = getattr(section, "call", None)
+        self._call: Callable[[WSGIApp, dict[str, Any], StartResponse], Iterable[bytes]] = (
+            call if call is not None else self._call_in_section
+        )
+        # The express lane (workers/http/express.py): off with an access log (its line
+        # wants the parsed head) and PROXY protocol.
+        self.express = config.express and not config.access_log and not config.proxy_protocol
+        self._express_max = min(config.max_request_line, config.max_header_size)
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -215,12 +234,17 @@ class HttpHandler:
         if tls is not None:
             base.update(tls.environ())
         st = _State(None, base, proxy)  # the parser comes with the first bytes
+        st.express = self.express and not proxy and not base["mioreactor.trusted_proxy"]
         conn.context = st
         self._arm(conn, st, T_HEADER, config.header_timeout)
 
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
         phase = st.phase
+        # At rest between requests (no parser held, nothing queued): the express lane
+        # may take a read that is one whole bodiless head.
+        if st.express and st.proto is None and not phase and self._express(conn, st, data):
+            return
         if phase == RESPONDING:
             st.backlog += data
             if len(st.backlog) > self.config.max_pipeline_buffer and not st.read_paused:
@@ -276,6 +300,7 @@ class HttpHandler:
         """Graceful stop: close when idle; finish a begun request first (module docstring)."""
         st: _State = conn.context
         st.draining = True
+        st.express = False
         if st.phase == CLOSED:
             conn.close()  # stops a lingering close; a flush in progress goes on
             return
@@ -322,7 +347,10 @@ class HttpHandler:
         st = getattr(conn, "context", None)
         request = getattr(st, "request", None)
         if request is None:
-            return "a request"
+            environ = getattr(st, "environ", None)  # an express request
+            if environ is None:
+                return "a request"
+            return f"{environ['REQUEST_METHOD']} {environ['RAW_URI'][:200]}"
         return f"{request.method} {request.target.decode('latin-1')[:200]}"
 
     # -- request flow --------------------------------------------------------------------
@@ -460,23 +488,134 @@ class HttpHandler:
         st.phase = RESPONDING
         environ = request_environ(st.base, request, body, self.trusted)
         start = StartResponse()
-        result: Iterable[bytes] | None = None
+        try:
+            result = self._call(self.app, environ, start)
+        except Exception as exc:
+            self._app_error(conn, st, exc, environ)
+            return
+        self._respond(conn, st, request, environ, start, result)
+
+    def _call_in_section(
+        self, app: WSGIApp, environ: dict[str, Any], start: StartResponse
+    ) -> Iterable[bytes]:
+        with self.worker.blocking():
+            return app(environ, start)
+
+    def _express(self, conn: Connection, st: _State, data: bytes) -> bool:
+        """Serve ``data`` if it is one whole bodiless head the express lane takes.
+
+        ``express.match`` checks the head (or declines: False, and the read goes the
+        general way); then the application runs here, and a response that is one
+        ``bytes`` in a list (the common shape) is framed and written inline. Any
+        other result, or a failing application, continues on the general path
+        (``_respond``, ``_app_error``) with a ``Request`` made for it, so the
+        response rules live in one place.
+        """
+        found = express_match(data, st.base, self._express_max, self.config.max_headers)
+        if found is None:
+            return False
+        environ, extra = found  # its wsgi.input is the base's EMPTY_BODY
+        st.fresh = False
+        st.environ = environ  # for the watchdog's describe()
+        st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
+        started = perf_counter()
+        start = StartResponse()
+        try:
+            result = self._call(self.app, environ, start)
+        except Exception as exc:
+            self._express_request(st, environ, extra, started)
+            self._app_error(conn, st, exc, environ)
+            return True
+        if (
+            type(result) is list
+            and len(result) == 1
+            and type(body := result[0]) is bytes
+            and not start.written
+            and (code := _CODES.get(start.status)) is not None
+            and code != 204
+            and code != 304
+            and (start.content_length is None or start.content_length == len(body))
+            and environ["REQUEST_METHOD"] != "HEAD"
+        ):
+            if start.close:
+                extra = _X_CLOSE
+            length = len(body)
+            conn.write(
+                self.encoder.whole(
+                    start.status,
+                    start.headers,
+                    (_LENGTH_LINES.get(length) or _length_line(length)) + extra,
+                    body,
+                )
+            )
+            elapsed = perf_counter() - started
+            self.response_counts[code // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+            self.response_seconds += elapsed
+            st.environ = None
+            if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
+                self._close(conn, st)
+            elif st.write_paused:
+                st.timer = None  # the send timer governs; resume_writing goes on
+            else:
+                st.timer_kind = T_KEEPALIVE
+                st.timer = conn.rearm(self.config.keepalive_timeout, _fire_phase)
+            return True
+        request = self._express_request(st, environ, extra, started)
+        self._respond(conn, st, request, environ, start, result)
+        return True
+
+    @staticmethod
+    def _express_request(st: _State, environ: dict[str, Any], extra: bytes, started: float) -> Request:
+        """The ``Request`` of an express request, for the general response path.
+
+        Its ``headers`` are empty: the response path does not read them (the access
+        log, which does, turns the lane off).
+        """
+        st.environ = None
+        request = Request(
+            environ["REQUEST_METHOD"],
+            environ["RAW_URI"].encode("latin-1"),
+            environ["SERVER_PROTOCOL"][5:],
+            [],
+            None,
+            False,
+            extra is not _X_CLOSE,
+            False,
+        )
+        st.request = request
+        st.started = started
+        st.phase = RESPONDING
+        st.body = EMPTY_BODY
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
+        return request
+
+    def _respond(
+        self,
+        conn: Connection,
+        st: _State,
+        request: Request,
+        environ: dict[str, Any],
+        start: StartResponse,
+        result: Iterable[bytes],
+    ) -> None:
+        """The application returned ``result``: check it and start the response."""
         chunks: list[bytes] = []
         first = b""
         exhausted = True  # every body byte is in ``chunks``: the length is known
         iterator: Iterator[bytes] = _NO_ITERATOR
         try:
-            with self.worker.blocking():
-                result = self.app(environ, start)
-                if type(result) is list:
-                    chunks = result  # read, never changed (a new list if anything is added)
-                elif type(result) is tuple:
-                    chunks = list(result)
-                elif isinstance(result, FileWrapper):
-                    iterator = iter(result)
-                    exhausted = False
-                else:
-                    # PEP 3333: the head waits for the first non-empty chunk.
+            if type(result) is list:
+                chunks = result  # read, never changed (a new list if anything is added)
+            elif type(result) is tuple:
+                chunks = list(result)
+            elif isinstance(result, FileWrapper):
+                iterator = iter(result)
+                exhausted = False
+            else:
+                # PEP 3333: the head waits for the first non-empty chunk.
+                with self.worker.blocking():
                     iterator = iter(result)
                     for first in iterator:
                         if first:
@@ -490,8 +629,7 @@ class HttpHandler:
             if type(first) is not bytes:
                 raise AppError(f"response body item is {type(first).__name__}, not bytes")
         except Exception as exc:
-            if result is not None:
-                self._close_result(result)
+            self._close_result(result)
             self._app_error(conn, st, exc, environ)
             return
         if start.written:

@@ -50,6 +50,9 @@ class HttpConfig:
         proxy_protocol: expect a PROXY protocol v1/v2 header first on every connection.
         url_scheme: ``wsgi.url_scheme`` unless a trusted proxy says otherwise.
         multiprocess: the value of ``wsgi.multiprocess``.
+        express: let the express lane (``workers.http.express``) serve the common
+            request; off, every request goes through llhttp. Either way the same
+            bytes are accepted and answered alike; the switch is for comparison.
     """
 
     max_request_line: int = 8190
@@ -71,6 +74,7 @@ class HttpConfig:
     proxy_protocol: bool = False
     url_scheme: str = "http"
     multiprocess: bool = False
+    express: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_request_line", "max_header_size", "max_headers", "max_pipeline_buffer",

@@ -90,6 +90,10 @@ class ResponseEncoder:
         Returns:
             The head, ending with the blank line.
         """
+        return self.whole(status, headers, extra, b"")
+
+    def whole(self, status: str, headers: str, extra: bytes, body: bytes) -> bytes:
+        """A whole response, head (as ``head``) and ``body``, in one ``bytes``."""
         line = self._status_lines.get(status)
         if line is None:
             line = self.status_line(status)
@@ -97,7 +101,7 @@ class ResponseEncoder:
         if int(time.time()) != date._second:
             date.line()
         return b"".join(
-            (line, date._line, self._server, headers.encode("latin-1"), extra, b"\r\n")
+            (line, date._line, self._server, headers.encode("latin-1"), extra, b"\r\n", body)
         )
 
     def error(self, error: HTTPError) -> bytes:

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-from .body import InputBody
+from .body import EMPTY_BODY, InputBody
 from .limits import HttpConfig
 from .protocol import Request
 from .validate import parse_authority
@@ -247,6 +247,7 @@ def base_environ(peer: Any, local: Any, config: HttpConfig) -> dict[str, Any]:
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
+        "wsgi.input": EMPTY_BODY,  # a request with a body replaces it
         "mioreactor.trusted_proxy": bool(allow) and ("*" in allow or peer_host in allow),
     }
 

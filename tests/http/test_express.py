@@ -1,0 +1,377 @@
+"""The express lane against the general path: it takes a subset, and reads it the same.
+
+``workers.http.express.match`` may decline anything; what it accepts, the general
+path (llhttp, ``HttpProtocol``, ``validate``, ``request_environ``) must accept as one
+bodiless request with the same environ and the same keep-alive decision. Checked on a
+corpus of hand-picked heads (valid ones the lane must take, and the strict rules'
+refusals, which it must decline), on generated heads, and end to end through the
+handler: the same bytes answered with the lane on and off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers.http import (
+    END_OF_MESSAGE,
+    HttpConfig,
+    HTTPError,
+    HttpProtocol,
+    Request,
+    make_http_handler_factory,
+)
+from workers.http import express as express_module
+from workers.http import handler as handler_module
+from workers.http.body import EMPTY_BODY
+from workers.http.express import CLOSE, KEEP_ALIVE_10, match
+from workers.http.wsgi import base_environ, request_environ
+
+from .fakes import FakeWorker, connect, parse_responses
+
+CFG = HttpConfig()
+MAX = min(CFG.max_request_line, CFG.max_header_size)
+BASE = base_environ(("10.0.0.7", 50000), ("127.0.0.1", 8000), CFG)
+
+
+def general(data: bytes) -> tuple[dict[str, Any], bool] | None:
+    """The general path's environ and keep-alive for ``data``; None unless it is exactly
+    one bodiless request."""
+    events = HttpProtocol(CFG).feed(data)
+    if len(events) != 2 or type(events[0]) is not Request or events[1] is not END_OF_MESSAGE:
+        return None
+    request = events[0]
+    environ = request_environ(BASE, request, EMPTY_BODY, frozenset())
+    return environ, request.keep_alive
+
+
+def check_agrees(data: bytes) -> bool:
+    """Assert the lane agrees with the general path on ``data``; True if it took it."""
+    found = match(data, BASE, MAX, CFG.max_headers)
+    if found is None:
+        return False
+    environ, connection = found
+    expected = general(data)
+    assert expected is not None, f"the lane took {data!r}, which the general path refuses"
+    assert environ == expected[0]
+    assert (connection is not CLOSE) == expected[1]
+    assert (connection is KEEP_ALIVE_10) == (expected[1] and environ["SERVER_PROTOCOL"] == "HTTP/1.0")
+    return True
+
+
+TAKEN = [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    b"GET /a/b/c.html?x=1&y=%s HTTP/1.1\r\nHost: example.com\r\n\r\n".replace(b"%s", b"two"),
+    b"GET /?q=a/b?c HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /x? HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"POST /form HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"DELETE /item/7 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"OPTIONS /any HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: CLOSE\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nhost: [::1]:8080\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: 10.1.2.3\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost:h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: \t h \t \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Blank:   \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Inner: a  b\tc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9 \xff\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\n\r\n",
+    b"GET /!$&'()*+,;=:@-._~[]^`{|}\" HTTP/1.1\r\nHost: h\r\n\r\n",
+    (b"GET /static/app.js HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)"
+     b"\r\nAccept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5"
+     b"\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://www.example.com/\r\n"
+     b"Connection: keep-alive\r\nSec-Fetch-Dest: script\r\nIf-None-Match: \"abc\"\r\n\r\n"),
+]
+
+DECLINED = [
+    # what the general path refuses (its status comes from there)
+    b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /\tHTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n",
+    b" GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\n\r\n",
+    b"get / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h:99999999\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h,i\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\x00\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\rx\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX\x80: a\r\n\r\n",
+    b"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a\\b HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a%00 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a\x80 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+    b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    # what the general path serves, the lane leaves to it
+    b"GET /a%20b HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"PROPFIND / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab",
+    b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded_For: 1.2.3.4\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r",
+    b"GET / HTTP/1.1\r\nHost: h\r\n",
+]
+
+
+@pytest.mark.parametrize("data", TAKEN)
+def test_the_lane_takes_the_common_heads_and_reads_them_as_the_general_path(data: bytes) -> None:
+    assert check_agrees(data), f"declined {data!r}"
+
+
+@pytest.mark.parametrize("data", DECLINED)
+def test_the_lane_declines_what_it_cannot_vouch_for(data: bytes) -> None:
+    assert match(data, BASE, MAX, CFG.max_headers) is None
+
+
+def test_limits_are_not_the_lanes_to_stretch() -> None:
+    many = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n"
+    assert match(many, BASE, MAX, CFG.max_headers) is None  # 101 fields > max_headers
+    assert general(many) is None
+    long_target = b"GET /" + b"a" * CFG.max_request_line + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert match(long_target, BASE, MAX, CFG.max_headers) is None
+    assert general(long_target) is None
+    small = HttpConfig(max_header_size=40)
+    data = b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"v" * 40 + b"\r\n\r\n"
+    assert match(data, BASE, min(small.max_request_line, small.max_header_size), 100) is None
+    assert HttpProtocol(small).feed(data)[-1].status == 431  # type: ignore[union-attr]
+
+
+_PIECES = st.sampled_from(
+    [b"GET", b"HEAD", b"POST", b"get", b"PROPFIND", b" ", b"  ", b"\t", b"/", b"/a", b"?", b"?x=1",
+     b"%", b"%41", b"#", b"\\", b"*", b"http://h/", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"\r\n",
+     b"\n", b"\r", b"Host", b"host", b"HOST", b":", b": ", b"h", b"a@b", b"[::1]", b":80", b"\x00",
+     b"\x7f", b"\x80", b"\xe9", b"Connection", b"close", b"keep-alive", b"Upgrade", b"Content-Length",
+     b"0", b"Transfer-Encoding", b"chunked", b"Expect", b"X-A", b"X_A", b"Cookie", b",", b"=", b"\"",
+     b"a", b"\r\n\r\n"]
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_PIECES, max_size=24))
+def test_on_generated_bytes_the_lane_never_takes_what_the_general_path_reads_otherwise(
+    pieces: list[bytes],
+) -> None:
+    check_agrees(b"".join(pieces))
+
+
+_NAME = st.text("abcXYZ-", min_size=1, max_size=6)
+_VALUE = st.binary(max_size=8).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD", b"POST", b"OPTIONS"]),
+    st.binary(max_size=10).map(lambda b: b"/" + b.replace(b" ", b"")),
+    st.sampled_from([b"1.1", b"1.0"]),
+    st.lists(st.tuples(st.sampled_from([b"Host", b"Connection", b"X-Y"]) | _NAME.map(str.encode), _VALUE),
+             max_size=5),
+)
+def test_on_generated_heads_the_lane_agrees(
+    method: bytes, target: bytes, version: bytes, fields: list[tuple[bytes, bytes]]
+) -> None:
+    data = method + b" " + target + b" HTTP/" + version + b"\r\n"
+    data += b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
+    check_agrees(data)
+
+
+# -- end to end through the handler: the lane on and off answer the same bytes ----------
+
+
+def _plain(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    body = (f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']} ?{environ['QUERY_STRING']} "
+            f"{environ.get('HTTP_X_A')}").encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def _streaming(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"one "
+    yield b"two"
+
+
+def _statuses(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/204":
+        start_response("204 No Content", [])
+        return [b""]
+    if path == "/304":
+        start_response("304 Not Modified", [("ETag", '"x"')])
+        return []
+    if path == "/close":
+        start_response("200 OK", [("Connection", "close"), ("Content-Length", "2")])
+        return [b"ok"]
+    if path == "/short":
+        start_response("200 OK", [("Content-Length", "10")])
+        return [b"abc"]
+    if path == "/long":
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"abcdef"]
+    if path == "/write":
+        write = start_response("200 OK", [])
+        write(b"written ")
+        return [b"returned"]
+    if path == "/str":
+        start_response("200 OK", [])
+        return ["not bytes"]  # type: ignore[list-item]
+    if path == "/raise":
+        raise RuntimeError("boom")
+    if path == "/nostart":
+        return [b"x"]
+    start_response("200 OK", [("Content-Length", "4")])
+    return [b"four"]
+
+
+REQUESTS = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n",
+    b"HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /204 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /304 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /short HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /long HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /write HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /str HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /raise HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /nostart HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /close HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+]
+
+
+def _exchange(app: Any, data: bytes, express: bool) -> tuple[bytes, bool, bool, int]:
+    """The bytes answered (less the Date line), closed, aborted, responses counted."""
+    worker = FakeWorker()
+    handler = make_http_handler_factory(app, HttpConfig(express=express))(worker)
+    conn = connect(handler, worker)
+    conn.feed(data)
+    out = re.sub(rb"Date: [^\r]*\r\n", b"", conn.take())
+    assert out.startswith(b"HTTP/1.1 ")
+    return out, conn.closed, conn.aborted, sum(handler.response_counts) + sum(handler.response_untimed)
+
+
+@pytest.mark.parametrize("app", [_plain, _streaming, _statuses])
+@pytest.mark.parametrize("data", REQUESTS)
+def test_the_lane_answers_every_request_as_the_general_path(
+    app: Any, data: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    taken: list[bytes] = []
+    real = handler_module.express_match
+
+    def spy(data: bytes, *args: Any) -> Any:
+        found = real(data, *args)
+        if found is not None:
+            taken.append(data)
+        return found
+
+    monkeypatch.setattr(handler_module, "express_match", spy)
+    expected = _exchange(app, data, express=False)
+    assert not taken
+    got = _exchange(app, data, express=True)
+    assert got == expected
+    assert bool(taken) == (match(data, BASE, MAX, CFG.max_headers) is not None)
+
+
+def test_keep_alive_goes_on_through_the_lane_and_the_general_path_in_turn() -> None:
+    worker = FakeWorker()
+    handler = make_http_handler_factory(_plain, HttpConfig())(worker)
+    conn = connect(handler, worker)
+    sequence = [
+        b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n",  # express
+        b"GET /2%21 HTTP/1.1\r\nHost: h\r\n\r\n",  # general (a percent-escape)
+        b"GET /3 HTTP/1.1\r\nHost: h\r\nX-A: x\r\n\r\n",  # express again: the parser went back
+        b"GET /4 HTTP/1.1\r\nHo",  # a head in two reads: general
+        b"st: h\r\n\r\n",
+        b"GET /5 HTTP/1.1\r\nHost: h\r\n\r\n",
+    ]
+    for data in sequence:
+        conn.feed(data)
+    bodies = [body for _, _, body in parse_responses(conn.take())]
+    assert bodies == [b"GET /1 ? None", b"GET /2! ? None", b"GET /3 ? x", b"GET /4 ? None",
+                      b"GET /5 ? None"]
+    assert not conn.closed
+    st_ = conn.context
+    assert st_.proto is None and st_.timer_kind == handler_module.T_KEEPALIVE
+    live = worker.live_timers()
+    assert len(live) == 1 and live[0].delay == CFG.keepalive_timeout
+
+
+def test_the_lane_counts_in_the_metrics_like_any_request() -> None:
+    worker = FakeWorker()
+    handler = make_http_handler_factory(_statuses, HttpConfig())(worker)
+    conn = connect(handler, worker)
+    for _ in range(3):
+        conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert len(parse_responses(conn.take())) == 3
+    assert sum(handler.response_counts) == 3 and handler.response_seconds > 0
+
+
+def test_the_watchdog_names_an_express_request_while_the_app_runs() -> None:
+    seen: list[str] = []
+    worker = FakeWorker()
+    handler: Any = None
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(handler.describe(conn))
+        start_response("200 OK", [])
+        return [b""]
+
+    handler = make_http_handler_factory(app, HttpConfig())(worker)
+    conn = connect(handler, worker)
+    conn.feed(b"GET /slow?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert seen == ["GET /slow?x=1"]
+    assert handler.describe(conn) == "a request"  # none in progress after it
+
+
+def test_the_lane_is_off_with_an_access_log_proxy_protocol_or_trusted_proxies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bytes] = []
+    monkeypatch.setattr(handler_module, "express_match", lambda data, *a: calls.append(data))
+    for config in (HttpConfig(access_log=True), HttpConfig(forwarded_allow_ips=("*",)),
+                   HttpConfig(express=False)):
+        worker = FakeWorker()
+        conn = connect(make_http_handler_factory(_plain, config)(worker), worker)
+        conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert parse_responses(conn.take())[0][0] == 200
+    assert calls == []
+    assert express_module.match is match
+    assert isinstance(HTTPError, type)

@@ -1,0 +1,163 @@
+"""The express lane: the common request recognised whole, in C, without llhttp's callbacks.
+
+Most requests a server sees are one bodiless head that arrives in one read on a
+keep-alive connection at rest. ``HttpHandler`` first offers such a read to ``match``:
+a compiled regular expression (C) checks the *whole* head against a strict subset of
+the grammar that ``HttpProtocol`` + ``validate`` enforce, and a second one lists its
+fields. What the lane cannot vouch for it declines (returns None), and the read goes
+the general way (llhttp, ``HttpProtocol``, ``validate``), which then answers exactly
+as it always did, errors included. So the lane adds no rule and relaxes none: every
+head it accepts, the general path accepts too and reads the same way, and every head
+the general path refuses, the lane declines. ``tests/http/test_express.py`` holds
+the two paths to that, head by head and on generated heads.
+
+What the lane takes (anything else is declined):
+
+* the read is exactly one head: request line, fields, empty line, nothing after;
+* request line ``METHOD SP origin-form SP HTTP/1.x CRLF`` with single spaces, a
+  method from ``_METHODS``, a target that starts with ``/`` and holds only the
+  characters llhttp's strict table allows, minus ``%``, ``#`` and ``\\`` (those go
+  through ``validate.check_target``);
+* fields ``token ":" OWS value OWS CRLF``, values of HTAB, SP, VCHAR and obs-text
+  (llhttp's strict rule), no obs-fold, no bare CR or LF;
+* at most ``max_headers`` fields, the head no longer than ``max_request_line`` and
+  ``max_header_size`` allow; each field name at most once (spelling aside), no name
+  with ``_`` (the general path drops those);
+* no ``Content-Length``, ``Transfer-Encoding``, ``Expect`` or ``Upgrade`` field: no
+  body, no interim response, no protocol switch;
+* ``Host``: exactly one on HTTP/1.1 (at most one on 1.0) and valid
+  (``validate.check_authority``, remembered once valid);
+* ``Connection``: absent, ``keep-alive`` or ``close`` (any case); other lists
+  (``Upgrade``, several tokens) go the general way.
+
+``match`` returns the environ keys the head sets (a dict to merge into the
+connection's base environ) and the keep-alive decision; the handler does the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import HTTPError
+from .validate import check_authority
+
+__all__ = ["CLOSE", "KEEP_ALIVE_10", "ExpressKeys", "match"]
+
+#: The connection lines ``match`` returns: what the response head says about keep-alive.
+CLOSE = b"Connection: close\r\n"
+KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"  # HTTP/1.0 keep-alive must be said
+
+# RFC 9110 section 9 methods that llhttp knows and that may come without a body.
+_METHODS = "GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH"
+# llhttp's strict URL characters (``STRICT_URL_CHAR``: ALPHANUM and !"$%&'()*+,-./:;<=>@[\]^_`{|}~),
+# less "%" and "\" (validate.check_target looks at those), "?" (the query's start) and "#".
+_PATH = r"/[!\"$&-/0-9:;<=>@A-Z\[\]^_`a-z{|}~]*"
+_QUERY = r"[!\"$&-/0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*"
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# A field value: HTAB, SP, VCHAR, obs-text (0x80-0xff); no other control byte, no DEL.
+_VALUE = r"[^\x00-\x08\x0a-\x1f\x7f]*"
+
+# Named for the environ keys they become (``groupdict``). The query group is empty when
+# there is no "?": the path takes every character up to it.
+_HEAD = re.compile(
+    rf"(?P<REQUEST_METHOD>{_METHODS}) "
+    rf"(?P<RAW_URI>(?P<PATH_INFO>{_PATH})\??(?P<QUERY_STRING>{_QUERY})) "
+    rf"(?P<SERVER_PROTOCOL>HTTP/1\.[01])\r\n"
+    rf"(?:{_TOKEN}:{_VALUE}\r\n)*\r\n"
+).fullmatch
+# Each field's name and value, leading and trailing OWS off (RFC 9110 section 5.5).
+_FIELDS = re.compile(rf"^({_TOKEN}):[\t ]*(.*?)[\t ]*\r$", re.MULTILINE).findall
+
+_DECLINE = ""  # the environ key of a field the lane does not take
+_NOT_EXPRESS = frozenset(("content-length", "transfer-encoding", "expect", "upgrade"))
+_SPECIAL = {"content-type": "CONTENT_TYPE"}
+_KEYS_MAX = 1024
+_GOOD_HOSTS: set[str] = set()
+_GOOD_HOSTS_MAX = 256
+
+
+class ExpressKeys(dict[str, str]):
+    """Field name as sent -> environ key; ``""`` for a name the lane declines.
+
+    A dict with ``__missing__``: a name seen before costs one lookup in C (through
+    ``map``), with no Python call per field. Bounded; cleared when full.
+    """
+
+    def __missing__(self, name: str) -> str:
+        lname = name.lower()
+        if lname in _NOT_EXPRESS or "_" in name:
+            key = _DECLINE
+        else:
+            key = _SPECIAL.get(lname) or "HTTP_" + name.upper().replace("-", "_")
+        if len(name) <= 64:
+            if len(self) >= _KEYS_MAX:
+                self.clear()
+            self[name] = key
+        return key
+
+
+_KEYS = ExpressKeys()
+_key = _KEYS.__getitem__
+
+
+def match(
+    data: bytes, base: dict[str, Any], max_size: int, max_fields: int
+) -> tuple[dict[str, Any], bytes] | None:
+    """The environ of the one head ``data`` and its keep-alive decision, or None.
+
+    Args:
+        data: one read from the connection.
+        base: the connection's base environ (``wsgi.base_environ``), copied.
+        max_size: the most bytes a head may have here (``min(max_request_line,
+            max_header_size)``).
+        max_fields: ``max_headers``.
+
+    Returns:
+        ``(environ, connection)`` (``wsgi.input`` is the base's ``EMPTY_BODY``; ``connection``
+        is the line the response head needs: ``b""`` for HTTP/1.1 keep-alive,
+        ``KEEP_ALIVE_10`` or ``CLOSE``), or None when the general path must parse
+        ``data``.
+    """
+    if len(data) > max_size:
+        return None
+    text = data.decode("latin-1")
+    m = _HEAD(text)
+    if m is None:
+        return None
+    fields = _FIELDS(text, m.end(5) + 2)
+    count = len(fields)
+    keys = base.copy()
+    size = len(keys) + count + 6
+    keys.update(m.groupdict())
+    http11 = keys["SERVER_PROTOCOL"] == "HTTP/1.1"
+    keys["REQUEST_URI"] = keys["RAW_URI"]
+    if count:
+        if count > max_fields:
+            return None
+        names, values = zip(*fields, strict=True)
+        keys.update(zip(map(_key, names), values, strict=True))
+        # A declined name, or one name twice (in any spelling): the general way.
+        if len(keys) != size or _DECLINE in keys:
+            return None
+    host = keys.get("HTTP_HOST")
+    if host is None:
+        if http11:
+            return None  # 400 on the general path
+    elif host not in _GOOD_HOSTS:
+        try:
+            check_authority(host.encode("latin-1"), "Host")
+        except HTTPError:
+            return None
+        if len(_GOOD_HOSTS) >= _GOOD_HOSTS_MAX:
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(host)
+    connection = keys.get("HTTP_CONNECTION")
+    if connection is None:
+        return keys, b"" if http11 else CLOSE
+    token = connection.lower()
+    if token == "keep-alive":
+        return keys, b"" if http11 else KEEP_ALIVE_10
+    if token == "close":
+        return keys, CLOSE
+    return None
