@@ -81,6 +81,42 @@ print(done)
 """
 
 
+CLOSE_CLIENT = r"""
+import selectors, socket, sys
+port, conns, total = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+sel = selectors.DefaultSelector()
+sent = done = 0
+def start():
+    global sent
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setblocking(False)
+    s.send(req); sent += 1
+    sel.register(s, selectors.EVENT_READ, [b""])
+for _ in range(min(conns, total)):
+    start()
+while done < total:
+    for key, _ in sel.select(10):
+        s, buf = key.fileobj, key.data
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            data = b""
+        buf[0] += data
+        if b"Hello, world!" not in buf[0]:  # the client closes once it has the answer,
+            if not data:                     # as wrk does (the floor never closes)
+                raise SystemExit("closed without a response")
+            continue
+        sel.unregister(s); s.close()
+        done += 1
+        if sent < total:
+            start()
+print(done)
+"""
+
+
 def _start_product() -> tuple[int, Callable[[], None]]:
     from workers import Server
 
@@ -114,9 +150,12 @@ def _start_floor() -> tuple[int, Callable[[], None]]:
     return port, lambda: None  # daemon threads; the process ends after the run
 
 
+_client = CLIENT  # set by --close
+
+
 def _drive(port: int, connections: int, requests: int) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(port), str(connections), str(requests)],
+        [sys.executable, "-c", _client, str(port), str(connections), str(requests)],
         capture_output=True, text=True, timeout=300, check=True,
     )
     assert int(out.stdout) == requests, out
@@ -319,8 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opcodes", action="store_true", help="also count bytecodes executed")
     ap.add_argument("--callgrind", action="store_true",
                     help="also count instructions per request (valgrind)")
+    ap.add_argument("--close", action="store_true",
+                    help="one request per connection (Connection: close) instead of keep-alive")
     ap.add_argument("--serve", choices=("product", "floor"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    global _client
+    _client = CLOSE_CLIENT if a.close else CLIENT
     if a.serve:
         serve(a.serve)
         return 0
