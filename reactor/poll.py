@@ -70,12 +70,15 @@ class Registry:
     The registry never owns or keeps sources; it knows file descriptors and tokens.
     """
 
-    __slots__ = ("_backend", "_poll_state", "_selector")
+    __slots__ = ("_backend", "_poll_state", "_rearm", "_selector")
 
     def __init__(self, selector: Any, backend: Any, poll_state: _PollState) -> None:
         self._selector = selector
         self._backend = backend
         self._poll_state = poll_state
+        # Only an emulated backend (fallback) re-arms through the source: elsewhere
+        # the source needs no hook, and registering costs no call to set one.
+        self._rearm = bool(selector.NEEDS_REARM)
 
     @property
     def backend_name(self) -> str:
@@ -96,10 +99,15 @@ class Registry:
             TypeError: ``interests`` is not an ``Interest``.
             OSError: the kernel refused; nothing was recorded.
         """
-        bits = _bits(interests)
-        fd = _fd_of(source)
+        if not isinstance(interests, Interest):
+            _bits(interests)  # raises the TypeError
+        fd = source if isinstance(source, int) else source.fileno()  # _fd_of, inline
+        if fd < 0:
+            _fd_of(source)  # raises the ValueError
+        bits = interests._bits  # the ``bits`` property, without the call
         self._selector.register(fd, token, bits)
-        _attach(source, self._selector, fd, bits)
+        if self._rearm:
+            _attach(source, self._selector, fd, bits)
 
     def reregister(self, source: Source | int, token: int, interests: Interest) -> None:
         """Replace the token and interest of a registered source, and re-arm its edges.
@@ -120,7 +128,12 @@ class Registry:
         Raises:
             FileNotFoundError: the source is not registered.
         """
-        fd = _fd_of(source)
+        fd = source if isinstance(source, int) else source.fileno()  # _fd_of, inline
+        if fd < 0:
+            _fd_of(source)  # raises the ValueError
+        if not self._rearm:
+            self._selector.deregister(fd)
+            return
         try:
             self._selector.deregister(fd)
         finally:

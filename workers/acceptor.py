@@ -78,7 +78,9 @@ _BACKOFF_MAX = 0.5
 class BoundListener:
     """A listening socket and what the server knows of it."""
 
-    __slots__ = ("address", "kind", "listener", "path", "proxy_protocol", "scheme", "tls", "token")
+    __slots__ = (
+        "address", "kind", "listener", "local", "path", "proxy_protocol", "scheme", "tls", "token",
+    )
 
     def __init__(
         self,
@@ -91,6 +93,13 @@ class BoundListener:
         self.listener = listener
         self.kind = kind  # "tcp" or "unix"
         self.address = address
+        # The local address of every connection accepted here, when it is known
+        # without asking (a TCP listener bound to one address); None: getsockname().
+        self.local: Any = (
+            address
+            if kind == "tcp" and isinstance(address, tuple) and address[0] not in ("0.0.0.0", "::", "")
+            else None
+        )
         self.path = path
         self.proxy_protocol = proxy_protocol
         self.token = -1

@@ -113,15 +113,23 @@ class Conn:
     # _state: 0 open, 1 closing (flush then close), 2 closed, 3 lingering (write side
     # shut, reading and discarding; see ``close_lingering``)
     def __init__(
-        self, token: int, stream: Stream, peer: Any, worker: Worker, handler: Handler
+        self,
+        token: int,
+        stream: Stream,
+        peer: Any,
+        worker: Worker,
+        handler: Handler,
+        local: Any = None,
     ) -> None:
         self.token = token
         self.stream = stream
         self.peer = peer
-        try:
-            self.local = stream.local_addr()
-        except OSError:
-            self.local = None
+        if local is None:  # not known from the listener: ask the kernel
+            try:
+                local = stream.local_addr()
+            except OSError:
+                local = None
+        self.local = local
         self.worker = worker
         self.handler = handler
         self.context: Any = None

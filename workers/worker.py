@@ -377,7 +377,7 @@ class Worker:
         assert handler is not None
         tls = getattr(nc.listener, "tls", None)
         if tls is None:
-            conn = Conn(nc.token, nc.stream, nc.peer, self, handler)
+            conn = Conn(nc.token, nc.stream, nc.peer, self, handler, getattr(nc.listener, "local", None))
         else:
             conn = tls.connection(nc.token, nc.stream, nc.peer, self, handler)
         conn.listener = nc.listener

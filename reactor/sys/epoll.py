@@ -45,6 +45,10 @@ def _kernel_mask(interest_bits: int) -> int:
     return mask
 
 
+# Interest bits -> kernel mask, made once (registering is on every accept).
+_MASKS = {bits: _kernel_mask(bits) for bits in range(16)}
+
+
 def _translate(mask: int) -> int:
     """epoll mask -> portable bits, with mio's rules for the closed states."""
     bits = 0
@@ -84,7 +88,7 @@ class Selector:
                 raise FileExistsError(errno.EEXIST, f"fd {fd} is already registered")
             self._tokens[fd] = token
             try:
-                self._epoll.register(fd, _kernel_mask(interest_bits))
+                self._epoll.register(fd, _MASKS[interest_bits & 15])
             except BaseException:
                 del self._tokens[fd]
                 raise
@@ -96,7 +100,7 @@ class Selector:
                 raise FileNotFoundError(errno.ENOENT, f"fd {fd} is not registered")
             self._tokens[fd] = token
             try:
-                self._epoll.modify(fd, _kernel_mask(interest_bits))
+                self._epoll.modify(fd, _MASKS[interest_bits & 15])
             except BaseException:
                 self._tokens[fd] = old
                 raise

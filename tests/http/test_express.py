@@ -32,7 +32,7 @@ from workers.http.body import EMPTY_BODY
 from workers.http.express import CLOSE, KEEP_ALIVE_10, match
 from workers.http.wsgi import base_environ, request_environ
 
-from .fakes import FakeWorker, connect, parse_responses
+from .fakes import FakeConnection, FakeWorker, connect, parse_responses
 
 CFG = HttpConfig()
 MAX = min(CFG.max_request_line, CFG.max_header_size)
@@ -375,3 +375,22 @@ def test_the_lane_is_off_with_an_access_log_proxy_protocol_or_trusted_proxies(
     assert calls == []
     assert express_module.match is match
     assert isinstance(HTTPError, type)
+
+
+def test_each_connection_gets_its_own_peer_in_the_environ_made_from_a_template() -> None:
+    seen: list[tuple[str, str, bool]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append((environ["REMOTE_ADDR"], environ["REMOTE_PORT"], environ["mioreactor.trusted_proxy"]))
+        start_response("200 OK", [])
+        return [b""]
+
+    worker = FakeWorker()
+    handler = make_http_handler_factory(app, HttpConfig(forwarded_allow_ips=("10.0.0.9",)))(worker)
+    for host, port in (("10.0.0.7", 50000), ("10.0.0.9", 50001), ("10.0.0.8", 50002)):
+        conn = FakeConnection(handler, worker)
+        conn.peer = (host, port)
+        handler.connection_made(conn)  # type: ignore[arg-type]
+        conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert seen == [("10.0.0.7", "50000", False), ("10.0.0.9", "50001", True),
+                    ("10.0.0.8", "50002", False)]

@@ -221,6 +221,9 @@ class HttpHandler:
         # wants the parsed head) and PROXY protocol.
         self.express = config.express and not config.access_log and not config.proxy_protocol
         self._express_max = min(config.max_request_line, config.max_header_size)
+        self._max_headers = config.max_headers
+        self._bases: dict[Any, dict[str, Any]] = {}  # local address -> base environ template
+        self._keepalive = config.keepalive_timeout
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -229,7 +232,23 @@ class HttpHandler:
         # PROXY protocol: on every listener (HttpConfig) or on the one that asks for it.
         listener = getattr(conn, "listener", None)
         proxy = config.proxy_protocol or bool(getattr(listener, "proxy_protocol", False))
-        base = base_environ(conn.peer, conn.local, config)
+        peer = conn.peer
+        local = conn.local
+        # The base environ of a TCP connection differs from its listener's others only
+        # in the peer: copied from a template made once per local address.
+        template = self._bases.get(local) if type(peer) is tuple else None
+        if template is None:
+            base = base_environ(peer, local, config)
+            if type(peer) is tuple and len(self._bases) < 64:
+                self._bases[local] = base.copy()
+        else:
+            base = template.copy()
+            host = peer[0]
+            base["REMOTE_ADDR"] = host
+            base["REMOTE_PORT"] = str(peer[1])
+            allow = self.trusted
+            if allow:
+                base["mioreactor.trusted_proxy"] = "*" in allow or host in allow
         tls = getattr(conn, "tls", None)  # a TLS connection is made after its handshake
         if tls is not None:
             base.update(tls.environ())
@@ -240,11 +259,70 @@ class HttpHandler:
 
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
-        phase = st.phase
-        # At rest between requests (no parser held, nothing queued): the express lane
-        # may take a read that is one whole bodiless head.
-        if st.express and st.proto is None and not phase and self._express(conn, st, data):
+        # The express lane (``workers.http.express``), inline: the common read, one
+        # whole bodiless head on a connection at rest (no parser held, nothing
+        # queued), is served here, in this one frame. Anything else: ``_receive``.
+        if not (st.express and st.proto is None and not st.phase):
+            self._receive(conn, st, data)
             return
+        found = express_match(data, st.base, self._express_max, self._max_headers)
+        if found is None:
+            self._receive(conn, st, data)
+            return
+        environ, extra = found  # its wsgi.input is the base's EMPTY_BODY
+        st.fresh = False
+        st.environ = environ  # for the watchdog's describe()
+        st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
+        started = perf_counter()
+        start = StartResponse()
+        try:
+            result = self._call(self.app, environ, start)
+        except Exception as exc:
+            self._express_request(st, environ, extra, started)
+            self._app_error(conn, st, exc, environ)
+            return
+        # The common result, framed here: one ``bytes`` in a list, a validated status
+        # that allows a body, a Content-Length (if any) that matches, not HEAD.
+        if (
+            type(result) is list
+            and len(result) == 1
+            and type(body := result[0]) is bytes
+            and (code := _CODES.get(start.status)) is not None
+            and code != 204
+            and code != 304
+            and not start.written
+            and (start.content_length is None or start.content_length == len(body))
+            and environ["REQUEST_METHOD"] != "HEAD"
+        ):
+            if start.close:
+                extra = _X_CLOSE
+            length = len(body)
+            conn.write(
+                self.encoder.whole(
+                    start.status,
+                    start.headers,
+                    (_LENGTH_LINES.get(length) or _length_line(length)) + extra,
+                    body,
+                )
+            )
+            elapsed = perf_counter() - started
+            self.response_counts[code // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+            self.response_seconds += elapsed
+            st.environ = None
+            if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
+                self._close(conn, st)
+            elif st.write_paused:
+                st.timer = None  # the send timer governs; resume_writing goes on
+            else:
+                st.timer_kind = T_KEEPALIVE
+                st.timer = conn.rearm(self._keepalive, _fire_phase)
+            return
+        # Any other result: the general response path, with a Request made for it.
+        self._respond(conn, st, self._express_request(st, environ, extra, started), environ, start, result)
+
+    def _receive(self, conn: Connection, st: _State, data: bytes) -> None:
+        """The general path: the bytes go to this connection's ``HttpProtocol``."""
+        phase = st.phase
         if phase == RESPONDING:
             st.backlog += data
             if len(st.backlog) > self.config.max_pipeline_buffer and not st.read_paused:
@@ -500,69 +578,6 @@ class HttpHandler:
     ) -> Iterable[bytes]:
         with self.worker.blocking():
             return app(environ, start)
-
-    def _express(self, conn: Connection, st: _State, data: bytes) -> bool:
-        """Serve ``data`` if it is one whole bodiless head the express lane takes.
-
-        ``express.match`` checks the head (or declines: False, and the read goes the
-        general way); then the application runs here, and a response that is one
-        ``bytes`` in a list (the common shape) is framed and written inline. Any
-        other result, or a failing application, continues on the general path
-        (``_respond``, ``_app_error``) with a ``Request`` made for it, so the
-        response rules live in one place.
-        """
-        found = express_match(data, st.base, self._express_max, self.config.max_headers)
-        if found is None:
-            return False
-        environ, extra = found  # its wsgi.input is the base's EMPTY_BODY
-        st.fresh = False
-        st.environ = environ  # for the watchdog's describe()
-        st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
-        started = perf_counter()
-        start = StartResponse()
-        try:
-            result = self._call(self.app, environ, start)
-        except Exception as exc:
-            self._express_request(st, environ, extra, started)
-            self._app_error(conn, st, exc, environ)
-            return True
-        if (
-            type(result) is list
-            and len(result) == 1
-            and type(body := result[0]) is bytes
-            and not start.written
-            and (code := _CODES.get(start.status)) is not None
-            and code != 204
-            and code != 304
-            and (start.content_length is None or start.content_length == len(body))
-            and environ["REQUEST_METHOD"] != "HEAD"
-        ):
-            if start.close:
-                extra = _X_CLOSE
-            length = len(body)
-            conn.write(
-                self.encoder.whole(
-                    start.status,
-                    start.headers,
-                    (_LENGTH_LINES.get(length) or _length_line(length)) + extra,
-                    body,
-                )
-            )
-            elapsed = perf_counter() - started
-            self.response_counts[code // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
-            self.response_seconds += elapsed
-            st.environ = None
-            if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
-                self._close(conn, st)
-            elif st.write_paused:
-                st.timer = None  # the send timer governs; resume_writing goes on
-            else:
-                st.timer_kind = T_KEEPALIVE
-                st.timer = conn.rearm(self.config.keepalive_timeout, _fire_phase)
-            return True
-        request = self._express_request(st, environ, extra, started)
-        self._respond(conn, st, request, environ, start, result)
-        return True
 
     @staticmethod
     def _express_request(st: _State, environ: dict[str, Any], extra: bytes, started: float) -> Request:

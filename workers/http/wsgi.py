@@ -50,8 +50,8 @@ _HOP_BY_HOP = frozenset(
 _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 
 
-# Header lists that passed ``StartResponse``'s checks -> (lines, content length,
-# close). Shared by the workers: a dict get/set is atomic, and a lost insert costs a
+# (status, *headers) that passed ``StartResponse``'s checks -> (lines, content
+# length, close). Shared by the workers: a dict get/set is atomic, and a lost insert costs a
 # re-check only.
 _VALIDATED: dict[tuple[Any, ...], tuple[str, int | None, bool]] = {}
 _VALIDATED_MAX = 512
@@ -123,6 +123,26 @@ class StartResponse:
         headers: list[tuple[str, str]],
         exc_info: ExcInfo | None = None,
     ) -> Callable[[bytes], None]:
+        # The common call: a status and header list validated together before. Only
+        # validated pairs are in ``_VALIDATED``, so a hit needs no other check.
+        if exc_info is None and not self.status and type(status) is str and type(headers) is list:
+            try:
+                known = _VALIDATED.get((status, *headers))
+            except TypeError:  # an unhashable item: the checks below reject it
+                known = None
+            if known is not None:
+                self.status = status
+                self.headers, self.content_length, self.close = known
+                return self.written.append
+        return self._check(status, headers, exc_info)
+
+    def _check(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None,
+    ) -> Callable[[bytes], None]:
+        """Validate a call that is not a known (status, headers) pair."""
         if exc_info is not None:
             try:
                 if self.headers_sent:
@@ -142,8 +162,8 @@ class StartResponse:
         # Most apps send the same few header lists again and again: a list validated
         # before is looked up, not re-checked (the bytes sent are the ones validated).
         try:
-            key = tuple(headers)
-            known = _VALIDATED.get(key)
+            key: tuple[Any, ...] | None = (status, *headers)
+            known = _VALIDATED.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable item: the checks below reject it
             key = None
             known = None
