@@ -405,17 +405,23 @@ class HttpHandler:
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
         st: _State = conn.context
         st.phase = CLOSED
-        self._disarm(st)
+        if st.timer is not None:  # _disarm, inline
+            st.timer.cancel()
+            st.timer = None
+        st.timer_kind = -1
         if st.send_timer is not None:
             st.send_timer.cancel()
             st.send_timer = None
         resp = st.response
-        st.response = None
         if resp is not None:
+            st.response = None
             self._close_result(resp.result)
-        st.body.close()
-        st.events.clear()
-        st.backlog.clear()
+        if st.body is not EMPTY_BODY:
+            st.body.close()
+        if st.events:
+            st.events.clear()
+        if st.backlog:
+            st.backlog.clear()
 
     def describe(self, conn: Connection) -> str:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog).
@@ -548,7 +554,9 @@ class HttpHandler:
         conn.close_lingering(self.config.linger_timeout, self.config.linger_max_bytes)
 
     def _close(self, conn: Connection, st: _State) -> None:
-        self._disarm(st)
+        # No _disarm: closing cancels the connection's deadline (and connection_lost
+        # clears the phase timer) when the close is done; a close that waits for the
+        # write buffer to drain keeps it, and its expiry then finds the phase CLOSED.
         st.phase = CLOSED
         conn.close()
 
