@@ -4,7 +4,11 @@ Deterministic counts for A/B decisions on a noisy machine (timings swing by 30%,
 do not). The server runs in this process, every thread under a ``sys.setprofile``
 counter (``threading.setprofile`` before its threads start); a load of ``--requests``
 keep-alive GETs on ``--connections`` connections comes from a child process (a plain
-blocking-socket client, so its own work is not counted). Per request:
+socket client, so its own work is not counted), which opens its connections and
+sends 200 warm-up requests before counting starts, and closes them after it stops:
+only keep-alive requests are counted. With ``--close`` each request has a connection
+of its own instead (``Connection: close``; the client closes once it has the
+answer, as wrk does), so connecting and closing are counted too. Per request:
 
 * ``py calls``: Python function calls (profile ``call`` events) in the server's threads;
 * ``C calls``: calls of C functions from Python (``c_call``: ``sock.recv``,
@@ -18,8 +22,16 @@ blocking-socket client, so its own work is not counted). Per request:
 Requests are counted as calls of the application (the same ``bench.apps.hello`` for
 both), so nothing is added to the path being measured.
 
+``--tls`` adds a row ``product-tls``: the same server over HTTPS (a self-signed
+certificate made by ``openssl``, ``bench.servers.make_certificate``), its client
+wrapping each socket in ``ssl`` with verification off (TLS 1.3). Its difference with
+``product`` is what the TLS layer costs per keep-alive request: the client opens its
+connections (and does the handshakes) and sends a warm-up of 200 requests before
+counting starts, and counting stops before it closes them.
+
     .venv/bin/python bench/calls.py                   # product and floor, 20,000 requests
     .venv/bin/python bench/calls.py --only product --top 25   # + the most-called functions
+    .venv/bin/python bench/calls.py --tls --opcodes   # + product over TLS
 
 The floor is ``../shared/bench/floor_loop.py`` (``FLOOR_LOOP`` overrides the path),
 imported and run in a thread; it only serves 127.0.0.1.
@@ -47,75 +59,101 @@ from bench.servers import floor_loop_path, free_port
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 CLIENT = r"""
-import selectors, socket, sys
-port, conns, total = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import selectors, socket, ssl, sys
+port, conns, warm, total = (int(a) for a in sys.argv[1:5])
+tls = sys.argv[5] == "tls"
 req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 sel = selectors.DefaultSelector()
 socks = []
+if tls:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
 for _ in range(conns):
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        s = ctx.wrap_socket(s)  # the handshake, blocking
     s.setblocking(False)
     sel.register(s, selectors.EVENT_READ, [b""])
     socks.append(s)
-sent = done = 0
-for s in socks:
-    if sent < total:
-        s.send(req); sent += 1
-while done < total:
-    for key, _ in sel.select(10):
-        s, buf = key.fileobj, key.data
-        try:
-            data = s.recv(65536)
-        except BlockingIOError:
-            continue
-        if not data:
-            raise SystemExit("server closed a connection")
-        buf[0] += data
-        while b"Hello, world!" in buf[0]:
-            head, _, buf[0] = buf[0].partition(b"Hello, world!")
-            done += 1
-            if sent < total:
-                s.send(req); sent += 1
-print(done)
+
+
+def run(total):
+    sent = done = 0
+    for s in socks:
+        if sent < total:
+            s.send(req); sent += 1
+    while done < total:
+        for key, _ in sel.select(10):
+            s, buf = key.fileobj, key.data
+            try:
+                data = s.recv(65536)
+                while tls and s.pending():  # plaintext the ssl object holds: no edge
+                    data += s.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                continue
+            if not data:
+                raise SystemExit("server closed a connection")
+            buf[0] += data
+            while b"Hello, world!" in buf[0]:
+                head, _, buf[0] = buf[0].partition(b"Hello, world!")
+                done += 1
+                if sent < total:
+                    s.send(req); sent += 1
+    return done
+
+
+print(run(warm), flush=True)  # the warm-up, on the same connections
+sys.stdin.readline()  # counting has started
+print(run(total), flush=True)
 """
 
 
 CLOSE_CLIENT = r"""
 import selectors, socket, sys
-port, conns, total = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+port, conns, warm, total = (int(a) for a in sys.argv[1:5])
 req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 sel = selectors.DefaultSelector()
-sent = done = 0
-def start():
-    global sent
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setblocking(False)
-    s.send(req); sent += 1
-    sel.register(s, selectors.EVENT_READ, [b""])
-for _ in range(min(conns, total)):
-    start()
-while done < total:
-    for key, _ in sel.select(10):
-        s, buf = key.fileobj, key.data
-        try:
-            data = s.recv(65536)
-        except BlockingIOError:
-            continue
-        except ConnectionResetError:
-            data = b""
-        buf[0] += data
-        if b"Hello, world!" not in buf[0]:  # the client closes once it has the answer,
-            if not data:                     # as wrk does (the floor never closes)
-                raise SystemExit("closed without a response")
-            continue
-        sel.unregister(s); s.close()
-        done += 1
-        if sent < total:
-            start()
-print(done)
-"""
 
+
+def run(total):
+    sent = done = 0
+
+    def start():
+        nonlocal sent
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setblocking(False)
+        s.send(req); sent += 1
+        sel.register(s, selectors.EVENT_READ, [b""])
+
+    for _ in range(min(conns, total)):
+        start()
+    while done < total:
+        for key, _ in sel.select(10):
+            s, buf = key.fileobj, key.data
+            try:
+                data = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                data = b""
+            buf[0] += data
+            if b"Hello, world!" not in buf[0]:  # the client closes once it has the answer,
+                if not data:                     # as wrk does (the floor never closes)
+                    raise SystemExit("closed without a response")
+                continue
+            sel.unregister(s); s.close()
+            done += 1
+            if sent < total:
+                start()
+    return done
+
+
+print(run(warm), flush=True)
+sys.stdin.readline()  # counting has started
+print(run(total), flush=True)
+"""
 
 def _start_product() -> tuple[int, Callable[[], None]]:
     from workers import Server
@@ -123,6 +161,32 @@ def _start_product() -> tuple[int, Callable[[], None]]:
     server = Server(apps.hello, bind="127.0.0.1:0")
     server.start()
     return server.address[1], lambda: server.stop(timeout=2)
+
+
+def _start_product_tls() -> tuple[int, Callable[[], None]]:
+    import shutil
+    import tempfile
+
+    from bench.servers import make_certificate
+    from workers import Server
+    from workers.tls import TlsConfig
+
+    tmp = tempfile.mkdtemp(prefix="calls-tls-")
+    cert, key = make_certificate(tmp)
+    server = Server(apps.hello, bind="127.0.0.1:0", ssl=TlsConfig(certfile=cert, keyfile=key))
+    server.start()  # the files are read by now
+
+    def stop() -> None:
+        server.stop(timeout=2)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return server.address[1], stop
+
+
+_STARTS: dict[str, Callable[[], tuple[int, Callable[[], None]]]] = {
+    "product": _start_product,
+    "product-tls": _start_product_tls,
+}
 
 
 def _start_floor() -> tuple[int, Callable[[], None]]:
@@ -153,12 +217,31 @@ def _start_floor() -> tuple[int, Callable[[], None]]:
 _client = CLIENT  # set by --close
 
 
-def _drive(port: int, connections: int, requests: int) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _client, str(port), str(connections), str(requests)],
-        capture_output=True, text=True, timeout=300, check=True,
+def _drive(port: int, connections: int, requests: int, tls: bool,
+           start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Open ``connections`` (TLS handshakes done), send a warm-up of 200 requests,
+    call ``start``, send ``requests`` more on the same connections, call ``stop``,
+    then close them: what is counted between ``start`` and ``stop`` is keep-alive
+    requests only (no accept, no handshake, no close)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _client, str(port), str(connections), "200", str(requests),
+         "tls" if tls else "plain"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
-    assert int(out.stdout) == requests, out
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        assert int(child.stdout.readline()) == 200
+        start()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        done = child.stdout.readline()
+        assert done and int(done) == requests, done
+        stop()
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(300)
+    assert child.returncode == 0, child.returncode
 
 
 class _Counter:
@@ -188,17 +271,23 @@ class _OpCounter:
         return self
 
 
+_CONN_FILES = ("connection.py", "tlsconn.py")
+
+
 def measure_opcodes(which: str, connections: int, requests: int, top: int) -> float:
-    """Bytecodes the server's threads execute per request (deterministic)."""
+    """Bytecodes the server's threads execute per request (deterministic), and of
+    them those of the connection layer (``workers/connection.py``, ``tlsconn.py``:
+    reading, decrypting, encrypting, sending), which the waits between threads
+    (a few bytecodes per request, timing-dependent) do not blur."""
     counter = _OpCounter()
-    start = _start_product if which == "product" else _start_floor
+    start = _STARTS.get(which, _start_floor)
+    tls = which == "product-tls"
     threading.settrace(counter)
     port, stop = start()
-    _drive(port, connections, 200)
     threading.settrace(None)  # type: ignore[arg-type]
-    counter.ops.clear()
-    _drive(port, connections, requests)
-    ops = dict(counter.ops)
+    ops: dict[Any, int] = {}
+    _drive(port, connections, requests, tls, counter.ops.clear,
+           lambda: ops.update(counter.ops))
     stop()
     served = requests
     if top:
@@ -206,23 +295,35 @@ def measure_opcodes(which: str, connections: int, requests: int, top: int) -> fl
         for code, n in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {n / served:7.1f}  {code.co_name} ({Path(code.co_filename).name}:"
                   f"{code.co_firstlineno})")
+    layer = sum(n for code, n in ops.items() if Path(code.co_filename).name in _CONN_FILES
+                and Path(code.co_filename).parent.name == "workers")
+    print(f"{which:11s} connection layer bytecodes/req {layer / served:7.1f}")
     return sum(ops.values()) / served
 
 
 def measure_calls(which: str, connections: int, requests: int, top: int) -> dict[str, float]:
     """Count calls with every server thread profiled; returns per-request figures."""
     counter = _Counter()
-    start = _start_product if which == "product" else _start_floor
+    start = _STARTS.get(which, _start_floor)
+    tls = which == "product-tls"
     threading.setprofile(counter)
     port, stop = start()
-    _drive(port, connections, 200)  # warm up: connections made, caches filled
-    threading.setprofile(None)  # type: ignore[arg-type]
-    counter.calls.clear()
-    counter.c_calls.clear()
     # Threads already started keep the profiler they were started with.
-    _drive(port, connections, requests)
-    served = counter.calls[apps.hello.__code__]
+    threading.setprofile(None)  # type: ignore[arg-type]
+    seen: dict[str, collections.Counter[Any]] = {}
+
+    def reset() -> None:
+        counter.calls.clear()
+        counter.c_calls.clear()
+
+    def snap() -> None:
+        seen["calls"] = collections.Counter(dict(counter.calls))
+        seen["c_calls"] = collections.Counter(dict(counter.c_calls))
+
+    _drive(port, connections, requests, tls, reset, snap)
     stop()
+    counter.calls, counter.c_calls = seen["calls"], seen["c_calls"]
+    served = counter.calls[apps.hello.__code__]
     calls = sum(counter.calls.values())
     c_calls = sum(counter.c_calls.values())
     if top:
@@ -268,6 +369,7 @@ def measure_allocs(which: str, connections: int, requests: int) -> dict[str, flo
     lib = _libpython()
     if perf is None or lib is None:
         return None
+    tls = which == "product-tls"
     events = []
     for fn in _PROBES:
         add = subprocess.run([perf, "probe", "-x", lib, "-a", fn], capture_output=True, text=True)
@@ -279,14 +381,16 @@ def measure_allocs(which: str, connections: int, requests: int) -> dict[str, flo
     try:
         assert child.stdout is not None and child.stdin is not None
         port = int(child.stdout.readline())
-        _drive(port, connections, 200)
-        stat = subprocess.Popen([perf, "stat", "-x", ",", "-p", str(child.pid),
-                                 "-e", ",".join(events)],
-                                stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
-        _drive(port, connections, requests)
-        stat.send_signal(2)
-        _, err = stat.communicate(timeout=30)
+        stats: list[subprocess.Popen[str]] = []
+
+        def begin() -> None:
+            stats.append(subprocess.Popen([perf, "stat", "-x", ",", "-p", str(child.pid),
+                                           "-e", ",".join(events)],
+                                          stderr=subprocess.PIPE, text=True))
+            time.sleep(0.5)
+
+        _drive(port, connections, requests, tls, begin, lambda: stats[0].send_signal(2))
+        _, err = stats[0].communicate(timeout=30)
     finally:
         if child.stdin is not None:
             child.stdin.close()
@@ -315,6 +419,7 @@ def measure_callgrind(which: str, connections: int, requests: int) -> float | No
     valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
     if valgrind is None or control is None:
         return None
+    tls = which == "product-tls"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         child = subprocess.Popen(
@@ -324,10 +429,12 @@ def measure_callgrind(which: str, connections: int, requests: int) -> float | No
         try:
             assert child.stdout is not None and child.stdin is not None
             port = int(child.stdout.readline())
-            _drive(port, connections, 200)
-            subprocess.run([control, "-i", "on", str(child.pid)], capture_output=True, check=True)
-            _drive(port, connections, requests)
-            subprocess.run([control, "-i", "off", str(child.pid)], capture_output=True, check=True)
+
+            def switch(on: str) -> Callable[[], None]:
+                return lambda: subprocess.run([control, "-i", on, str(child.pid)],
+                                              capture_output=True, check=True)
+
+            _drive(port, connections, requests, tls, switch("on"), switch("off"))
         finally:
             if child.stdin is not None:
                 child.stdin.close()
@@ -341,7 +448,7 @@ def measure_callgrind(which: str, connections: int, requests: int) -> float | No
 
 def serve(which: str) -> None:
     """Child mode: run a server, print its port, stop when stdin closes."""
-    start = _start_product if which == "product" else _start_floor
+    start = _STARTS.get(which, _start_floor)
     port, stop = start()
     print(port, flush=True)
     sys.stdin.read()
@@ -352,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--only", choices=("product", "floor"))
+    ap.add_argument("--only", choices=("product", "product-tls", "floor"))
     ap.add_argument("--top", type=int, default=0, help="also list the N most-called functions")
     ap.add_argument("--allocs", action="store_true", help="also count allocator calls (perf)")
     ap.add_argument("--opcodes", action="store_true", help="also count bytecodes executed")
@@ -360,30 +467,37 @@ def main(argv: list[str] | None = None) -> int:
                     help="also count instructions per request (valgrind)")
     ap.add_argument("--close", action="store_true",
                     help="one request per connection (Connection: close) instead of keep-alive")
-    ap.add_argument("--serve", choices=("product", "floor"), help=argparse.SUPPRESS)
+    ap.add_argument("--tls", action="store_true",
+                    help="also measure the product over TLS (row product-tls)")
+    ap.add_argument("--serve", choices=("product", "product-tls", "floor"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.close and (a.tls or a.only == "product-tls"):
+        ap.error("--close and --tls: the Connection: close client speaks plain HTTP only")
     global _client
     _client = CLOSE_CLIENT if a.close else CLIENT
     if a.serve:
         serve(a.serve)
         return 0
-    for which in ("product", "floor"):
+    tls = a.tls or a.only == "product-tls"
+    rows = ("product", "product-tls", "floor") if tls else ("product", "floor")
+    for which in rows:
         if a.only and which != a.only:
             continue
         r = measure_calls(which, a.connections, a.requests, a.top)
-        print(f"{which:8s} py calls/req {r['py_calls']:7.2f}  C calls/req {r['c_calls']:7.2f}"
+        print(f"{which:11s} py calls/req {r['py_calls']:7.2f}  C calls/req {r['c_calls']:7.2f}"
               f"  ({int(r['requests'])} requests)", flush=True)
         if a.opcodes:
             ops = measure_opcodes(which, a.connections, a.requests, a.top)
-            print(f"{which:8s} bytecodes/req {ops:7.1f}", flush=True)
+            print(f"{which:11s} bytecodes/req {ops:7.1f}", flush=True)
         if a.callgrind:
             ir = measure_callgrind(which, a.connections, a.requests)
-            print(f"{which:8s} instructions/req {ir:,.0f}" if ir else
-                  f"{which:8s} instructions: needs valgrind", flush=True)
+            print(f"{which:11s} instructions/req {ir:,.0f}" if ir else
+                  f"{which:11s} instructions: needs valgrind", flush=True)
         if a.allocs:
             m = measure_allocs(which, a.connections, a.requests)
-            print(f"{which:8s} allocs/req {m['allocs']:7.2f}" if m else
-                  f"{which:8s} allocs: needs root and perf (uprobes)", flush=True)
+            print(f"{which:11s} allocs/req {m['allocs']:7.2f}" if m else
+                  f"{which:11s} allocs: needs root and perf (uprobes)", flush=True)
     return 0
 
 
