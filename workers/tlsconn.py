@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactor.event import ERROR, READ_CLOSED
 from reactor.net import Stream
-from workers.connection import HIGH_WATER, READ_BUDGET, RECV_SIZE, Conn, FileSlice
+from workers.connection import DEBUG, HIGH_WATER, READ_BUDGET, RECV_SIZE, Conn, FileSlice
 from workers.tls import TlsSession
 
 if TYPE_CHECKING:
@@ -258,34 +258,28 @@ class TlsConn(Conn):
             return
         if self._hs and not self._handshake():
             return
-        recv = self._recv
-        inc = self._in
         handler = self.handler
+        inc = self._in
         budget = READ_BUDGET
-        short = self._short and not self._hup and not strict
-        drained = False
-        while True:
-            # Only ciphertext can be left here: ``_decrypt`` empties the engine's
-            # plaintext each time, so ``pending()`` (which drops the GIL) is not asked.
-            if inc.pending:
-                data = self._decrypt()
-                if self._state:
+        if inc.pending or self._peer_closed:
+            # Left from before this turn: a request that came with the handshake's
+            # last read (perhaps held by a pause in ``connection_made``), or a
+            # close_notify held back by a pause.
+            data = self._decrypt(b"") if inc.pending else b""
+            if self._state:
+                return
+            if data:
+                handler.data_received(self, data)
+                if self._read_paused or self._state:
                     return
-                if data:
-                    handler.data_received(self, data)
-                    if self._read_paused or self._state:
-                        return
-                    budget -= 1
-                    if not budget:
-                        self.worker.reschedule(self)
-                        return
-            if self._peer_closed:  # close_notify: nothing more will come
+                budget -= 1
+            if self._peer_closed:
                 self._on_eof()
                 return
-            if drained:
-                return  # the last read was short (epoll, kqueue): the socket is empty
+        short = self._short and not self._hup and not strict
+        while True:
             try:
-                raw = recv(RECV_SIZE)
+                raw = self._recv(RECV_SIZE)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -295,17 +289,55 @@ class TlsConn(Conn):
                 self._on_eof()
                 return
             inc.write(raw)
-            drained = short and len(raw) < RECV_SIZE
+            # The common case inline: one record (a request), one engine call and no
+            # exception; more records, or a record bigger than the ask, go on in
+            # ``_decrypt``. Either way the engine is left with no plaintext and no
+            # whole record, so ``pending()`` (which drops the GIL) is not asked.
+            try:
+                data = self._tls_read(_RECORD)
+            except _WantRead:
+                data = b""  # a partial record: its rest raises an edge of its own
+            except _SSLError as exc:
+                if not isinstance(exc, ssl.SSLZeroReturnError):
+                    self._teardown(exc)
+                    return
+                self._peer_closed = True
+                data = b""
+            else:
+                if inc.pending or len(data) == _RECORD:
+                    data = self._decrypt(data)
+                    if self._state:
+                        return
+                elif not data:  # close_notify: the peer will send nothing more
+                    self._peer_closed = True
+            if self._out.pending:  # post-handshake messages (a key update's answer)
+                self._send_tls()
+                if self._state:
+                    return
+            if data:
+                handler.data_received(self, data)
+                if self._read_paused or self._state:
+                    return
+                budget -= 1
+            if self._peer_closed:  # told after the plaintext before it
+                self._on_eof()
+                return
+            if short and len(raw) < RECV_SIZE:
+                return  # a short read drained the socket (epoll, kqueue)
+            if not budget:
+                self.worker.reschedule(self)
+                return
 
-    def _decrypt(self) -> bytes:
-        """All the plaintext the engine can give now; sets ``_peer_closed`` on close_notify
-        (the end of stream is told after the plaintext before it, even across a pause)."""
+    def _decrypt(self, first: bytes) -> bytes:
+        """``first`` and all the plaintext the engine can give after it, as one chunk;
+        sets ``_peer_closed`` on close_notify (the end of stream is told after the
+        plaintext before it, even across a pause)."""
         inc = self._in
         read = self._tls_read
         pending = self._tls_pending
-        data = b""
+        data = first
         more: list[bytes] | None = None
-        full = False  # the last read filled its buffer: the record may hold more
+        full = len(first) == _RECORD  # the last read filled its buffer: the record may hold more
         while inc.pending or (full and pending()):
             try:
                 piece = read(_RECORD)
@@ -348,6 +380,13 @@ class TlsConn(Conn):
             Conn.write(self, out)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` and send the records as ``Conn.write`` sends bytes.
+
+        ``Conn.write``'s path for an empty write buffer is inlined (one Python call
+        less per response): send at once, queue what the kernel did not take.
+        """
+        if DEBUG:
+            self._check_owner()
         if self._state or not data:
             return
         if self._queue_plain is not None:
@@ -359,7 +398,22 @@ class TlsConn(Conn):
         except (_SSLError, ValueError) as exc:
             self._teardown(exc)
             return
-        Conn.write(self, self._out.read())
+        out = self._out.read()
+        if self._wbuf:
+            Conn.write(self, out)  # behind what is queued
+            return
+        try:
+            n = self._send(out)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._teardown(exc)
+            return
+        if n < len(out):
+            rest = memoryview(out)[n:]
+            self._wbuf.append(rest)
+            self._wsize += len(rest)
+            self._send_on(n)
 
     def writelines(self, chunks: list[bytes]) -> None:
         if len(chunks) == 1:
