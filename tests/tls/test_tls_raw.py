@@ -321,3 +321,48 @@ def test_data_then_a_tcp_fin_is_served_and_the_end_of_stream_seen(echo_each_back
         assert wait_for(lambda: echo_each_backend.stats()["active"] == 0, 5.0)
     finally:
         client.close()
+
+
+class _PausedAtFirst(BaseHandler):
+    """Echo, with reading paused from ``connection_made`` for 50 ms."""
+
+    def connection_made(self, conn: Connection) -> None:
+        conn.pause_reading()
+        conn.call_later(0.05, conn.resume_reading)
+
+    def data_received(self, conn: Connection, data: bytes) -> None:
+        conn.write(data)
+
+
+@pytest.mark.parametrize("handler", [EchoHandler, _PausedAtFirst], ids=["echo", "paused-at-first"])
+@pytest.mark.parametrize("backend", __import__("reactor").available_backends())
+def test_records_sent_with_the_clients_finished_are_served(pki: Pki, backend: str,
+                                                            handler: type[BaseHandler]) -> None:
+    # The handshake's last read brings records too: they are in the engine before
+    # ``connection_made``, and no further edge announces them (nor after a pause).
+    with Server(handler=handler, bind="127.0.0.1:0", workers=1, backend=backend,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        client = BioClient(srv.address, pki.client_context(), hold_finished=True)
+        try:
+            pieces = [b"<%04d>" % i for i in range(100)]
+            client.burst(pieces)  # the client's Finished, then 100 records, in one send
+            expected = b"".join(pieces)
+            assert client.read(len(expected)) == expected
+        finally:
+            client.close()
+
+
+def test_a_close_notify_alone_ends_the_connection(echo_each_backend: Server, pki: Pki) -> None:
+    client = BioClient(echo_each_backend.address, pki.client_context())
+    try:
+        client.burst([b"ping"])
+        assert client.read(4) == b"ping"
+        try:
+            client.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        client.sock.sendall(client.out.read())  # close_notify, in a read of its own
+        assert client.read(1, timeout=5) == b""  # the server answered it and closed
+        assert wait_for(lambda: echo_each_backend.stats()["active"] == 0, 5.0)
+    finally:
+        client.close()

@@ -20,9 +20,12 @@ class BioClient:
         address: the server's ``(host, port)``.
         ctx: the client context.
         server_hostname: the SNI name (and the name checked).
+        hold_finished: keep the client's last handshake flight (its Finished) unsent,
+            so that the next ``burst`` sends it together with the first records.
     """
 
-    def __init__(self, address: Any, ctx: ssl.SSLContext, server_hostname: str | None = "localhost") -> None:
+    def __init__(self, address: Any, ctx: ssl.SSLContext, server_hostname: str | None = "localhost",
+                 *, hold_finished: bool = False) -> None:
         self.sock = socket.create_connection(address, timeout=10)
         self.inc = ssl.MemoryBIO()
         self.out = ssl.MemoryBIO()
@@ -35,7 +38,8 @@ class BioClient:
             except ssl.SSLWantReadError:
                 self._flush()
                 self._fill()
-        self._flush()
+        if not hold_finished:
+            self._flush()
 
     def _flush(self) -> None:
         data = self.out.read()
