@@ -18,8 +18,8 @@ What the lane takes (anything else is declined):
   method from ``_METHODS``, a target that starts with ``/`` and holds only the
   characters llhttp's strict table allows, minus ``%``, ``#`` and ``\\`` (those go
   through ``validate.check_target``);
-* fields ``token ":" OWS value OWS CRLF``, values of HTAB, SP, VCHAR and obs-text
-  (llhttp's strict rule), no obs-fold, no bare CR or LF;
+* fields ``token ":" OWS value CRLF``, values of HTAB, SP, VCHAR and obs-text
+  (llhttp's strict rule) that do not end in OWS, no obs-fold, no bare CR or LF;
 * at most ``max_headers`` fields, the head no longer than ``max_request_line`` and
   ``max_header_size`` allow; each field name at most once (spelling aside), no name
   with ``_`` (the general path drops those);
