@@ -97,7 +97,6 @@ class ExpressKeys(dict[str, str]):
 
 
 _KEYS = ExpressKeys()
-_key = _KEYS.__getitem__
 
 
 def match(
@@ -140,7 +139,7 @@ def match(
             return None
         size = len(keys) + count
         for name, value in fields:
-            keys[_key(name)] = value
+            keys[_KEYS[name]] = value  # a subscript: __missing__ only for a new name
         # A declined name, or one name twice (in any spelling): the general way.
         if len(keys) != size or _DECLINE in keys:
             return None

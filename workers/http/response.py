@@ -38,10 +38,11 @@ class DateCache:
     One instance belongs to one worker thread, so it needs no lock.
     """
 
-    __slots__ = ("_line", "_second")
+    __slots__ = ("_line", "_second", "_until")
 
     def __init__(self) -> None:
         self._second = -1
+        self._until = 0.0  # the line is good while time.time() is below this
         self._line = b""
 
     def line(self) -> bytes:
@@ -50,6 +51,7 @@ class DateCache:
         second = int(now)
         if second != self._second:
             self._second = second
+            self._until = second + 1.0
             self._line = b"Date: %b\r\n" % formatdate(now, usegmt=True).encode("ascii")
         return self._line
 
@@ -98,8 +100,8 @@ class ResponseEncoder:
         if line is None:
             line = self.status_line(status)
         date = self._date
-        if int(time.time()) != date._second:
-            date.line()
+        if not date._second <= time.time() < date._until:  # no int() per response
+            date.line()  # a new second (or the clock went back)
         return b"".join(
             (line, date._line, self._server, headers.encode("latin-1"), extra, b"\r\n", body)
         )
