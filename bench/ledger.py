@@ -34,6 +34,7 @@ from bench.apps import hello
 from bench.breakdown import REQUEST, _Conn, _Worker
 from workers.http import HttpConfig
 from workers.http.body import EMPTY_BODY
+from workers.http.express import match as express_match
 from workers.http.handler import HttpHandler
 from workers.http.protocol import HttpProtocol, Request
 from workers.http.response import DateCache, ResponseEncoder
@@ -118,6 +119,9 @@ def items() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
     handler = HttpHandler(_Worker(), hello, config)  # type: ignore[arg-type]
     conn = _Conn()
     handler.connection_made(conn)  # type: ignore[arg-type]
+    general = HttpHandler(_Worker(), hello, HttpConfig(express=False))  # type: ignore[arg-type]
+    gconn = _Conn()
+    general.connection_made(gconn)  # type: ignore[arg-type]
     counts = [0] * (6 * BUCKETS)
 
     def ours_parse() -> None:
@@ -161,6 +165,18 @@ def items() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
         elapsed = time.perf_counter() - started
         counts[2 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
 
+    def ours_express() -> None:
+        express_match(REQUEST, base, 8190, 100)
+
+    def floor_parse_environ() -> None:
+        fc.parser.feed_data(REQUEST)
+        for url, headers in fc.done:
+            _floor_environ(fc, url, headers)
+        fc.done.clear()
+
+    def ours_general() -> None:
+        general.data_received(gconn, REQUEST)  # type: ignore[arg-type]
+
     def ours_handler() -> None:
         handler.data_received(conn, REQUEST)  # type: ignore[arg-type]
 
@@ -184,7 +200,10 @@ def items() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
         ("timers: keep-alive deadline armed + cancelled", ours_timer, None),
         ("run slot: the blocking section around the app", ours_slot, None),
         ("stats: duration histogram (2 clock reads)", ours_stats, None),
-        ("whole handler (HttpHandler.data_received)", ours_handler, floor_worker),
+        ("express lane: head matched, environ built (express.match)", ours_express,
+         floor_parse_environ),
+        ("whole handler, general path (--no-express)", ours_general, floor_worker),
+        ("whole handler (HttpHandler.data_received, express lane)", ours_handler, floor_worker),
     ]
 
 
