@@ -11,6 +11,7 @@ handler: the same bytes answered with the lane on and off.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -395,3 +396,33 @@ def test_each_connection_gets_its_own_peer_in_the_environ_made_from_a_template()
         conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert seen == [("10.0.0.7", "50000", False), ("10.0.0.9", "50001", True),
                     ("10.0.0.8", "50002", False)]
+
+
+def test_the_connections_start_response_starts_afresh_for_every_request() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path == "/write":
+            start_response("200 OK", [])(b"written ")
+            return [b"returned"]
+        if path == "/stream":
+            start_response("200 OK", [])
+            return iter([b"a", b"b"])  # general path: the head is sent (headers_sent)
+        if path == "/replace":
+            start_response("200 OK", [("X-First", "1")])
+            try:
+                raise ValueError("changed my mind")
+            except ValueError:
+                start_response("503 Service Unavailable", [], sys.exc_info())
+            return [b"replaced"]
+        start_response("200 OK", [])
+        return [b"plain"]
+
+    worker = FakeWorker()
+    conn = connect(make_http_handler_factory(app, HttpConfig())(worker), worker)
+    for path in ("/write", "/plain", "/stream", "/replace", "/plain"):
+        conn.feed(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    responses = parse_responses(conn.take())
+    assert [(status, body) for status, _, body in responses] == [
+        (200, b"written returned"), (200, b"plain"), (200, b"ab"), (503, b"replaced"), (200, b"plain")]
+    assert "x-first" not in responses[3][1]
+    assert not conn.closed

@@ -427,7 +427,7 @@ def test_a_header_list_seen_before_is_not_rechecked_but_gives_the_same_head() ->
     first("200 OK", list(good))
     second("201 Created", list(good))  # the cached lines, with this call's status
     assert (first.headers, first.content_length, first.close) == (
-        "Content-Type: text/plain\r\n", 5, True)
+        b"Content-Type: text/plain\r\n", 5, True)
     assert (second.status, second.headers, second.content_length, second.close) == (
         "201 Created", first.headers, 5, True)
     # A near-identical list with a bad value, and items that cannot be hashed, are

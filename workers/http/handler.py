@@ -65,7 +65,7 @@ __all__ = ["HttpHandler", "make_http_handler_factory"]
 
 log = logging.getLogger("workers.http")
 
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # Phases (ints: compared on every callback).
 IDLE, BODY, RESPONDING, CLOSED = 0, 1, 2, 3
@@ -127,6 +127,8 @@ class _State:
         "response",
         "send_mark",
         "send_timer",
+        "start",
+        "start_call",
         "started",
         "timer",
         "timer_kind",
@@ -161,6 +163,11 @@ class _State:
         self.read_paused = False
         self.write_paused = False
         self.proxy_buf: bytearray | None = bytearray() if proxy else None
+        # The connection's start_response, reused by each request (``_begin_start``),
+        # and its bound ``__call__``: what the application gets, called without
+        # ``type.__call__``'s slot dispatch.
+        self.start = StartResponse()
+        self.start_call = self.start.__call__
 
 
 def make_http_handler_factory(app: WSGIApp | Any, config: HttpConfig | None = None) -> HandlerFactory:
@@ -214,7 +221,7 @@ class HttpHandler:
         # (``BlockingSection.call``) where the worker offers it.
         section = worker.blocking()
         call = getattr(section, "call", None)
-        self._call: Callable[[WSGIApp, dict[str, Any], StartResponse], Iterable[bytes]] = (
+        self._call: Callable[[WSGIApp, dict[str, Any], Callable[..., Any]], Iterable[bytes]] = (
             call if call is not None else self._call_in_section
         )
         # The express lane (workers/http/express.py): off with an access log (its line
@@ -274,9 +281,13 @@ class HttpHandler:
         st.environ = environ  # for the watchdog's describe()
         st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
         started = perf_counter()
-        start = StartResponse()
+        start = st.start  # reset for this request (as _begin_start, inline)
+        start.status = ""
+        start.headers_sent = False
+        if start.written:
+            start.written = []
         try:
-            result = self._call(self.app, environ, start)
+            result = self._call(self.app, environ, st.start_call)
         except Exception as exc:
             self._express_request(st, environ, extra, started)
             self._app_error(conn, st, exc, environ)
@@ -573,16 +584,26 @@ class HttpHandler:
             self._disarm(st)
         st.phase = RESPONDING
         environ = request_environ(st.base, request, body, self.trusted)
-        start = StartResponse()
+        start = self._begin_start(st)
         try:
-            result = self._call(self.app, environ, start)
+            result = self._call(self.app, environ, st.start_call)
         except Exception as exc:
             self._app_error(conn, st, exc, environ)
             return
         self._respond(conn, st, request, environ, start, result)
 
+    @staticmethod
+    def _begin_start(st: _State) -> StartResponse:
+        """The connection's ``StartResponse``, reset for a new request."""
+        start = st.start
+        start.status = ""
+        start.headers_sent = False
+        if start.written:
+            start.written = []  # a new list: the last response may still hold the old one
+        return start
+
     def _call_in_section(
-        self, app: WSGIApp, environ: dict[str, Any], start: StartResponse
+        self, app: WSGIApp, environ: dict[str, Any], start: Callable[..., Any]
     ) -> Iterable[bytes]:
         with self.worker.blocking():
             return app(environ, start)

@@ -80,13 +80,13 @@ class ResponseEncoder:
                 self._status_lines[status] = line
         return line
 
-    def head(self, status: str, headers: str, extra: bytes) -> bytes:
+    def head(self, status: str, headers: bytes, extra: bytes) -> bytes:
         """Serialise a response head.
 
         Args:
             status: the validated WSGI status (``"200 OK"``).
             headers: the application's validated fields, already joined as
-                ``"Name: value\\r\\n"`` lines.
+                ``b"Name: value\\r\\n"`` lines.
             extra: server-added lines (framing, ``Connection``), already encoded.
 
         Returns:
@@ -94,7 +94,7 @@ class ResponseEncoder:
         """
         return self.whole(status, headers, extra, b"")
 
-    def whole(self, status: str, headers: str, extra: bytes, body: bytes) -> bytes:
+    def whole(self, status: str, headers: bytes, extra: bytes, body: bytes) -> bytes:
         """A whole response, head (as ``head``) and ``body``, in one ``bytes``."""
         line = self._status_lines.get(status)
         if line is None:
@@ -103,7 +103,7 @@ class ResponseEncoder:
         if not date._second <= time.time() < date._until:  # no int() per response
             date.line()  # a new second (or the clock went back)
         return b"".join(
-            (line, date._line, self._server, headers.encode("latin-1"), extra, b"\r\n", body)
+            (line, date._line, self._server, headers, extra, b"\r\n", body)
         )
 
     def error(self, error: HTTPError) -> bytes:

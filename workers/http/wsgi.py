@@ -53,7 +53,7 @@ _SPECIAL = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"
 # (status, *headers) that passed ``StartResponse``'s checks -> (lines, content
 # length, close). Shared by the workers: a dict get/set is atomic, and a lost insert costs a
 # re-check only.
-_VALIDATED: dict[tuple[Any, ...], tuple[str, int | None, bool]] = {}
+_VALIDATED: dict[tuple[Any, ...], tuple[bytes, int | None, bool]] = {}
 _VALIDATED_MAX = 512
 # Status strings (exactly ``str``) that passed ``_STATUS``; bounded like _VALIDATED.
 _GOOD_STATUS: set[str] = set()
@@ -100,7 +100,7 @@ class StartResponse:
 
     Attributes:
         status: the validated status string, or "" before the first call.
-        headers: the validated fields as ``"Name: value\\r\\n"`` lines.
+        headers: the validated fields as ``b"Name: value\\r\\n"`` lines (latin-1).
         content_length: the app's ``Content-Length``, if it set one.
         close: the app asked for ``Connection: close``.
         headers_sent: set by the handler once the head is on the wire.
@@ -111,7 +111,7 @@ class StartResponse:
 
     def __init__(self) -> None:
         self.status = ""
-        self.headers = ""
+        self.headers = b""
         self.content_length: int | None = None
         self.close = False
         self.headers_sent = False
@@ -195,7 +195,7 @@ class StartResponse:
                 continue
             lines.append(f"{name}: {value}\r\n")
         self.status = status
-        self.headers = "".join(lines)
+        self.headers = "".join(lines).encode("latin-1")  # checked: latin-1 only
         self.content_length = content_length
         self.close = close
         if key is not None:
