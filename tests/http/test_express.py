@@ -426,3 +426,23 @@ def test_the_connections_start_response_starts_afresh_for_every_request() -> Non
         (200, b"written returned"), (200, b"plain"), (200, b"ab"), (503, b"replaced"), (200, b"plain")]
     assert "x-first" not in responses[3][1]
     assert not conn.closed
+
+
+def test_a_large_express_response_pauses_writing_then_keep_alive_resumes() -> None:
+    big = b"x" * (1024 * 1024)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return [big if environ["PATH_INFO"] == "/big" else b"small"]
+
+    worker = FakeWorker()
+    conn = connect(make_http_handler_factory(app, HttpConfig())(worker), worker, stall=True)
+    conn.feed(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert conn.paused_writing  # the send timer governs, not the keep-alive one
+    st_ = conn.context
+    assert st_.send_timer is not None and st_.timer_kind == -1
+    conn.drain()  # the client reads: resume_writing starts the keep-alive wait
+    assert st_.timer_kind == handler_module.T_KEEPALIVE and st_.send_timer is None
+    conn.feed(b"GET /small HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [body for _, _, body in parse_responses(conn.take())] == [big, b"small"]
+    assert not conn.closed
