@@ -236,12 +236,22 @@ class TlsListener:
         return prepare_context(source)
 
     def connection(
-        self, token: int, stream: Stream, peer: Any, worker: Worker, handler: Handler
+        self,
+        token: int,
+        stream: Stream,
+        peer: Any,
+        worker: Worker,
+        handler: Handler,
+        local: Any = None,
     ) -> TlsConn:
-        """The connection object of a stream accepted on this listener."""
+        """The connection object of a stream accepted on this listener.
+
+        ``local``: the connection's local address when the listener knows it
+        (``BoundListener.local``); None asks the kernel.
+        """
         from workers.tlsconn import TlsConn
 
-        return TlsConn(token, stream, peer, worker, handler, self)
+        return TlsConn(token, stream, peer, worker, handler, self, local)
 
     def reload(self) -> bool:
         """Read the certificate files again; new connections get the new context.

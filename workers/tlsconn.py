@@ -132,8 +132,9 @@ class TlsConn(Conn):
         worker: Worker,
         handler: Handler,
         listener: TlsListener,
+        local: Any = None,
     ) -> None:
-        super().__init__(token, stream, peer, worker, handler)
+        super().__init__(token, stream, peer, worker, handler, local)
         self._listener_tls = listener
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()

@@ -375,11 +375,13 @@ class Worker:
     def _adopt(self, nc: NewConnection) -> None:
         handler = self.handler
         assert handler is not None
-        tls = getattr(nc.listener, "tls", None)
+        listener = nc.listener
+        tls = getattr(listener, "tls", None)
+        local = getattr(listener, "local", None)  # known for a listener on one address
         if tls is None:
-            conn = Conn(nc.token, nc.stream, nc.peer, self, handler, getattr(nc.listener, "local", None))
+            conn = Conn(nc.token, nc.stream, nc.peer, self, handler, local)
         else:
-            conn = tls.connection(nc.token, nc.stream, nc.peer, self, handler)
+            conn = tls.connection(nc.token, nc.stream, nc.peer, self, handler, local)
         conn.listener = nc.listener
         self.dispatch.conns[nc.token] = conn
         self.adopted += 1
