@@ -381,11 +381,7 @@ class TlsConn(Conn):
             Conn.write(self, out)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt ``data`` and send the records as ``Conn.write`` sends bytes.
-
-        ``Conn.write``'s path for an empty write buffer is inlined (one Python call
-        less per response): send at once, queue what the kernel did not take.
-        """
+        """Encrypt ``data`` and send the records as ``Conn.write`` sends bytes."""
         if DEBUG:
             self._check_owner()
         if self._state or not data:
@@ -399,22 +395,7 @@ class TlsConn(Conn):
         except (_SSLError, ValueError) as exc:
             self._teardown(exc)
             return
-        out = self._out.read()
-        if self._wbuf:
-            Conn.write(self, out)  # behind what is queued
-            return
-        try:
-            n = self._send(out)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            self._teardown(exc)
-            return
-        if n < len(out):
-            rest = memoryview(out)[n:]
-            self._wbuf.append(rest)
-            self._wsize += len(rest)
-            self._send_on(n)
+        Conn.write(self, self._out.read())  # behind anything queued, as plain bytes
 
     def writelines(self, chunks: list[bytes]) -> None:
         if len(chunks) == 1:

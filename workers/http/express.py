@@ -41,6 +41,7 @@ from typing import Any
 
 from .errors import HTTPError
 from .validate import check_authority
+from .wsgi import environ_key
 
 __all__ = ["CLOSE", "KEEP_ALIVE_10", "ExpressKeys", "match"]
 
@@ -70,7 +71,6 @@ _FIELDS = re.compile(rf"({_TOKEN}):[\t ]*([^\r\n]*)\r\n").findall
 
 _DECLINE = ""  # the environ key of a field the lane does not take
 _NOT_EXPRESS = frozenset(("content-length", "transfer-encoding", "expect", "upgrade"))
-_SPECIAL = {"content-type": "CONTENT_TYPE"}
 _KEYS_MAX = 1024
 _GOOD_HOSTS: set[str] = set()
 _GOOD_HOSTS_MAX = 256
@@ -79,16 +79,17 @@ _GOOD_HOSTS_MAX = 256
 class ExpressKeys(dict[str, str]):
     """Field name as sent -> environ key; ``""`` for a name the lane declines.
 
-    A dict with ``__missing__``: a name seen before costs one lookup in C (through
-    ``map``), with no Python call per field. Bounded; cleared when full.
+    A dict with ``__missing__``: a name seen before costs one subscript, with no
+    Python call per field. The rule for a new name is the general path's
+    (``wsgi.environ_key``: ``""`` for a name with ``_``), less the names the lane
+    declines. Bounded; cleared when full.
     """
 
     def __missing__(self, name: str) -> str:
-        lname = name.lower()
-        if lname in _NOT_EXPRESS or "_" in name:
+        if name.lower() in _NOT_EXPRESS:
             key = _DECLINE
         else:
-            key = _SPECIAL.get(lname) or "HTTP_" + name.upper().replace("-", "_")
+            key = environ_key(name.encode("latin-1"))  # a token: ASCII
         if len(name) <= 64:
             if len(self) >= _KEYS_MAX:
                 self.clear()

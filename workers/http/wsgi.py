@@ -159,18 +159,12 @@ class StartResponse:
                 _GOOD_STATUS.add(status)
         if type(headers) is not list:
             raise AppError("response headers must be a list")
-        # Most apps send the same few header lists again and again: a list validated
-        # before is looked up, not re-checked (the bytes sent are the ones validated).
+        # Validated here once; ``__call__`` looks the pair up the next times.
         try:
             key: tuple[Any, ...] | None = (status, *headers)
-            known = _VALIDATED.get(key)  # type: ignore[arg-type]
+            hash(key)
         except TypeError:  # an unhashable item: the checks below reject it
             key = None
-            known = None
-        if known is not None:
-            self.status = status
-            self.headers, self.content_length, self.close = known
-            return self.written.append
         lines = []
         content_length = None
         close = False
@@ -280,7 +274,8 @@ _KEYS: dict[bytes, str] = {}
 _KEYS_MAX = 1024
 
 
-def _environ_key(name: bytes) -> str:
+def environ_key(name: bytes) -> str:
+    """The environ key of header ``name`` (``""``: a name with ``_``, dropped), cached."""
     key = _SPECIAL.get(name.lower())
     if key is None:
         # "X_Forwarded_For" would alias X-Forwarded-For: such a name is dropped.
@@ -327,7 +322,7 @@ def request_environ(
     for name, raw in request.headers:
         key = keys.get(name)
         if key is None:
-            key = _environ_key(name)
+            key = environ_key(name)
         if not key:
             continue  # "X_Forwarded_For" would alias X-Forwarded-For: dropped
         value = raw.decode("latin-1")
