@@ -55,7 +55,7 @@ def test_a_stuck_request_is_logged_once_with_the_function_it_is_blocked_in_and_c
             time.sleep(0.02)
         stats = server.stats()
         assert stats["stuck_now"] == 1
-        assert [w["stuck_for"] > 0.3 for w in stats["workers"]].count(True) == 1
+        assert [w["stuck_for"] >= 0.3 for w in stats["workers"]].count(True) == 1  # rounded to ms
         # Other requests are served meanwhile by the other worker.
         fast: list[tuple[int, bytes]] = []
         get(server, "/fast", fast)
