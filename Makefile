@@ -21,9 +21,14 @@ run: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+# mypy checks the package under its installed name: .lint/mioreactor is a link to this
+# folder, so `mioreactor.workers` resolves as it does from the wheel (the root is the
+# package, mapped by pyproject.toml; docs/decisions.md says why).
 lint: venv
-	$(BIN)/ruff check reactor workers cli.py tests bench
-	$(BIN)/mypy --strict reactor workers
+	$(BIN)/ruff check __init__.py __main__.py cli.py reactor workers tests bench
+	mkdir -p .lint && ln -sfn .. .lint/mioreactor
+	MYPYPATH=.lint $(BIN)/mypy --strict -m mioreactor -m mioreactor.__main__ -m mioreactor.cli \
+		-p mioreactor.reactor -p mioreactor.workers
 
 # Peers in .bench-venv (made by the runner), wrk from the OS; prints the table and
 # appends a dated block to docs/performance.md. BENCH_ARGS="--rounds 5" etc.
@@ -35,10 +40,11 @@ bench:
 # mkdocstrings cannot read) into a failure.
 docs: venv
 	$(BIN)/python -m pip install -q -e '.[docs]'
+	mkdir -p .lint && ln -sfn .. .lint/mioreactor
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .lint
 
 # Reliability (docs/reliability.md). The fast part of tests/reliability runs in `make test`.
 # soak: a server under mixed load with faults for SOAK_SECONDS (default 180); RSS,

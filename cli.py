@@ -1,9 +1,9 @@
 """``reactor``: the command line of mioreactor (serve, bench, doctor, top).
 
 A thin front end: each command turns its options into a value of the library
-(``workers.config.Config``, ``workers.loadgen.BenchConfig``) and calls the library
-(``workers.supervisor.run``, ``workers.loadgen.run_bench``, ``workers.doctor.diagnose``,
-``workers.top.run_terminal``).
+(``mioreactor.workers.process.config.Config``, ``mioreactor.workers.tools.loadgen.BenchConfig``) and calls the library
+(``mioreactor.workers.process.supervisor.run``, ``mioreactor.workers.tools.loadgen.run_bench``, ``mioreactor.workers.tools.doctor.diagnose``,
+``mioreactor.workers.tools.top.run_terminal``).
 Every option has help text, shows its default, and reads an environment variable:
 ``REACTOR_<OPTION>`` for ``serve`` (``REACTOR_BIND``, ``REACTOR_WORKERS``, ...),
 ``REACTOR_BENCH_<OPTION>``, ``REACTOR_DOCTOR_<OPTION>`` and ``REACTOR_TOP_<OPTION>`` for
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from workers.config import (
+from .workers.http.limits import HttpConfig
+from .workers.process.config import (
     DEFAULT_BIND,
     LOG_LEVELS,
     Config,
@@ -30,8 +31,7 @@ from workers.config import (
     parse_size,
     parse_unix_mode,
 )
-from workers.http.limits import HttpConfig
-from workers.tls import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
+from .workers.tls.context import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
 
 __all__ = ["bench", "doctor", "main", "reactor", "serve", "top"]
 
@@ -63,7 +63,7 @@ SECONDS = click.FloatRange(min=0, min_open=True)
 
 
 def _check_binds(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    from workers.binds import BindError, parse_bind
+    from .workers.server.binds import BindError, parse_bind
 
     for spec in value:
         try:
@@ -103,7 +103,7 @@ def _check_log_format(ctx: click.Context, param: click.Parameter, value: str) ->
 
 
 def _check_metrics_bind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from reactor.net import parse_host_port
+    from .reactor.net import parse_host_port
 
     if value is not None:
         try:
@@ -114,7 +114,7 @@ def _check_metrics_bind(ctx: click.Context, param: click.Parameter, value: str |
 
 
 def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from workers.appload import AppLoadError, split_app_spec
+    from .workers.process.appload import AppLoadError, split_app_spec
 
     if value is not None:
         try:
@@ -139,7 +139,7 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     """
     if not value:
         return value
-    from workers.configfile import read_config_file
+    from .workers.process.configfile import read_config_file
 
     try:
         data = read_config_file(value)
@@ -161,13 +161,13 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
             )
         defaults[name] = _file_value(ctx, target, key, raw, value)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    ctx.meta["reactor.config_file"] = value
+    ctx.meta["mioreactor.reactor.config_file"] = value
     return value
 
 
 def _file_value(ctx: click.Context, param: click.Parameter, key: str, raw: Any, path: str) -> Any:
     """``raw`` from the file, checked as ``param`` would check it; what goes to default_map."""
-    from workers.configfile import format_value
+    from .workers.process.configfile import format_value
 
     def wrong(why: str) -> click.ClickException:
         shown = format_value(raw) if isinstance(raw, (str, int, float, list)) else "{...}"
@@ -223,7 +223,7 @@ def _source_label(ctx: click.Context, param: click.Parameter) -> str:
         env = param.envvar if isinstance(param.envvar, str) else f"REACTOR_{param.name.upper()}"
         return f"environment {env}"
     if source is ParameterSource.DEFAULT_MAP:
-        return f"config file {ctx.meta.get('reactor.config_file', '?')}"
+        return f"config file {ctx.meta.get('mioreactor.reactor.config_file', '?')}"
     return "default"
 
 
@@ -232,7 +232,7 @@ def effective_settings(ctx: click.Context) -> str:
 
     The output is itself a valid config file (each line's source is a comment).
     """
-    from workers.configfile import format_value
+    from .workers.process.configfile import format_value
 
     lines = ["# reactor serve: effective settings. Precedence: command line > REACTOR_*",
              "# environment > config file > default."]
@@ -287,7 +287,7 @@ def reactor() -> None:
               show_default=True, show_envvar=True,
               help="wsgi: APP is a WSGI application served over HTTP/1.1. handler: APP is a "
                    "handler factory (factory(worker) -> Handler) for a raw protocol, e.g. "
-                   "workers.handler:EchoHandler.")
+                   "mioreactor.workers.core.handler:EchoHandler.")
 @click.option("--bind", "-b", multiple=True, callback=_check_binds, show_envvar=True,
               show_default=f"{DEFAULT_BIND}, or the systemd sockets",
               help="Where to listen; repeat for several: HOST:PORT, [IPV6]:PORT, unix:PATH or "
@@ -394,7 +394,7 @@ def reactor() -> None:
               show_default=True, show_envvar=True,
               help="wsgi.url_scheme, unless a trusted proxy says otherwise.")
 @click.option("--access-log/--no-access-log", default=HTTP.access_log, show_default=True,
-              show_envvar=True, help="Log one line per response (logger workers.http.access).")
+              show_envvar=True, help="Log one line per response (logger mioreactor.http.access).")
 @click.option("--express/--no-express", default=HTTP.express, show_default=True,
               show_envvar=True,
               help="Serve the common request (one whole bodiless head) in the express lane; "
@@ -451,14 +451,14 @@ def reactor() -> None:
               help="Print the effective settings, and where each came from, as TOML; "
                    "then exit.")
 @click.pass_context
-def serve(ctx: click.Context, app: str | None, **opts: Any) -> None:
+def serve(ctx: click.Context, /, app: str | None, **opts: Any) -> None:
     """Serve APP (MODULE:APP, e.g. myproject.wsgi:application) until SIGTERM or SIGINT.
 
     Without APP, a built-in demo app: a page saying what serves it, and /stats.
     """
-    from workers.appload import AppLoadError
-    from workers.runner import ServeError
-    from workers.supervisor import run
+    from .workers.process.appload import AppLoadError
+    from .workers.process.runner import ServeError
+    from .workers.process.supervisor import run
 
     try:
         config = build_serve_config(app, opts)
@@ -661,7 +661,7 @@ def bench(url: str, connections: int, duration: float | None, requests: int | No
     fail, the likely cause. Exits 1 when the run failed (no answer, or failed connections).
     """
     try:
-        from workers.loadgen import BenchConfig, run_bench
+        from .workers.tools.loadgen import BenchConfig, run_bench
     except ImportError as exc:  # pragma: no cover - the load generator ships with workers
         raise click.ClickException(f"the load generator is not available: {exc}") from None
     if duration is None and requests is None:
@@ -704,7 +704,7 @@ def doctor(backlog: int, as_json: bool) -> None:
     the backlog the server really gets, open-file limits, listen-queue overflow
     counters, the poll backend. Anything unreadable is reported as unknown.
     """
-    from workers.doctor import diagnose
+    from .workers.tools.doctor import diagnose
 
     report = diagnose(backlog)
     if as_json:
@@ -714,7 +714,7 @@ def doctor(backlog: int, as_json: bool) -> None:
 
 
 def _check_target(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from workers.top import target_url
+    from .workers.tools.top import target_url
 
     try:
         return target_url(value)
@@ -737,7 +737,7 @@ def top(url: str, interval: float, once: bool) -> None:
     state, refreshed every --interval. q or Ctrl-C quits. If the server goes away the
     view says unreachable and keeps trying.
     """
-    from workers.top import run_once, run_terminal
+    from .workers.tools.top import run_once, run_terminal
 
     if once:
         sys.exit(run_once(url, interval, sys.stdout))

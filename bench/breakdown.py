@@ -34,17 +34,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mioreactor.reactor import Interest, Poll
+from mioreactor.reactor.net import TcpListener
+from mioreactor.workers.core.connection import Conn
+from mioreactor.workers.core.timers import Timers
+from mioreactor.workers.core.worker import FIRST_CONN_TOKEN
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.http.body import EMPTY_BODY
+from mioreactor.workers.http.handler import HttpHandler
+from mioreactor.workers.http.protocol import HttpProtocol, Request
+from mioreactor.workers.http.wsgi import StartResponse, base_environ, request_environ
+
 from bench.apps import hello
-from reactor import Interest, Poll
-from reactor.net import TcpListener
-from workers.connection import Conn
-from workers.http import HttpConfig
-from workers.http.body import EMPTY_BODY
-from workers.http.handler import HttpHandler
-from workers.http.protocol import HttpProtocol, Request
-from workers.http.wsgi import StartResponse, base_environ, request_environ
-from workers.timers import Timers
-from workers.worker import FIRST_CONN_TOKEN
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 

@@ -156,7 +156,7 @@ print(run(total), flush=True)
 """
 
 def _start_product() -> tuple[int, Callable[[], None]]:
-    from workers import Server
+    from mioreactor.workers import Server
 
     server = Server(apps.hello, bind="127.0.0.1:0")
     server.start()
@@ -167,9 +167,10 @@ def _start_product_tls() -> tuple[int, Callable[[], None]]:
     import shutil
     import tempfile
 
+    from mioreactor.workers import Server
+    from mioreactor.workers.tls.context import TlsConfig
+
     from bench.servers import make_certificate
-    from workers import Server
-    from workers.tls import TlsConfig
 
     tmp = tempfile.mkdtemp(prefix="calls-tls-")
     cert, key = make_certificate(tmp)

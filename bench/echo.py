@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def serve_ours(workers: int, root: Path = ROOT) -> None:
     sys.path.insert(0, str(root))
-    from workers import EchoHandler, Server
+    from mioreactor.workers import EchoHandler, Server
 
     server = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=workers)
     server.start()

@@ -29,19 +29,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httptools
+from mioreactor.workers.core.scheduler import RunSlots
+from mioreactor.workers.core.timers import Deadline, Timers
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.http.body import EMPTY_BODY
+from mioreactor.workers.http.express import match as express_match
+from mioreactor.workers.http.handler import HttpHandler
+from mioreactor.workers.http.protocol import HttpProtocol, Request
+from mioreactor.workers.http.response import DateCache, ResponseEncoder
+from mioreactor.workers.http.wsgi import StartResponse, base_environ, request_environ
+from mioreactor.workers.ops.metrics import BUCKETS, DURATION_BOUNDS
 
 from bench.apps import hello
 from bench.breakdown import REQUEST, _Conn, _Worker
-from workers.http import HttpConfig
-from workers.http.body import EMPTY_BODY
-from workers.http.express import match as express_match
-from workers.http.handler import HttpHandler
-from workers.http.protocol import HttpProtocol, Request
-from workers.http.response import DateCache, ResponseEncoder
-from workers.http.wsgi import StartResponse, base_environ, request_environ
-from workers.metrics import BUCKETS, DURATION_BOUNDS
-from workers.scheduler import RunSlots
-from workers.timers import Deadline, Timers
 
 
 class _FloorConn:

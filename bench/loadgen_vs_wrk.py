@@ -30,8 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mioreactor.workers import Server  # noqa: E402
+
 from bench.wrk import parse_wrk  # noqa: E402
-from workers import Server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ socket is drained until would-block, echoing what it read), then reads every ech
 the client side. The server loop is written the same way on:
 
 ``bare``     ``select.epoll`` with ``EPOLLIN | EPOLLET``, plain ``socket`` objects;
-``reactor``  ``Poll`` / ``Events.raw`` / ``reactor.net`` streams (the hot-path idiom);
+``reactor``  ``Poll`` / ``Events.raw`` / ``mioreactor.reactor.net`` streams (the hot-path idiom);
 ``events``   the same, iterating ``Event`` objects instead of ``Events.raw``;
 ``fallback`` (with ``--fallback``) the ``reactor`` loop on the portable backend.
 
@@ -37,8 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reactor import Events, Interest, Poll
-from reactor.net import Stream, TcpStream, UnixStream
+from mioreactor.reactor import Events, Interest, Poll
+from mioreactor.reactor.net import Stream, TcpStream, UnixStream
 
 MSG = b"0123456789abcdef"  # 16 bytes
 Round = Callable[[], float]  # runs one round, returns the server loop's CPU seconds

@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 
 import click
+from mioreactor import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import cli  # noqa: E402  (after the path fix, for a bare checkout)
 
 DOC = ROOT / "docs" / "cli.md"
 BLOCK = re.compile(

@@ -33,8 +33,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from workers import BaseHandler, Server
-from workers.handler import Connection, Handler, WorkerContext
+from mioreactor.workers import BaseHandler, Server
+from mioreactor.workers.core.handler import Connection, Handler, WorkerContext
 
 MAX_LINE = 4096  # bytes; a longer line closes the connection
 

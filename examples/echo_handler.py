@@ -20,8 +20,8 @@ import argparse
 import logging
 from dataclasses import dataclass
 
-from workers import BaseHandler, Server
-from workers.handler import Connection
+from mioreactor.workers import BaseHandler, Server
+from mioreactor.workers.core.handler import Connection
 
 log = logging.getLogger("examples.echo")
 

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from workers import Server
+from mioreactor.workers import Server
 
 StartResponse = Callable[..., Any]
 

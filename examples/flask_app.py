@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, abort, jsonify, request
 
-from workers import Server
+from mioreactor.workers import Server
 
 app = Flask(__name__)
 

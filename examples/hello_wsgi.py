@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from workers import Server
+from mioreactor.workers import Server
 
 StartResponse = Callable[..., Any]
 

@@ -28,9 +28,9 @@ import sys
 import time
 from types import FrameType
 
-from reactor import Events, Interest, Poll
-from reactor.net import TcpListener, TcpStream
-from workers.doctor import listen_queue_depth
+from mioreactor.reactor import Events, Interest, Poll
+from mioreactor.reactor.net import TcpListener, TcpStream
+from mioreactor.workers.tools.doctor import listen_queue_depth
 
 LISTENER = 0
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"

@@ -37,9 +37,9 @@ except ImportError:  # pragma: no cover - depends on the platform
     sys.exit(0)
 
 with atheris.instrument_imports():
-    from workers.http import HttpConfig
-    from workers.http.errors import HTTPError
-    from workers.http.protocol import END_OF_MESSAGE, HttpProtocol, Request
+    from mioreactor.workers.http import HttpConfig
+    from mioreactor.workers.http.errors import HTTPError
+    from mioreactor.workers.http.protocol import END_OF_MESSAGE, HttpProtocol, Request
 
 CONFIG = HttpConfig(max_request_line=256, max_header_size=1024, max_headers=16, max_body_size=4096)
 CLIENT_STATUSES = {400, 408, 413, 414, 417, 431, 501, 505}

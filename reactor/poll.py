@@ -31,15 +31,15 @@ import math
 import threading
 from typing import Any, Protocol
 
-from reactor import sys as _sys
-from reactor.event import Events
-from reactor.interest import Interest
+from . import sys as _sys
+from .event import Events
+from .interest import Interest
 
 __all__ = ["Poll", "Registry", "Source", "Waker", "timeout_to_ms"]
 
 
 class Source(Protocol):
-    """Anything with a file descriptor: sockets, ``reactor.net`` types, pipes."""
+    """Anything with a file descriptor: sockets, ``mioreactor.reactor.net`` types, pipes."""
 
     def fileno(self) -> int: ...
 
@@ -89,7 +89,7 @@ class Registry:
         """Start reporting readiness of ``source`` under ``token``, edge triggered.
 
         Args:
-            source: a socket, a ``reactor.net`` type, or a file descriptor.
+            source: a socket, a ``mioreactor.reactor.net`` type, or a file descriptor.
             token: the caller's name for it (an ``int``; the caller owns the map).
             interests: a non-empty ``Interest``.
 
@@ -163,7 +163,7 @@ def _bits(interests: Interest) -> int:
 
 
 def _attach(source: Source | int, selector: Any, fd: int, bits: int) -> None:
-    """Tell a ``reactor.net`` source how to re-arm itself (fallback backend only)."""
+    """Tell a ``mioreactor.reactor.net`` source how to re-arm itself (fallback backend only)."""
     hook = getattr(source, "_reactor_attach", None)
     if hook is not None:
         hook(selector if selector is not None and selector.NEEDS_REARM else None, fd, bits)

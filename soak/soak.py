@@ -47,8 +47,8 @@ from tests.reliability.loadclient import LoadClient, summary  # noqa: E402
 CHILD = r"""
 import json, sys
 from tests.reliability.support import AppProbe, make_app
-from workers.http import HttpConfig
-from workers.server import Server
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.server import Server
 
 inner = make_app(AppProbe(record=False))  # a recording probe would grow by design
 

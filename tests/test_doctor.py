@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from workers.doctor import KEYS, Verdict, build_report, diagnose, explain_connect_error
-from workers.hostinfo import (
+from mioreactor.workers.tools.doctor import (
+    KEYS,
+    Verdict,
+    build_report,
+    diagnose,
+    explain_connect_error,
+)
+from mioreactor.workers.tools.hostinfo import (
     SysctlSource,
     Unavailable,
     count_states,

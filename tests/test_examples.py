@@ -22,13 +22,13 @@ from wsgiref.validate import validator
 
 import pytest
 import requests
+from mioreactor.workers import Server
+from mioreactor.workers.tools.doctor import listen_queue_depth
 
 from examples.chat_handler import ChatRoom, make_factory
 from examples.echo_handler import Echo
 from examples.flask_app import app as flask_app
 from examples.hello_wsgi import app as hello_app
-from workers import Server
-from workers.doctor import listen_queue_depth
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -1,4 +1,4 @@
-"""The load generator (``workers.loadgen``): counts that match the server, every failure
+"""The load generator (``mioreactor.workers.tools.loadgen``): counts that match the server, every failure
 kind counted and explained, response framings parsed, numbers that agree with wrk.
 
 Everything runs on loopback, on ports the kernel picks, and every run is bounded by a
@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from reactor.net import TcpStream
-from workers import Server
-from workers.loadgen import (
+from mioreactor.reactor.net import TcpStream
+from mioreactor.workers import Server
+from mioreactor.workers.tools.loadgen import (
     MAX_DURATION,
     BenchConfig,
     BenchResult,
@@ -29,7 +28,7 @@ from workers.loadgen import (
     run_bench,
 )
 
-from .workers.util import wait_for
+from tests.workers.util import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,16 @@
-"""workers: the threading model on top of ``reactor``.
+"""workers: everything above the mio port: threads, protocols, the server, processes, tools.
 
-One acceptor thread owns the Poll, drains ``accept()`` and forwards readiness in
-batches to N worker threads; each worker owns its connections and runs its own
-handler. ``Server`` embeds it; ``serve`` runs it until a signal.
+Subpackages, each importing only those below it (``docs/design.md`` has the map):
+``process`` (Config, supervisor) -> ``server`` (``Server``, binds) -> protocols
+(``http``, ``tls``) -> ``core`` (acceptor, workers, connections, the handler protocol)
+-> ``mioreactor.reactor``; ``ops`` (metrics, watchdog) and ``tools`` (doctor, bench,
+top) sit beside, reading what the core publishes.
 """
 
-from workers.acceptor import Acceptor, BoundListener
-from workers.binds import BindError, open_listeners, parse_bind
-from workers.handler import BaseHandler, Connection, EchoHandler, Handler, HandlerFactory
-from workers.server import Server, serve
+from .core.acceptor import Acceptor, BoundListener
+from .core.handler import BaseHandler, Connection, EchoHandler, Handler, HandlerFactory
+from .server.binds import BindError, open_listeners, parse_bind
+from .server.server import Server, serve
 
 __all__ = [
     "Acceptor",

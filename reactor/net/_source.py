@@ -1,4 +1,4 @@
-"""What every ``reactor.net`` socket shares: the descriptor and the would-block rule.
+"""What every ``mioreactor.reactor.net`` socket shares: the descriptor and the would-block rule.
 
 ``_would_block`` is the one place that hears "would block". It re-arms the emulated
 edge on the portable fallback (mio's ``IoSourceState::do_io``) and re-raises: the

@@ -16,8 +16,8 @@ import socket
 import stat
 from typing import Any
 
-from reactor.net._source import SocketSource
-from reactor.net.stream import TcpStream, UnixStream
+from ._source import SocketSource
+from .stream import TcpStream, UnixStream
 
 __all__ = ["TcpListener", "UnixListener", "parse_host_port"]
 

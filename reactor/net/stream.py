@@ -2,7 +2,7 @@
 
 Every I/O method raises ``BlockingIOError`` when the kernel would block. Under edge
 triggering the owner must call it again until it does, before waiting for the next
-event (see ``reactor.poll``, "Draining readiness").
+event (see ``mioreactor.reactor.poll``, "Draining readiness").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reactor.net._source import SocketSource
+from ._source import SocketSource
 
 __all__ = ["Stream", "TcpStream", "UnixStream"]
 
@@ -86,7 +86,7 @@ class Stream(SocketSource):
 
     @property
     def short_io_drains(self) -> bool:
-        """Whether a short read or write may count as drained (``reactor.poll``,
+        """Whether a short read or write may count as drained (``mioreactor.reactor.poll``,
         "Draining readiness", the stream-socket exception).
 
         True on epoll and kqueue: a ``recv`` that returns fewer bytes than asked (and

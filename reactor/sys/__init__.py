@@ -16,7 +16,7 @@ A backend module exposes ``NAME`` and a ``Selector`` class with:
 ``select(out, capacity, timeout_ms)``
     Block until readiness, or ``timeout_ms`` (None: forever, 0: do not block),
     then append at most ``capacity`` ``(token, bits)`` tuples to ``out``, with the
-    portable bits of ``reactor.event``. A signal interrupting the wait runs its
+    portable bits of ``mioreactor.reactor.event``. A signal interrupting the wait runs its
     Python handler (PEP 475): a handler that raises ends ``select`` with its
     exception; one that returns lets the wait resume with the time left.
     Readiness beyond ``capacity`` is reported by the next call.
@@ -25,7 +25,7 @@ A backend module exposes ``NAME`` and a ``Selector`` class with:
     readable. Wakes before a select coalesce into one event; a wake after a select
     produces a new one.
 ``rearm(fd, interest_bits)``
-    Called by ``reactor.net`` sources after an operation raised ``BlockingIOError``
+    Called by ``mioreactor.reactor.net`` sources after an operation raised ``BlockingIOError``
     when ``NEEDS_REARM`` is true (the fallback's emulated edges). A no-op otherwise.
 ``close()``
     Release the kernel object.
@@ -82,7 +82,7 @@ def load_backend(name: str | None = None) -> ModuleType:
         raise ValueError(f"unknown reactor backend {name!r} (expected epoll, kqueue or fallback)")
     if not _can_use(name):
         raise ValueError(f"reactor backend {name!r} is not available on this machine")
-    return importlib.import_module(f"reactor.sys.{name}")
+    return importlib.import_module(f".{name}", __name__)
 
 
 def _default() -> str:

@@ -20,7 +20,7 @@ import os
 import select
 import threading
 
-from reactor.event import ERROR, PRIORITY, READ_CLOSED, READABLE, WRITABLE, WRITE_CLOSED
+from ..event import ERROR, PRIORITY, READ_CLOSED, READABLE, WRITABLE, WRITE_CLOSED
 
 __all__ = ["NAME", "NEEDS_REARM", "EventFdWaker", "Selector"]
 

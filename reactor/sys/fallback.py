@@ -2,13 +2,13 @@
 
 ``selectors`` is level triggered. We emulate edges the way mio's poll(2) backend
 does: once readiness is reported for an fd, that direction is *disarmed* and not
-watched again until the owner re-arms it, which ``reactor.net`` does when an
+watched again until the owner re-arms it, which ``mioreactor.reactor.net`` does when an
 operation raises ``BlockingIOError`` (and ``reregister`` does too). The receiver
 therefore sees exactly what an edge-triggered kernel would show: one report, then
 silence until it has drained.
 
 Consequences, written where they bite:
-- Register a ``reactor.net`` source (or call ``reregister`` after a would-block) so
+- Register a ``mioreactor.reactor.net`` source (or call ``reregister`` after a would-block) so
   something re-arms it; a bare fd is reported once per registration.
 - ``read_closed``/``write_closed`` are not known here; reading end-of-file tells.
 - A blocking ``select`` does not see changes made by other threads, so every change
@@ -27,7 +27,7 @@ import selectors
 import threading
 import time
 
-from reactor.event import READABLE, WRITABLE
+from ..event import READABLE, WRITABLE
 
 __all__ = ["NAME", "NEEDS_REARM", "PipeWaker", "Selector"]
 

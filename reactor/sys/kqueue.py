@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Any
 
-from reactor.event import ERROR, READ_CLOSED, READABLE, WRITABLE, WRITE_CLOSED
+from ..event import ERROR, READ_CLOSED, READABLE, WRITABLE, WRITE_CLOSED
 
 __all__ = ["NAME", "NEEDS_REARM", "Selector"]
 

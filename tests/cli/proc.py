@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("reactor")
 REACTOR: list[str] = (
-    [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "import cli; cli.main()"]
+    [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mioreactor"]
 )
 LISTENING = re.compile(r"listening on (\S+)")
 SERVING = re.compile(r"mioreactor \S+ serving ")

@@ -10,10 +10,9 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
-
-import cli
-from workers.config import DEFAULT_BIND, Config
-from workers.http.limits import HttpConfig
+from mioreactor import cli
+from mioreactor.workers.http.limits import HttpConfig
+from mioreactor.workers.process.config import DEFAULT_BIND, Config
 
 COMMANDS = {name: cmd for name, cmd in cli.reactor.commands.items()}
 HTTP_FIELDS_WITHOUT_OPTION = {"multiprocess"}  # set from --processes
@@ -40,14 +39,14 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
-    """Replace ``workers.supervisor.run`` so ``serve`` only builds its Config."""
+    """Replace ``mioreactor.workers.process.supervisor.run`` so ``serve`` only builds its Config."""
     configs: list[Config] = []
 
     def fake_run(config: Config) -> int:
         configs.append(config)
         return 0
 
-    monkeypatch.setattr("workers.supervisor.run", fake_run)
+    monkeypatch.setattr("mioreactor.workers.process.supervisor.run", fake_run)
     return configs
 
 
@@ -260,7 +259,7 @@ def test_a_bad_app_dir_gives_one_error_line() -> None:
     ],
 )
 def test_bad_bench_values_give_one_error_line(args: list[str], problem: str) -> None:
-    pytest.importorskip("workers.loadgen")
+    pytest.importorskip("mioreactor.workers.tools.loadgen")
     result = invoke("bench", *args)
     assert result.exit_code == 2
     assert problem in error_line(result)
@@ -272,7 +271,7 @@ def test_doctor_rejects_a_bad_backlog() -> None:
 
 def test_bench_env_vars_use_their_command_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    loadgen = pytest.importorskip("workers.loadgen")
+    loadgen = pytest.importorskip("mioreactor.workers.tools.loadgen")
 
     def fake_run(config: Any, progress: Any = None) -> Any:
         seen["config"] = config

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from mioreactor import cli
+from mioreactor.workers.process.config import Config
 
-import cli
-from workers.config import Config
-
-from .test_cli_options import captured, error_line, no_reactor_env, restore_logging
+from tests.cli.test_cli_options import captured, error_line, no_reactor_env, restore_logging
 
 __all__ = ["captured", "no_reactor_env", "restore_logging"]  # fixtures used here
 

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import click
 import pytest
+from mioreactor import cli
 
-import cli
 from tests.cli.proc import ROOT, ServeProcess, free_port, get_json, http_request
 
 DOCS = ROOT / "docs"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
+from mioreactor import cli
+from mioreactor.workers import Server
+from mioreactor.workers.tools.doctor import KEYS
 
-import cli
 from tests.cli.apps import app
-from workers import Server
-from workers.doctor import KEYS
 
 on_linux_proc = pytest.mark.skipif(
     not os.path.isdir("/proc/sys/net/core"), reason="needs a Linux /proc"
@@ -65,7 +65,7 @@ def server() -> Iterator[Server]:
 
 
 def test_bench_counts_match_the_servers_stats(server: Server) -> None:
-    pytest.importorskip("workers.loadgen")
+    pytest.importorskip("mioreactor.workers.tools.loadgen")
     code, out = run_cli("bench", f"{server.url}/", "-n", "200", "-c", "4", "--json", "-q")
     assert code == 0, out
     result = json.loads(out)
@@ -77,7 +77,7 @@ def test_bench_counts_match_the_servers_stats(server: Server) -> None:
 
 
 def test_bench_against_no_listener_reports_refused_and_fails() -> None:
-    pytest.importorskip("workers.loadgen")
+    pytest.importorskip("mioreactor.workers.tools.loadgen")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connects are refused
@@ -89,7 +89,7 @@ def test_bench_against_no_listener_reports_refused_and_fails() -> None:
 
 
 def test_bench_text_report_and_progress(server: Server) -> None:
-    pytest.importorskip("workers.loadgen")
+    pytest.importorskip("mioreactor.workers.tools.loadgen")
     result = CliRunner().invoke(
         cli.reactor, ["bench", f"{server.url}/", "-d", "1.2", "-c", "2"], prog_name="reactor"
     )

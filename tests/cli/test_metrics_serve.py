@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
+from mioreactor import cli
+from mioreactor.workers.process.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
-import cli
 from tests.cli.proc import ServeProcess, get_json, http_request, tcp_address
-from workers.config import Config
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -131,7 +131,7 @@ def test_metrics_bind_reaches_the_config_from_the_option_and_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     configs: list[Config] = []
-    monkeypatch.setattr("workers.supervisor.run", lambda c: configs.append(c) or 0)
+    monkeypatch.setattr("mioreactor.workers.process.supervisor.run", lambda c: configs.append(c) or 0)
     runner = CliRunner()
     result = runner.invoke(cli.reactor, ["serve", "--metrics-bind", "127.0.0.1:9100"],
                            env={"REACTOR_METRICS_BIND": None})

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from mioreactor import cli
+from mioreactor.workers.process.settings import PidFile, ProcessError, drop_privileges
 
-import cli
-from workers.process import PidFile, ProcessError, drop_privileges
-
-from .proc import ServeProcess, http_request, tcp_address
+from tests.cli.proc import ServeProcess, http_request, tcp_address
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0 or not sys.platform.startswith("linux"),

@@ -131,7 +131,7 @@ def test_picks_up_systemd_socket_activation(started: list[ServeProcess]) -> None
 
 
 def test_handler_interface_serves_a_raw_protocol(started: list[ServeProcess]) -> None:
-    proc = serve(started, "workers.handler:EchoHandler", "--interface", "handler", "-b", "127.0.0.1:0")
+    proc = serve(started, "mioreactor.workers.core.handler:EchoHandler", "--interface", "handler", "-b", "127.0.0.1:0")
     (where,) = proc.wait_serving()
     with socket.create_connection(tcp_address(where), timeout=5) as sock:
         sock.sendall(b"ping")

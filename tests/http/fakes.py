@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from workers.handler import Handler
+from mioreactor.workers.core.handler import Handler
 
 
 class FakeTimer:

@@ -14,11 +14,10 @@ from typing import Any
 from wsgiref.validate import validator
 
 import pytest
-
-from workers import Server
-from workers.acceptor import BoundListener
-from workers.binds import open_listeners
-from workers.http import HttpConfig
+from mioreactor.workers import Server
+from mioreactor.workers.core.acceptor import BoundListener
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.binds import open_listeners
 
 
 def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -1,6 +1,6 @@
 """The express lane against the general path: it takes a subset, and reads it the same.
 
-``workers.http.express.match`` may decline anything; what it accepts, the general
+``mioreactor.workers.http.express.match`` may decline anything; what it accepts, the general
 path (llhttp, ``HttpProtocol``, ``validate``, ``request_environ``) must accept as one
 bodiless request with the same environ and the same keep-alive decision. Checked on a
 corpus of hand-picked heads (valid ones the lane must take, and the strict rules'
@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from workers.http import (
+from mioreactor.workers.http import (
     END_OF_MESSAGE,
     HttpConfig,
     HTTPError,
@@ -27,13 +26,13 @@ from workers.http import (
     Request,
     make_http_handler_factory,
 )
-from workers.http import express as express_module
-from workers.http import handler as handler_module
-from workers.http.body import EMPTY_BODY
-from workers.http.express import CLOSE, KEEP_ALIVE_10, match
-from workers.http.wsgi import base_environ, request_environ
+from mioreactor.workers.http import express as express_module
+from mioreactor.workers.http import handler as handler_module
+from mioreactor.workers.http.body import EMPTY_BODY
+from mioreactor.workers.http.express import CLOSE, KEEP_ALIVE_10, match
+from mioreactor.workers.http.wsgi import base_environ, request_environ
 
-from .fakes import FakeConnection, FakeWorker, connect, parse_responses
+from tests.http.fakes import FakeConnection, FakeWorker, connect, parse_responses
 
 CFG = HttpConfig()
 MAX = min(CFG.max_request_line, CFG.max_header_size)

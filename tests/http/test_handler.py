@@ -11,10 +11,9 @@ from wsgiref.validate import validator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mioreactor.workers.http import HttpConfig, make_http_handler_factory
 
-from workers.http import HttpConfig, make_http_handler_factory
-
-from .fakes import FakeConnection, FakeWorker, connect, parse_responses
+from tests.http.fakes import FakeConnection, FakeWorker, connect, parse_responses
 
 Environ = dict[str, Any]
 
@@ -255,12 +254,12 @@ def test_start_response_misuse_gives_a_clean_500(misuse: Any, caplog: pytest.Log
     worker = FakeWorker()
     handler = make_http_handler_factory(app)(worker)  # no validator: misuse is the point
     conn = connect(handler, worker)
-    with caplog.at_level(logging.ERROR, logger="workers.http"):
+    with caplog.at_level(logging.ERROR, logger="mioreactor.http"):
         conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     raw = conn.take()
     [(status, _headers, _body)] = parse_responses(raw)
     assert status == 500 and b"evil" not in raw and b"body" not in raw and conn.closed
-    assert any(r.name == "workers.http" and r.exc_info for r in caplog.records)
+    assert any(r.name == "mioreactor.http" and r.exc_info for r in caplog.records)
 
 
 def test_app_exception_after_headers_aborts_the_connection(caplog: pytest.LogCaptureFixture) -> None:
@@ -270,7 +269,7 @@ def test_app_exception_after_headers_aborts_the_connection(caplog: pytest.LogCap
         raise RuntimeError("boom")
 
     conn, _ = serve(app)
-    with caplog.at_level(logging.ERROR, logger="workers.http"):
+    with caplog.at_level(logging.ERROR, logger="mioreactor.http"):
         conn.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert conn.aborted and b"partial" in conn.take()
     assert any("boom" in str(r.exc_info) for r in caplog.records)
@@ -396,9 +395,9 @@ def test_proxy_protocol_header_sets_the_client_address() -> None:
 
 def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
     conn, _ = serve(echo_app, HttpConfig(access_log=True))
-    with caplog.at_level(logging.INFO, logger="workers.http.access"):
+    with caplog.at_level(logging.INFO, logger="mioreactor.http.access"):
         conn.feed(b"GET /x?y HTTP/1.1\r\nHost: h\r\n\r\n")
-    [record] = [r for r in caplog.records if r.name == "workers.http.access"]
+    [record] = [r for r in caplog.records if r.name == "mioreactor.http.access"]
     assert record.getMessage().startswith('10.0.0.7 "GET /x?y HTTP/1.1" 200 4 ')
 
 
@@ -420,7 +419,7 @@ def test_random_bytes_never_escape_and_give_valid_responses_or_4xx_close(pieces:
 
 
 def test_a_header_list_seen_before_is_not_rechecked_but_gives_the_same_head() -> None:
-    from workers.http.wsgi import AppError, StartResponse
+    from mioreactor.workers.http.wsgi import AppError, StartResponse
 
     good = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Connection", "close")]
     first, second = StartResponse(), StartResponse()

@@ -1,4 +1,4 @@
-"""The HTTP handler behind the real ``workers.server.Server``, driven by ``requests``."""
+"""The HTTP handler behind the real ``mioreactor.workers.server.server.Server``, driven by ``requests``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 requests = pytest.importorskip("requests")
 flask = pytest.importorskip("flask")
-server_mod = pytest.importorskip("workers.server")
+server_mod = pytest.importorskip("mioreactor.workers.server.server")
 
-from workers.http import HttpConfig, make_http_handler_factory  # noqa: E402
+from mioreactor.workers.http import HttpConfig, make_http_handler_factory  # noqa: E402
 
 
 def make_app() -> object:

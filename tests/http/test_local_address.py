@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-
-from workers.server import Server
+from mioreactor.workers.server.server import Server
 
 
 def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from workers.http import (
+from mioreactor.workers.http import (
     END_OF_MESSAGE,
     BadRequest,
     HeaderFieldsTooLarge,

@@ -18,9 +18,8 @@ from wsgiref.validate import validator
 import httpx
 import pytest
 import requests
-
-from workers import Server
-from workers.http import HttpConfig
+from mioreactor.workers import Server
+from mioreactor.workers.http import HttpConfig
 
 
 def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -1,6 +1,6 @@
 """The strict request-head rules (RFC 9112, RFC 9110), bytes in and status out.
 
-Every rule of ``workers.http.validate`` and of ``HttpProtocol`` that llhttp does not
+Every rule of ``mioreactor.workers.http.validate`` and of ``HttpProtocol`` that llhttp does not
 decide alone has a test here, named as the rule. ``answer(data)`` is the status the
 server would send: the error's status, or 200 when the bytes make complete requests.
 Each case is also fed split at every byte, and followed by a second request that must
@@ -12,8 +12,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from workers.http import END_OF_MESSAGE, HttpConfig, HTTPError, HttpProtocol, Request
+from mioreactor.workers.http import END_OF_MESSAGE, HttpConfig, HTTPError, HttpProtocol, Request
 
 CFG = HttpConfig()
 NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -341,8 +340,8 @@ def test_a_body_that_looks_like_a_request_line_does_not_hide_a_bad_one() -> None
 
 
 def test_an_absolute_form_authority_replaces_host_in_the_environ() -> None:
-    from workers.http.body import EMPTY_BODY
-    from workers.http.wsgi import base_environ, request_environ
+    from mioreactor.workers.http.body import EMPTY_BODY
+    from mioreactor.workers.http.wsgi import base_environ, request_environ
 
     base = base_environ(("10.0.0.7", 5000), ("127.0.0.1", 8000), CFG)
     env = request_environ(base, request_of(head(b"http://example.com:81/a%20b?x=1", host=b"evil")), EMPTY_BODY,

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-import reactor
-from reactor import Events, Poll
-from reactor.net import TcpListener
+from mioreactor import reactor
+from mioreactor.reactor import Events, Poll
+from mioreactor.reactor.net import TcpListener
 
 BACKENDS = reactor.available_backends()
 

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mioreactor.reactor import Events, Interest, Poll, Waker
+from mioreactor.reactor.net import TcpListener, TcpStream, UnixListener
 
-from reactor import Events, Interest, Poll, Waker
-from reactor.net import TcpListener, TcpStream, UnixListener
 from tests.reactor.util import count_fds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent(
     """
     import sys
-    from reactor import Events, Interest, Poll
-    from reactor.net import TcpListener
+    from mioreactor.reactor import Events, Interest, Poll
+    from mioreactor.reactor.net import TcpListener
 
     fd, backend = int(sys.argv[1]), sys.argv[2]
     listener = TcpListener.from_fd(fd)

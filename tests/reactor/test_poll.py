@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mioreactor import reactor
+from mioreactor.reactor import Events, Interest, Poll, Waker
+from mioreactor.reactor.event import READ_CLOSED, READABLE
+from mioreactor.reactor.net import TcpListener, UnixStream
+from mioreactor.reactor.poll import timeout_to_ms
 
-import reactor
-from reactor import Events, Interest, Poll, Waker
-from reactor.event import READ_CLOSED, READABLE
-from reactor.net import TcpListener, UnixStream
-from reactor.poll import timeout_to_ms
 from tests.reactor.util import connected_pair, drain, expect_events, expect_no_events
 
 REPO = Path(__file__).resolve().parents[2]
@@ -360,7 +360,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_reactor_backend_fallback_in_the_environment_selects_the_fallback() -> None:
     result = _run_python(
-        "import reactor; print(reactor.BACKEND_NAME, reactor.Poll().backend_name)",
+        "from mioreactor import reactor; print(reactor.BACKEND_NAME, reactor.Poll().backend_name)",
         REACTOR_BACKEND="fallback",
     )
     assert result.returncode == 0, result.stderr
@@ -368,7 +368,7 @@ def test_reactor_backend_fallback_in_the_environment_selects_the_fallback() -> N
 
 
 def test_an_invalid_reactor_backend_fails_the_import_with_a_clear_message() -> None:
-    result = _run_python("import reactor", REACTOR_BACKEND="iocp")
+    result = _run_python("import mioreactor.reactor", REACTOR_BACKEND="iocp")
     assert result.returncode != 0
     assert "ImportError" in result.stderr
     assert "REACTOR_BACKEND='iocp' is not available here; choose one of" in result.stderr
@@ -380,7 +380,6 @@ def test_an_unknown_backend_name_is_refused_by_poll() -> None:
 
 
 def test_the_default_backend_is_the_best_one_available() -> None:
-    import reactor
 
     if os.environ.get("REACTOR_BACKEND"):
         pytest.skip("REACTOR_BACKEND is set for this run")
@@ -415,7 +414,7 @@ def test_epoll_drops_an_event_for_a_descriptor_deregistered_while_it_waited(
 
     if "epoll" not in reactor.available_backends():
         pytest.skip("no epoll here")
-    from reactor.sys.epoll import Selector
+    from mioreactor.reactor.sys.epoll import Selector
 
     a, b = UnixStream.pair()
     closing += [a, b]

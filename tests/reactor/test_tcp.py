@@ -7,10 +7,10 @@ import socket
 import struct
 
 import pytest
+from mioreactor.reactor import Events, Interest, Poll
+from mioreactor.reactor.event import READ_CLOSED, READABLE, WRITABLE
+from mioreactor.reactor.net import TcpListener, TcpStream
 
-from reactor import Events, Interest, Poll
-from reactor.event import READ_CLOSED, READABLE, WRITABLE
-from reactor.net import TcpListener, TcpStream
 from tests.reactor.util import (
     accept_all,
     connected_pair,
@@ -383,7 +383,7 @@ def test_io_methods_drained_to_would_block_re_arm_the_edge_on_every_backend(
 def test_data_after_a_short_read_raises_a_new_event_on_every_backend(
     poll: Poll, events: Events, listener: TcpListener, closing: list[object]
 ) -> None:
-    """The stream-socket exception to the drain rule (reactor.poll, "Draining
+    """The stream-socket exception to the drain rule (mioreactor.reactor.poll, "Draining
     readiness"): where ``short_io_drains`` says so (epoll, kqueue), a read that
     returned fewer bytes than asked counts as drained, and data arriving after it
     still raises an event. On the fallback the reader drains to ``BlockingIOError``,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mioreactor.reactor import Events, Interest, Poll
+from mioreactor.reactor.event import READABLE, WRITABLE
+from mioreactor.reactor.net import UnixListener, UnixStream
 
-from reactor import Events, Interest, Poll
-from reactor.event import READABLE, WRITABLE
-from reactor.net import UnixListener, UnixStream
 from tests.reactor.util import drain, expect_events, expect_no_events
 
 LISTENER = 0

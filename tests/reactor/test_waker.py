@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from mioreactor.reactor import Events, Poll, Waker
+from mioreactor.reactor.event import READABLE
 
-from reactor import Events, Poll, Waker
-from reactor.event import READABLE
 from tests.reactor.util import expect_events, expect_no_events
 
 WAKE = 10

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from reactor import Events, Poll
-from reactor.event import Event
-from reactor.net import Stream, TcpListener, TcpStream
+from mioreactor.reactor import Events, Poll
+from mioreactor.reactor.event import Event
+from mioreactor.reactor.net import Stream, TcpListener, TcpStream
 
 T = TypeVar("T")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from mioreactor.workers.server.server import Server
 
-from workers.server import Server
-
-from .support import AppProbe, make_app, running
+from tests.reliability.support import AppProbe, make_app, running
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.server import Server
+
 from tests.workers.util import open_fds, wait_for
-from workers.http import HttpConfig
-from workers.server import Server
 
 HOST = "127.0.0.1"
 CHUNK = 64 * 1024

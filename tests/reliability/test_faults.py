@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 
-from .support import (
+from tests.reliability.support import (
     assert_healthy,
     connect,
     make_app,

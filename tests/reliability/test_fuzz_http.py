@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mioreactor.workers.server.server import Server
 
-from workers.server import Server
-
-from .support import assert_healthy, exchange, running
+from tests.reliability.support import assert_healthy, exchange, running
 
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 ALLOWED_5XX = {501, 505}

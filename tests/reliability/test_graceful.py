@@ -15,11 +15,11 @@ import socket
 import threading
 import time
 
-from workers.http import HttpConfig
-from workers.server import Server
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.server import Server
 
-from .loadclient import LoadClient
-from .support import connect, make_app, parse_responses, read_all, wait_for
+from tests.reliability.loadclient import LoadClient
+from tests.reliability.support import connect, make_app, parse_responses, read_all, wait_for
 
 
 def test_stop_lets_every_begun_request_finish_with_its_full_response() -> None:

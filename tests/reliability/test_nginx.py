@@ -23,11 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.server import Server
 
-from workers.http import HttpConfig
-from workers.server import Server
-
-from .support import make_app, parse_responses, read_all, wait_for
+from tests.reliability.support import make_app, parse_responses, read_all, wait_for
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (CI installs it with apt)")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .support import assert_healthy, connect, parse_responses, running, wait_for
+from tests.reliability.support import assert_healthy, connect, parse_responses, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -107,8 +107,8 @@ CHILD = r"""
 import json, resource, sys
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
-from workers.http import HttpConfig
-from workers.server import Server
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.server.server import Server
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/stats":

@@ -24,9 +24,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cli.proc import ServeProcess, http_request, tcp_address
-
-from .loadclient import LoadClient, summary
-from .support import wait_for
+from tests.reliability.loadclient import LoadClient, summary
+from tests.reliability.support import wait_for
 
 pytestmark = pytest.mark.slow
 

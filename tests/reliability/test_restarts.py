@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from .loadclient import LoadClient, summary
-from .support import wait_for
+from tests.reliability.loadclient import LoadClient, summary
+from tests.reliability.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("reactor")
-REACTOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "import cli; cli.main()"]
+REACTOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mioreactor"]
 
 
 def free_port() -> int:

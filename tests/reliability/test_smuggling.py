@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from mioreactor.workers.server.server import Server
 
-from workers.server import Server
-
-from .support import (
+from tests.reliability.support import (
     AppProbe,
     assert_healthy,
     exchange,

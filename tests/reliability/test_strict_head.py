@@ -14,11 +14,9 @@ import select
 import time
 
 import pytest
+from mioreactor.workers.server.server import Server
 
-from tests.workers.util import wait_for
-from workers.server import Server
-
-from .support import (
+from tests.reliability.support import (
     AppProbe,
     assert_healthy,
     connect,
@@ -29,6 +27,7 @@ from .support import (
     running,
     status_lines,
 )
+from tests.workers.util import wait_for
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mioreactor import cli
+from mioreactor.workers.process.config import Config
 
-import cli
-from workers.config import Config
-
-from ..cli.proc import REACTOR, ROOT, ServeProcess, tcp_address
-from .conftest import Pki
-from .util import recv_all
+from tests.cli.proc import REACTOR, ROOT, ServeProcess, tcp_address
+from tests.tls.conftest import Pki
+from tests.tls.util import recv_all
 
 
 def _cn(ctx: ssl.SSLContext, address: tuple[str, int]) -> str:
@@ -191,8 +190,8 @@ def _hello(environ: dict[str, object], start_response: object) -> list[bytes]:
 def test_reactor_bench_loads_an_https_server_with_cacert_or_insecure(pki: Pki) -> None:
     import json
 
-    from workers import Server
-    from workers.tls import TlsConfig
+    from mioreactor.workers import Server
+    from mioreactor.workers.tls.context import TlsConfig
 
     with Server(_hello, bind="127.0.0.1:0", workers=1,
                 ssl=TlsConfig(certfile=pki.both_pem)) as srv:
@@ -223,8 +222,8 @@ def test_reactor_bench_https_on_the_fallback_backend_gets_every_response(pki: Pk
     import json
     import os
 
-    from workers import Server
-    from workers.tls import TlsConfig
+    from mioreactor.workers import Server
+    from mioreactor.workers.tls.context import TlsConfig
 
     with Server(_hello, bind="127.0.0.1:0", workers=1,
                 ssl=TlsConfig(certfile=pki.both_pem)) as srv:

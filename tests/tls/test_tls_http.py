@@ -22,14 +22,13 @@ from typing import Any
 
 import pytest
 import requests
+from mioreactor.workers import Server
+from mioreactor.workers.http import HttpConfig
+from mioreactor.workers.tls.context import TlsConfig, TlsError
 
-from workers import Server
-from workers.http import HttpConfig
-from workers.tls import TlsConfig, TlsError
-
-from ..workers.util import open_fds, wait_for
-from .conftest import Pki
-from .util import BioClient, recv_all
+from tests.tls.conftest import Pki
+from tests.tls.util import BioClient, recv_all
+from tests.workers.util import open_fds, wait_for
 
 BIG = 16 * 1024 * 1024
 
@@ -280,7 +279,7 @@ def test_an_https_unix_bind_serves_tls(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_an_https_bind_without_tls_settings_is_refused(pki: Pki) -> None:
-    from workers.binds import BindError
+    from mioreactor.workers.server.binds import BindError
 
     srv = Server(env_app, bind="https://127.0.0.1:0", workers=1)
     with pytest.raises(BindError, match="TLS needs a certificate"):

@@ -9,11 +9,11 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mioreactor.workers import Server
+from mioreactor.workers.tls.context import TlsConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.tls.conftest import Pki
-from workers import Server
-from workers.tls import TlsConfig
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

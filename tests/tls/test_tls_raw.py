@@ -19,14 +19,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from mioreactor.workers import EchoHandler, Server
+from mioreactor.workers.core.handler import BaseHandler, Connection
+from mioreactor.workers.tls.context import TlsConfig
 
-from workers import EchoHandler, Server
-from workers.handler import BaseHandler, Connection
-from workers.tls import TlsConfig
-
-from ..workers.util import open_fds, wait_for
-from .conftest import Pki
-from .util import BioClient, real_client_hello, recv_all, tls10_client_hello
+from tests.tls.conftest import Pki
+from tests.tls.util import BioClient, real_client_hello, recv_all, tls10_client_hello
+from tests.workers.util import open_fds, wait_for
 
 BIG = 8 * 1024 * 1024
 

@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from mioreactor.workers import EchoHandler, Server
 
-from workers import EchoHandler, Server
-
-from .util import recv_exactly, wait_for
+from tests.workers.util import recv_exactly, wait_for
 
 LIMIT = 5
 CLIENTS = 10

@@ -10,10 +10,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from mioreactor.workers import BaseHandler, Connection, EchoHandler, Server
 
-from workers import BaseHandler, Connection, EchoHandler, Server
-
-from .util import open_fds, reactor_threads, wait_for
+from tests.workers.util import open_fds, reactor_threads, wait_for
 
 CYCLES = 5000
 

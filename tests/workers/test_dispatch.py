@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from mioreactor.workers import EchoHandler, Server
+from mioreactor.workers.core import connection
+from mioreactor.workers.core.scheduler import RunSlots
 
-import workers.connection
-from workers import EchoHandler, Server
-from workers.scheduler import RunSlots
-
-from .util import Gate, echo_once, recv_exactly, wait_for
+from tests.workers.util import Gate, echo_once, recv_exactly, wait_for
 
 SLOW = 0.3
 
@@ -220,7 +219,7 @@ def test_events_for_a_connection_served_by_a_detached_worker_are_handed_back(
 def test_only_the_serving_worker_touches_a_connection_under_mixed_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(workers.connection, "DEBUG", True)
+    monkeypatch.setattr(connection, "DEBUG", True)
     with Server(app, bind="127.0.0.1:0", workers=4, run_slots=1, handoff_after=0.002) as s:
         threads = [
             threading.Thread(target=get, args=(s.address, p))
@@ -313,8 +312,8 @@ def test_self_polling_can_be_switched_off() -> None:
 
 # -- the handback between the hot worker's poll and the acceptor's -----------------
 def _standalone(poll: Any) -> tuple[Any, Any]:
-    from workers.acceptor import Acceptor
-    from workers.worker import Dispatch
+    from mioreactor.workers.core.acceptor import Acceptor
+    from mioreactor.workers.core.worker import Dispatch
 
     dispatch = Dispatch(poll.registry, RunSlots(1), lambda: None, poll)
     acceptor = Acceptor(poll, [], [], dispatch, max_connections=10, graceful_timeout=1.0)
@@ -325,7 +324,7 @@ def test_the_acceptor_sees_an_event_handed_back_while_it_waited_for_the_poll_loc
     """The race a siege run found (1 run in 8): the acceptor looked at the handback
     before taking the poll lock, so an event parked meanwhile sat there while it
     blocked in the kernel, and the clients behind that listener edge waited."""
-    from reactor import Events, Poll
+    from mioreactor.reactor import Events, Poll
 
     with Poll() as poll:
         dispatch, acceptor = _standalone(poll)
@@ -346,9 +345,9 @@ def test_the_acceptor_sees_an_event_handed_back_while_it_waited_for_the_poll_loc
 
 
 def test_the_worker_hands_back_listener_events_while_it_holds_the_poll_lock() -> None:
-    from reactor import Interest, Poll
-    from reactor.net import TcpListener
-    from workers.worker import Worker
+    from mioreactor.reactor import Interest, Poll
+    from mioreactor.reactor.net import TcpListener
+    from mioreactor.workers.core.worker import Worker
 
     with Poll() as poll:
         dispatch, acceptor = _standalone(poll)

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mioreactor.workers import EchoHandler, Server
 
-from workers import EchoHandler, Server
-
-from .util import echo_once, recv_exactly, wait_for
+from tests.workers.util import echo_once, recv_exactly, wait_for
 
 BIG = 8 * 1024 * 1024
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from .util import echo_once, wait_for
+from tests.workers.util import echo_once, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 300
@@ -42,7 +42,7 @@ CHILD = r"""
 import json, resource, sys
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-from workers import EchoHandler, Server
+from mioreactor.workers import EchoHandler, Server
 
 server = Server(handler=EchoHandler, bind="127.0.0.1:0", workers=2, backend=sys.argv[1] or None)
 server.start()

@@ -13,10 +13,10 @@ import threading
 import time
 from typing import Any
 
-from workers import Server
-from workers.connection import READ_BUDGET, RECV_SIZE
+from mioreactor.workers import Server
+from mioreactor.workers.core.connection import READ_BUDGET, RECV_SIZE
 
-from .util import Gate, wait_for
+from tests.workers.util import Gate, wait_for
 
 BIG = 16 * RECV_SIZE  # several budgets' worth of chunks for one connection
 

@@ -7,10 +7,9 @@ import logging
 import socket
 
 import pytest
+from mioreactor.workers import Connection, EchoHandler, Server
 
-from workers import Connection, EchoHandler, Server
-
-from .util import closed_by_peer, recv_exactly, wait_for
+from tests.workers.util import closed_by_peer, recv_exactly, wait_for
 
 
 class Fragile(EchoHandler):
@@ -32,7 +31,7 @@ class Fragile(EchoHandler):
 def test_a_handler_exception_closes_only_that_connection(
     trigger: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="workers")
+    caplog.set_level(logging.ERROR, logger="mioreactor")
     with Server(handler=Fragile, bind="127.0.0.1:0", workers=1) as server:
         bystander = socket.create_connection(server.address, timeout=5)
         victim = socket.create_connection(server.address, timeout=5)
@@ -59,7 +58,7 @@ def test_a_handler_exception_closes_only_that_connection(
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     assert len(failures) == 1, [r.getMessage() for r in caplog.records]
     record = failures[0]
-    assert record.name == "workers"
+    assert record.name == "mioreactor"
     expected = RuntimeError if trigger == b"boom" else ValueError
     assert record.exc_info is not None and record.exc_info[0] is expected
     assert "broke on purpose" in caplog.text

@@ -18,13 +18,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from mioreactor.reactor import Events, Interest, Poll
+from mioreactor.reactor.net import TcpListener
+from mioreactor.workers import Server
+from mioreactor.workers.tools.doctor import listen_queue_depth
 
-from reactor import Events, Interest, Poll
-from reactor.net import TcpListener
-from workers import Server
-from workers.doctor import listen_queue_depth
-
-from .util import RESPONSE, TinyHttp, http_get, wait_for
+from tests.workers.util import RESPONSE, TinyHttp, http_get, wait_for
 
 NEW_CLIENTS = 20
 

@@ -14,10 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from workers import BindError, Server
-from workers.metrics import (
+from mioreactor.workers import BindError, Server
+from mioreactor.workers.ops.metrics import (
     BUCKETS,
     CONTENT_TYPE,
     DURATION_BOUNDS,
@@ -26,7 +24,8 @@ from workers.metrics import (
     merge,
     render,
 )
-from workers.metrics_server import ChildStats, ListenQueues, StatsResponder
+from mioreactor.workers.ops.metrics_server import ChildStats, ListenQueues, StatsResponder
+from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

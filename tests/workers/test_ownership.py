@@ -21,12 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mioreactor.reactor.event import READABLE, WRITABLE
+from mioreactor.workers import BaseHandler, Connection, EchoHandler, Server
+from mioreactor.workers.core import connection
 
-import workers.connection
-from reactor.event import READABLE, WRITABLE
-from workers import BaseHandler, Connection, EchoHandler, Server
-
-from .util import echo_once, recv_exactly, wait_for
+from tests.workers.util import echo_once, recv_exactly, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def debug(monkeypatch: pytest.MonkeyPatch) -> None:
     """The REACTOR_DEBUG=1 ownership assertion, switched on for this test."""
-    monkeypatch.setattr(workers.connection, "DEBUG", True)
+    monkeypatch.setattr(connection, "DEBUG", True)
 
 
 class Guarded(BaseHandler):
@@ -172,7 +171,7 @@ def test_events_for_unknown_tokens_are_ignored() -> None:
 
 
 def test_reactor_debug_environment_variable_turns_the_assertion_on() -> None:
-    code = "import workers.connection as c; print(c.DEBUG)"
+    code = "import mioreactor.workers.core.connection as c; print(c.DEBUG)"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
         env["REACTOR_DEBUG"] = value

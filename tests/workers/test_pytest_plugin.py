@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mioreactor.workers import EchoHandler, Server
 
-from workers import EchoHandler, Server
-
-from .util import reactor_threads, recv_exactly
+from tests.workers.util import reactor_threads, recv_exactly
 
 requests = pytest.importorskip("requests")
 
@@ -58,7 +57,7 @@ def test_the_fixture_passes_keyword_arguments_to_server(
 
 USER_TESTS = """
 import threading
-from workers import EchoHandler
+from mioreactor.workers import EchoHandler
 
 def test_one(reactor_server):
     reactor_server(handler=EchoHandler)

@@ -1,4 +1,4 @@
-"""Run slots (``workers.scheduler``): one worker runs at a time on a GIL build, and a
+"""Run slots (``mioreactor.workers.core.scheduler``): one worker runs at a time on a GIL build, and a
 worker stuck in a blocking section hands its slot to a standby worker.
 
 Unit tests drive ``RunSlots`` directly with threads; the end-to-end tests use a real
@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from mioreactor.workers import Server
+from mioreactor.workers.core.scheduler import RunSlots, default_slots
 
-from workers import Server
-from workers.scheduler import RunSlots, default_slots
-
-from .util import wait_for
+from tests.workers.util import wait_for
 
 
 def in_thread(fn: Callable[[], None], name: str) -> threading.Thread:

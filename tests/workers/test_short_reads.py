@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mioreactor import reactor
+from mioreactor.reactor import Interest, Poll
+from mioreactor.reactor.event import READ_CLOSED, READABLE
+from mioreactor.reactor.net import TcpListener, TcpStream
+from mioreactor.workers import EchoHandler, Server
+from mioreactor.workers.core.connection import Conn
+from mioreactor.workers.core.timers import Timers
+from mioreactor.workers.core.worker import FIRST_CONN_TOKEN
 
-import reactor
-from reactor import Interest, Poll
-from reactor.event import READ_CLOSED, READABLE
-from reactor.net import TcpListener, TcpStream
-from workers import EchoHandler, Server
-from workers.connection import Conn
-from workers.timers import Timers
-from workers.worker import FIRST_CONN_TOKEN
-
-from .util import recv_exactly, wait_for
+from tests.workers.util import recv_exactly, wait_for
 
 BACKENDS = reactor.available_backends()
 

@@ -13,10 +13,9 @@ import threading
 import time
 
 import pytest
+from mioreactor.workers import BaseHandler, Connection, EchoHandler, Server
 
-from workers import BaseHandler, Connection, EchoHandler, Server
-
-from .util import closed_by_peer, reactor_threads, recv_exactly, wait_for
+from tests.workers.util import closed_by_peer, reactor_threads, recv_exactly, wait_for
 
 ANSWER_AFTER = 0.5
 

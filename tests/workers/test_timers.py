@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.timers import Deadline, Timers
+from mioreactor.workers.core.timers import Deadline, Timers
 
 
 class Owner:

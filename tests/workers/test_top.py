@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-import cli
-from workers import Server
-from workers.metrics import BUCKETS, DURATION_BOUNDS, parse_text, render
-from workers.top import (
+from mioreactor import cli
+from mioreactor.workers import Server
+from mioreactor.workers.ops.metrics import BUCKETS, DURATION_BOUNDS, parse_text, render
+from mioreactor.workers.tools.top import (
     Scrape,
     Top,
     bucket_deltas,

@@ -10,8 +10,7 @@ import time
 from typing import Any
 
 import pytest
-
-from workers.server import Server
+from mioreactor.workers.server.server import Server
 
 SLEEP = 1.2
 
@@ -39,13 +38,13 @@ def get(server: Server, path: str, results: list[tuple[int, bytes]]) -> None:
 
 
 def watchdog_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "workers.watchdog"]
+    return [r for r in caplog.records if r.name == "mioreactor.watchdog"]
 
 
 def test_a_stuck_request_is_logged_once_with_the_function_it_is_blocked_in_and_completes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="workers.watchdog")
+    caplog.set_level(logging.WARNING, logger="mioreactor.watchdog")
     with Server(app, bind="127.0.0.1:0", workers=2, timeout=0.3) as server:
         results: list[tuple[int, bytes]] = []
         slow = threading.Thread(target=get, args=(server, "/slow?x=1", results))
@@ -78,7 +77,7 @@ def test_a_stuck_request_is_logged_once_with_the_function_it_is_blocked_in_and_c
 def test_requests_shorter_than_the_timeout_are_not_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="workers.watchdog")
+    caplog.set_level(logging.WARNING, logger="mioreactor.watchdog")
     with Server(app, bind="127.0.0.1:0", workers=2, timeout=5) as server:
         results: list[tuple[int, bytes]] = []
         for _ in range(20):

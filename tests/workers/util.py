@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers.handler import BaseHandler, Connection
+from mioreactor.workers.core.handler import BaseHandler, Connection
 
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 

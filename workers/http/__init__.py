@@ -1,4 +1,15 @@
-"""HTTP/1.1 + WSGI for mioreactor: a sans-IO parser, a WSGI bridge and the handler."""
+"""HTTP/1.1 + WSGI: a sans-IO parser, the express lane, a WSGI bridge and the handler.
+
+Owns: ``handler`` (``HttpHandler``: one connection's HTTP life on its worker), the
+general path (``protocol``, llhttp via httptools, with ``validate``, ``chunks``,
+``body``), the express lane (``express``: the common request checked whole, linear in
+its bytes), ``wsgi`` and ``response`` (PEP 3333 and the bytes of a response),
+``limits`` (``HttpConfig``), ``errors`` (the 4xx/5xx family), ``proxy`` (PROXY
+protocol, forwarded headers) and ``accesslog``.
+
+May import: ``mioreactor.workers.core`` (the handler protocol), ``mioreactor.workers.ops``
+(metrics counters), ``mioreactor.reactor``. Never ``tls``: TLS sits under it, unseen.
+"""
 
 from __future__ import annotations
 

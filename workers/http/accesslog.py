@@ -1,4 +1,4 @@
-"""Access log lines, written to the ``workers.http.access`` logger when enabled.
+"""Access log lines, written to the ``mioreactor.http.access`` logger when enabled.
 
 The format is ``%``-style over these keys (gunicorn's names):
 
@@ -27,7 +27,7 @@ from .protocol import Request
 
 __all__ = ["AccessLog"]
 
-access_logger = logging.getLogger("workers.http.access")
+access_logger = logging.getLogger("mioreactor.http.access")
 
 
 def _header(request: Request, name: bytes) -> str:

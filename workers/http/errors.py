@@ -2,7 +2,7 @@
 
 A request that breaks the protocol or a limit becomes one of these values. The handler
 answers with the error's response (built once per status, see
-``workers.http.response``) and closes the connection: after a framing error the
+``mioreactor.workers.http.response``) and closes the connection: after a framing error the
 server can no longer tell where the next request would begin, so it must not try.
 """
 

@@ -34,7 +34,7 @@ next request, answered with ``Connection: close``, and closes after that many se
 of silence. The server's ``graceful_timeout`` bounds it all.
 
 Application failures: before the head is sent, a 500 and a close; after, an abort.
-Either way the traceback goes to the ``workers.http`` logger.
+Either way the traceback goes to the ``mioreactor.workers.http`` logger.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from time import perf_counter
 from time import time as _time
 from typing import Any
 
-from ..handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
-from ..metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
+from ..core.handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
+from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from .accesslog import AccessLog
 from .body import EMPTY_BODY, InputBody
 from .errors import HTTPError, InternalServerError, RequestTimeout
@@ -64,7 +64,7 @@ from .wsgi import AppError, FileWrapper, StartResponse, base_environ, request_en
 
 __all__ = ["HttpHandler", "make_http_handler_factory"]
 
-log = logging.getLogger("workers.http")
+log = logging.getLogger("mioreactor.http")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -271,7 +271,7 @@ class HttpHandler:
 
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
-        # The express lane (``workers.http.express``), inline: the common read, one
+        # The express lane (``mioreactor.workers.http.express``), inline: the common read, one
         # whole bodiless head on a connection at rest (no parser held, nothing
         # queued), is served here, in this one frame. Anything else: ``_receive``.
         if not (st.express and st.proto is None and not st.phase):
@@ -936,7 +936,7 @@ class HttpHandler:
 
     def _arm(self, conn: Connection, st: _State, kind: int, delay: float) -> None:
         # The phase timer (head, body, keep-alive) is the connection's own deadline:
-        # re-armed on every request without allocating (workers.timers.Deadline).
+        # re-armed on every request without allocating (mioreactor.workers.core.timers.Deadline).
         st.timer_kind = kind
         st.timer = conn.rearm(delay, _fire_phase)
 

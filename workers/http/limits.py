@@ -42,15 +42,15 @@ class HttpConfig:
         max_pipeline_buffer: unprocessed bytes of pipelined requests held while a
             response is in progress before reading from the client is paused.
         server_header: value of the ``Server`` response header; empty sends none.
-        access_log: write one line per response to the ``workers.http.access`` logger.
+        access_log: write one line per response to the ``mioreactor.http.access`` logger.
         access_log_format: ``%``-style format over the keys documented in
-            ``workers.http.accesslog``.
+            ``mioreactor.workers.http.accesslog``.
         forwarded_allow_ips: peers trusted to set ``X-Forwarded-For`` and
             ``X-Forwarded-Proto``; ``"*"`` trusts every peer; empty trusts none.
         proxy_protocol: expect a PROXY protocol v1/v2 header first on every connection.
         url_scheme: ``wsgi.url_scheme`` unless a trusted proxy says otherwise.
         multiprocess: the value of ``wsgi.multiprocess``.
-        express: let the express lane (``workers.http.express``) serve the common
+        express: let the express lane (``mioreactor.workers.http.express``) serve the common
             request; off, every request goes through llhttp. Either way the same
             bytes are accepted and answered alike; the switch is for comparison.
     """

@@ -1,0 +1,73 @@
+"""Config files: ``reactor serve --config FILE`` reads the options from TOML.
+
+The keys are the long option names of ``reactor serve``, with dashes or underscores::
+
+    # /etc/mioreactor/site.toml
+    app = "myproject.wsgi:application"
+    bind = ["0.0.0.0:8000", "unix:/run/site.sock"]
+    workers = 8
+    processes = 4
+    max-requests = 10000
+    timeout = 30
+
+Precedence, highest first: the command line, ``REACTOR_*`` environment variables,
+the file, the built-in defaults. The CLI (``cli.py``) checks each key against its
+options, so an unknown key or a value of the wrong type is an error naming the key and
+the file; this module only reads the file and keeps the CLI free of TOML details.
+
+Python 3.11+ reads TOML with the standard library's ``tomllib``; 3.10 with ``tomli``
+(a conditional dependency of the package).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .config import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = ["format_value", "read_config_file"]
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The top-level keys of the TOML file ``path``, with ``-`` turned into ``_``.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or names a key twice
+            (``max-requests`` and ``max_requests``); one line naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text: {exc.reason}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in out:
+            raise ConfigError(f"config file {path!r}: {key!r} is given twice (with - and _)")
+        out[name] = value
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A value as TOML writes it (``--print-config`` output can be a config file)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    text = str(value)
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
