@@ -177,7 +177,7 @@ def test_flask_app_runs_under_reactor_serve() -> None:
         [
             sys.executable,
             "-m",
-            "cli",
+            "mioreactor",
             "serve",
             "examples.flask_app:app",
             "--bind",
