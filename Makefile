@@ -7,15 +7,21 @@ PORT   ?= 8080
 
 .PHONY: venv run test lint bench soak fuzz docs clean
 
-$(BIN)/.installed: pyproject.toml
+# `make run` installs what running needs (the package, editable); `make test` and the
+# other targets add the test extras on top.
+$(BIN)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(BIN)/.installed
 
-run: venv
+run: $(BIN)/.runtime
 	$(BIN)/reactor serve --bind $(HOST):$(PORT)
 
 test: venv
