@@ -13,7 +13,7 @@ server's ratio to the first one (median of the per-round ratios, and the range).
     .venv/bin/python -m bench.ab ours floor --close      # Connection: close
 
 Peers come from ``.bench-venv`` (``python3 -m bench.run`` makes it); the floor loop
-from ``../shared/bench/floor_loop.py`` (``FLOOR_LOOP`` overrides the path).
+from ``bench/floor.py`` (``FLOOR_LOOP`` overrides the path).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ counting starts, and counting stops before it closes them.
     .venv/bin/python bench/calls.py --only product --top 25   # + the most-called functions
     .venv/bin/python bench/calls.py --tls --opcodes   # + product over TLS
 
-The floor is ``../shared/bench/floor_loop.py`` (``FLOOR_LOOP`` overrides the path),
+The floor is ``bench/floor.py`` (``FLOOR_LOOP`` overrides the path),
 imported and run in a thread; it only serves 127.0.0.1.
 """
 
@@ -277,7 +277,7 @@ _CONN_FILES = ("connection.py", "tlsconn.py")
 
 def measure_opcodes(which: str, connections: int, requests: int, top: int) -> float:
     """Bytecodes the server's threads execute per request (deterministic), and of
-    them those of the connection layer (``workers/connection.py``, ``tlsconn.py``:
+    them those of the connection layer (``workers/core/connection.py``, ``tlsconn.py``:
     reading, decrypting, encrypting, sending), which the waits between threads
     (a few bytecodes per request, timing-dependent) do not blur."""
     counter = _OpCounter()

@@ -1,9 +1,9 @@
 """The cost ledger: microseconds per keep-alive request for each thing the product does
-that the floor loop (``../shared/bench/floor_loop.py``) does not.
+that the floor loop (``bench/floor.py``) does not.
 
 Each item is timed alone in this thread, over many iterations, with the request wrk
 sends and ``bench.apps.hello``: the product's piece and, where the floor has one, the
-floor's equivalent (the same code as in floor_loop.py's worker). Figures are this
+floor's equivalent (the same code as in the floor's (bench/floor.py) worker). Figures are this
 thread's CPU time (``time.thread_time``: other processes on a shared machine do not
 count), medians of interleaved repeats. The difference column is what the product
 pays for the feature.
@@ -45,7 +45,7 @@ from bench.breakdown import REQUEST, _Conn, _Worker
 
 
 class _FloorConn:
-    """floor_loop.py's per-connection parser callbacks, verbatim."""
+    """the floor's (bench/floor.py) per-connection parser callbacks, verbatim."""
 
     __slots__ = ("done", "headers", "parser", "url")
 
@@ -181,7 +181,7 @@ def items() -> list[tuple[str, Callable[[], object], Callable[[], object] | None
         handler.data_received(conn, REQUEST)  # type: ignore[arg-type]
 
     def floor_worker() -> None:
-        # floor_loop.py's worker body for one read with one request, minus the syscalls
+        # the floor's (bench/floor.py) worker body for one read with one request, minus the syscalls
         fc.parser.feed_data(REQUEST)
         out = []
         for url, headers in fc.done:

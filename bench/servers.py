@@ -136,15 +136,9 @@ def _granian_tls(cert: str, key: str) -> list[str]:
 
 
 def floor_loop_path() -> Path:
-    """``../shared/bench/floor_loop.py`` next to the repository ($FLOOR_LOOP overrides)."""
+    """``bench/floor.py``: the architecture's bare shape ($FLOOR_LOOP overrides)."""
     env = os.environ.get("FLOOR_LOOP")
-    if env:
-        return Path(env)
-    for base in (REPO.parent, REPO.parent.parent):
-        path = base / "shared" / "bench" / "floor_loop.py"
-        if path.exists():
-            return path
-    return REPO.parent / "shared" / "bench" / "floor_loop.py"
+    return Path(env) if env else REPO / "bench" / "floor.py"
 
 
 def _floor(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
@@ -172,7 +166,7 @@ PEERS: dict[str, ServerSpec] = {
         ServerSpec("granian", _granian, "granian",
                    "granian --interface wsgi --workers P --blocking-threads W", _granian_tls),
         ServerSpec("floor", _floor, "httptools",
-                   "reference: ../shared/bench/floor_loop.py --port P --app bench.apps:APP"),
+                   "reference: bench/floor.py --port P --app bench.apps:APP"),
     )
 }
 

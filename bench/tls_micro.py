@@ -2,7 +2,7 @@
 
 ``.venv/bin/python -m bench.tls_micro`` (needs ``trustme``, a test dependency) does a
 TLS 1.3 handshake between two ``SSLObject``s over memory BIOs, then times, per request,
-the server side's engine calls as ``workers/tlsconn.py`` makes them: write the
+the server side's engine calls as ``workers/tls/conn.py`` makes them: write the
 client's record into the incoming BIO, read the plaintext, encrypt a response, take it
 from the outgoing BIO. Best of 5 runs of 2000 requests, for several read sizes.
 """

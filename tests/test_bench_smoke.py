@@ -111,15 +111,15 @@ def test_results_are_appended_under_the_results_heading(tmp_path: Path) -> None:
 
 def test_py_spy_raw_stacks_are_summarised_per_thread() -> None:
     raw = (
-        "thread (0x1): reactor-worker-0;run (workers/worker.py:10);send (reactor/net/stream.py:5) 3\n"
-        "thread (0x1): reactor-worker-0;run (workers/worker.py:10) 1\n"
+        "thread (0x1): reactor-worker-0;run (workers/core/worker.py:10);send (reactor/net/stream.py:5) 3\n"
+        "thread (0x1): reactor-worker-0;run (workers/core/worker.py:10) 1\n"
         "thread (0x2): reactor-acceptor;select (reactor/sys/epoll.py:9) 4\n"
     )
     prof = summarise(raw)
     worker = next(t for t in prof.total if "worker" in t)
     assert prof.total[worker] == 4
     assert prof.self_[worker]["send (reactor/net/stream.py)"] == 3
-    assert prof.inclusive[worker]["run (workers/worker.py)"] == 4
+    assert prof.inclusive[worker]["run (workers/core/worker.py)"] == 4
 
 
 def test_results_go_into_the_results_section_even_when_sections_follow(tmp_path: Path) -> None:

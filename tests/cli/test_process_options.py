@@ -1,4 +1,4 @@
-"""``--pid``, ``--user``/``--group`` and ``--umask`` (workers/process.py)."""
+"""``--pid``, ``--user``/``--group`` and ``--umask`` (workers/process/settings.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The dispatch rule: one hot worker, standby workers, hand-off of blocked app calls.
 
-See workers/scheduler.py for the rule and docs/design.md ("The GIL") for why.
+See workers/core/scheduler.py for the rule and docs/design.md ("The GIL") for why.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The short-read rule in the worker: fewer bytes than asked counts as drained on epoll
 and kqueue, never on the fallback, never after a read-closed event, and no readiness
-is lost (../shared/design.md, "Invariants"; ``Conn.on_readable``).
+is lost (docs/design.md, "The edge-triggered rule in the worker"; ``Conn.on_readable``).
 
 The ``Conn`` tests count the ``recv`` calls one readable event costs; the server tests
 show that data arriving after a short read (a pause, then more) produces a new event

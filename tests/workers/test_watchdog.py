@@ -1,5 +1,5 @@
 """``timeout``: a request stuck in the app is logged once, with its thread's stack, and
-still completes (workers/watchdog.py)."""
+still completes (workers/ops/watchdog.py)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Hot path: ``on_readable`` drains the socket (edge-triggered rule) and hands each
 chunk to the handler; ``write`` sends at once and queues only what the kernel did
 not take; a writable event flushes the queue with one ``sendmsg``. On epoll and
 kqueue a short read or a short send counts as drained (``Stream.short_io_drains``,
-../shared/design.md "Invariants"): the read loop stops at a read that returned
+docs/design.md, "The edge-triggered rule in the worker"): the read loop stops at a read that returned
 less than ``RECV_SIZE`` instead of paying one more ``recv`` that raises
 ``BlockingIOError``, unless the event said the peer closed its side (then it reads
 to end of stream); the fallback backend drains strictly.

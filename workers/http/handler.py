@@ -209,7 +209,7 @@ class HttpHandler:
         self.encoder = ResponseEncoder(config.server_header)
         self.trusted = frozenset(config.forwarded_allow_ips)
         self.access = AccessLog(config.access_log_format) if config.access_log else None
-        # Request accounting (workers/metrics.py): written only by this handler's worker
+        # Request accounting (workers/ops/metrics.py): written only by this handler's worker
         # thread, read without a lock by Server.stats(). Index: status class * BUCKETS +
         # duration bucket. Error responses sent before a head was parsed have no
         # duration: they count in ``response_untimed`` by class.

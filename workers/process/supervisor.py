@@ -251,7 +251,7 @@ class Supervisor:
         self.replaced = 0
         self.backend = config.backend or backend_name()
         # --metrics-bind: the endpoint is served here, from the children's stats
-        # (workers/metrics_server.py); None without it.
+        # (workers/ops/metrics_server.py); None without it.
         self.child_stats: ChildStats | None = (
             ChildStats(ListenQueues(self._tcp_ports)) if config.metrics_bind else None
         )
