@@ -140,18 +140,30 @@ def test_invalid_utf8_across_fragments_fails_on_the_fragment_that_breaks_it() ->
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 1012, 1014, 3000, 4999])
-def test_a_valid_close_is_echoed_and_reported(code: int) -> None:
+def test_a_valid_close_is_reported_and_our_reply_echoes_its_code(code: int) -> None:
     conn = WebSocketConnection()
-    events = conn.receive_data(client(8, close_payload(code, "bye ☺")))
+    events = conn.receive_data(client(8, close_payload(code, "bye ☺")) + client(1, b"after"))
     assert events == [CloseReceived(code, "bye ☺")]
-    assert unframe(conn.data_to_send()) == [(0x88, code.to_bytes(2, "big"))]
+    assert conn.state is State.REMOTE_CLOSING
+    assert conn.data_to_send() == b""
+    # what the app owes for earlier messages may still go out before the reply
+    assert unframe(conn.send("owed")) == [(0x81, b"owed")]
+    assert unframe(conn.close()) == [(0x88, code.to_bytes(2, "big"))]
     assert conn.state is State.CLOSED
+    with pytest.raises(LocalProtocolError):
+        conn.send("late")
 
 
 def test_an_empty_close_reads_as_1005_and_gets_an_empty_reply() -> None:
     conn = WebSocketConnection()
     assert conn.receive_data(client(8, b"")) == [CloseReceived(1005, "")]
-    assert unframe(conn.data_to_send()) == [(0x88, b"")]
+    assert unframe(conn.close()) == [(0x88, b"")]
+
+
+def test_the_reply_to_a_close_may_carry_its_own_code() -> None:
+    conn = WebSocketConnection()
+    conn.receive_data(client(8, close_payload(1001)))
+    assert unframe(conn.close(1000, "ok")) == [(0x88, b"\x03\xe8ok")]
 
 
 def test_our_close_then_the_peers_completes_the_handshake() -> None:

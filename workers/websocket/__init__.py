@@ -6,8 +6,13 @@ handshake as a table of states), ``frames`` (opcodes, close codes, masking, one
 frame's bytes), ``deflate`` (permessage-deflate negotiation and a decompressor bounded
 while it inflates) and ``events`` (what the application is handed).
 
-May import: the standard library only. No socket, no thread, no HTTP parser: the
-ASGI glue and raw handlers drive it with the bytes they read and write what it returns.
+Beside the core, ``handler`` (``WebSocketHandler``): a raw handler that takes over a
+connection with the upgrade and echoes nothing by itself; subclass it.
+
+May import: the sans-IO modules, the standard library only (no socket, no thread, no
+HTTP parser: the ASGI glue and raw handlers drive them with the bytes they read and
+write what they return); ``handler``, also ``mioreactor.workers.core`` (the handler
+protocol) and httptools, to read the upgrade request's head.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .connection import (
 from .deflate import DeflateConfig, DeflateParams, PerMessageDeflate
 from .events import BytesMessage, CloseReceived, Event, Failed, Ping, Pong, TextMessage
 from .frames import CloseCode, Opcode, apply_mask, close_payload, frame_bytes
+from .handler import Session, WebSocketHandler
 from .handshake import (
     HandshakeError,
     UpgradeRequest,
@@ -48,10 +54,12 @@ __all__ = [
     "PerMessageDeflate",
     "Ping",
     "Pong",
+    "Session",
     "State",
     "TextMessage",
     "UpgradeRequest",
     "WebSocketConnection",
+    "WebSocketHandler",
     "accept",
     "accept_key",
     "apply_mask",

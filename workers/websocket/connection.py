@@ -2,8 +2,9 @@
 
 ``receive_data(data)`` takes whatever the socket gave (any split, down to one byte at a
 time) and returns the events it completed; ``data_to_send()`` returns the frames the
-codec queued itself (a ping's pong, the reply to a close, the close that fails the
-connection). ``send``, ``ping``, ``pong`` and ``close`` return the bytes of the frames
+codec queued itself (a ping's pong, the close that fails the connection). The reply to
+a peer's close is the application's ``close()``: messages it still sends in answer to
+what came before the close go out first, as RFC 6455 §5.5.1 allows. ``send``, ``ping``, ``pong`` and ``close`` return the bytes of the frames
 the application asked for. Nothing here touches a socket (h11's shape, style.md 6).
 
 Cost is linear in the bytes received (../design.md, "Untrusted bytes"): a read is
@@ -51,13 +52,15 @@ class State(Enum):
 
     OPEN = "open"
     CLOSING = "closing"  # we sent a close frame; the peer's has not come yet
+    REMOTE_CLOSING = "remote-closing"  # the peer's close came; ours is owed (``close()``)
     CLOSED = "closed"  # both close frames sent (or the connection failed): close TCP
 
 
 # (state, what happened) -> next state. Anything not here is a local error.
 TRANSITIONS: dict[tuple[State, str], State] = {
     (State.OPEN, "send_close"): State.CLOSING,
-    (State.OPEN, "receive_close"): State.CLOSED,  # our reply is queued at once
+    (State.OPEN, "receive_close"): State.REMOTE_CLOSING,
+    (State.REMOTE_CLOSING, "send_close"): State.CLOSED,
     (State.CLOSING, "receive_close"): State.CLOSED,
     (State.OPEN, "fail"): State.CLOSED,
     (State.CLOSING, "fail"): State.CLOSED,
@@ -89,6 +92,7 @@ class WebSocketConnection:
         "_msg_parts",
         "_msg_size",
         "_out",
+        "_peer_code",
         "_state",
         "auto_pong",
     )
@@ -106,6 +110,7 @@ class WebSocketConnection:
         self._deflate = deflate
         self.auto_pong = auto_pong
         self._state = State.OPEN
+        self._peer_code = int(CloseCode.NO_STATUS)
         self._buf = bytearray()
         self._out = bytearray()
         self._msg_opcode = 0  # 0: no fragmented message in progress
@@ -116,7 +121,7 @@ class WebSocketConnection:
 
     @property
     def state(self) -> State:
-        """``OPEN``, ``CLOSING`` (our close sent) or ``CLOSED`` (close the socket)."""
+        """``OPEN``, ``CLOSING`` (ours sent), ``REMOTE_CLOSING`` (theirs came) or ``CLOSED``."""
         return self._state
 
     @property
@@ -134,7 +139,7 @@ class WebSocketConnection:
 
         After a ``CloseReceived`` or ``Failed`` event, input is ignored.
         """
-        if self._state is State.CLOSED:
+        if self._state is State.CLOSED or self._state is State.REMOTE_CLOSING:
             return []
         buf: bytes | bytearray
         if self._buf:
@@ -276,8 +281,7 @@ class WebSocketConnection:
                 reason = payload[2:].decode()
             except UnicodeDecodeError:
                 return self._fail(events, CloseCode.INVALID_DATA, "invalid UTF-8 in close reason")
-        if self._state is State.OPEN:
-            self._out += frame_bytes(_CLOSE, payload[:2])  # echo the code, not the reason
+        self._peer_code = code
         self._move("receive_close")
         self._drop_input()
         events.append(CloseReceived(code, reason))
@@ -306,6 +310,10 @@ class WebSocketConnection:
         self._out.clear()
         return out
 
+    def _check_can_send(self, what: str) -> None:
+        if self._state is not State.OPEN and self._state is not State.REMOTE_CLOSING:
+            raise LocalProtocolError(f"cannot send {what}: the connection is {self._state.value}")
+
     def send(self, data: str | bytes | bytearray | memoryview) -> bytes:
         """The frame of one whole message: text for ``str``, binary for bytes.
 
@@ -315,8 +323,7 @@ class WebSocketConnection:
         Raises:
             LocalProtocolError: the close frame was sent already.
         """
-        if self._state is not State.OPEN:
-            raise LocalProtocolError(f"cannot send a message: the connection is {self._state.value}")
+        self._check_can_send("a message")
         if isinstance(data, str):
             opcode, payload = _TEXT, data.encode()
         else:
@@ -335,22 +342,28 @@ class WebSocketConnection:
         return self._control(_PONG, payload)
 
     def _control(self, opcode: int, payload: bytes) -> bytes:
-        if self._state is not State.OPEN:
-            raise LocalProtocolError(f"cannot send a control frame: the connection is {self._state.value}")
+        self._check_can_send("a control frame")
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError("a control frame carries at most 125 bytes")
         return frame_bytes(opcode, payload)
 
-    def close(self, code: int = 1000, reason: str = "") -> bytes:
-        """Start the close handshake: our close frame, or b"" if one was sent already.
+    def close(self, code: int | None = None, reason: str = "") -> bytes:
+        """Our close frame, or b"" if one was sent already.
 
-        Wait (bounded in time) for the peer's ``CloseReceived``, then close the socket.
+        In ``OPEN`` this starts the close handshake (``code`` None means 1000): wait,
+        bounded in time, for the peer's ``CloseReceived``, then close the socket. In
+        ``REMOTE_CLOSING`` it is the reply (``code`` None echoes the peer's), after
+        which the server closes the socket at once.
 
         Raises:
             ValueError: the code may not be sent, or the reason is over 123 bytes.
         """
-        if self._state is not State.OPEN:
+        if self._state is State.OPEN:
+            payload = close_payload(1000 if code is None else code, reason)
+        elif self._state is State.REMOTE_CLOSING:
+            payload = close_payload(self._peer_code if code is None else code, reason)
+        else:
             return b""
-        frame = frame_bytes(_CLOSE, close_payload(code, reason))
+        frame = frame_bytes(_CLOSE, payload)
         self._move("send_close")
         return frame

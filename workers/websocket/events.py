@@ -49,9 +49,10 @@ class CloseReceived:
         code: the status code, 1005 when the frame carried none.
         reason: the reason, decoded as UTF-8 ("" when none).
 
-    If we had not sent a close frame yet, the reply (the same code) is queued in
-    ``data_to_send()``. Either way the close handshake is complete: the server closes
-    the TCP connection now (RFC 6455 §7.1.1: the server closes first).
+    If we had sent our close frame already, the handshake is complete. If not, the
+    state is ``REMOTE_CLOSING``: send what is owed, then ``close()`` (which echoes the
+    code by default). Then the server closes the TCP connection (RFC 6455 §7.1.1: the
+    server closes first).
     """
 
     code: int
