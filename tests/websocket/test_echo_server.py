@@ -23,7 +23,7 @@ from mioreactor.workers.websocket import (
     WebSocketHandler,
     frame_bytes,
 )
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(30)
@@ -95,7 +95,7 @@ def test_a_client_close_code_reaches_the_app_and_is_echoed(server: Server) -> No
 def test_a_server_close_carries_its_code(server: Server) -> None:
     with connect(url(server)) as ws:
         ws.send("close me")
-        with pytest.raises(ConnectionClosedOK):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
         assert ws.close_code == 4002 and ws.close_reason == "as asked"
 
