@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "workers.core": {"reactor"},
     "workers.tls": {"reactor", "workers.core"},
     "workers.http": {"reactor", "workers.core", "workers.ops"},
+    "workers.websocket": {"workers.core"},
     "workers.ops": {"reactor", "workers.core", "workers.tools"},
     "workers.tools": {"reactor", "workers.ops"},
     "workers.server": {"reactor", "workers.core", "workers.tls", "workers.http",
