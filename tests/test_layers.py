@@ -26,10 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "workers.http": {"reactor", "workers.core", "workers.ops"},
     "workers.ops": {"reactor", "workers.core", "workers.tools"},
     "workers.tools": {"reactor", "workers.ops"},
+    "workers.asgi": {"reactor", "workers.core", "workers.http", "workers.ops"},
     "workers.server": {"reactor", "workers.core", "workers.tls", "workers.http",
-                       "workers.ops", "workers.tools"},
+                       "workers.asgi", "workers.ops", "workers.tools"},
     "workers.process": {"reactor", "workers.core", "workers.tls", "workers.http",
-                        "workers.ops", "workers.tools", "workers.server"},
+                        "workers.asgi", "workers.ops", "workers.tools", "workers.server"},
 }
 
 
