@@ -106,7 +106,9 @@ class Lifespan:
             line = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self._resolve(line, line)
             return
-        self._resolve("the app returned without answering lifespan.startup", None)
+        if not self._answered:  # returned at once: it does not speak lifespan (as uvicorn)
+            log.info("ASGI lifespan: the app returned without answering; going on without it")
+        self._resolve(None, None)
 
     def _resolve(self, started: str | None, stopped: str | None) -> None:
         for fut, value in ((self._started, started), (self._stopped, stopped)):

@@ -36,6 +36,7 @@ import selectors
 import threading
 import time
 from collections.abc import Callable
+from asyncio import _set_running_loop
 from typing import Any, Protocol
 
 __all__ = ["LOOPS", "LoopDriver", "Poster"]
@@ -103,23 +104,50 @@ class LoopDriver:
     def step(self) -> None:
         """Run the loop's ready callbacks until none is left (bounded; see below).
 
-        Called on a worker thread after it fed a request's bytes or made a task. A
-        coroutine that keeps rescheduling itself gets ``_MAX_ROUNDS`` iterations,
-        then the rest goes to the back of the workers' queue.
+        Called on a worker thread after it fed a request's bytes or made a task. The
+        fast path runs the ready handles directly, without polling the loop's
+        selector: a ``select(0)`` per request is a system call that lets go of the
+        GIL, and taking it back costs ~20 us when other threads wait for it (the
+        convoy of docs/design.md, "The GIL"). The selector (I/O, threads) is polled
+        only when the watcher saw it ready (``full_step``), timers when they fall due.
+        A coroutine that keeps rescheduling itself gets ``_MAX_ROUNDS`` rounds, then
+        the rest goes to the back of the workers' queue.
         """
-        loop = self.loop
         ready = self._ready
+        if ready is None:
+            self.full_step()
+            return
+        loop = self.loop
+        with self.lock:
+            if self._closed or loop.is_running() or not ready:
+                return  # re-entered from a callback of this very step: it goes on
+            loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
+            _set_running_loop(loop)
+            try:
+                popleft = ready.popleft
+                for _ in range(_MAX_ROUNDS):
+                    for _ in range(len(ready)):
+                        handle = popleft()
+                        if not handle._cancelled:
+                            handle._run()
+                    if not ready:
+                        break
+            finally:
+                _set_running_loop(None)
+                loop._thread_id = None  # type: ignore[attr-defined]
+            if ready and self._workers is not None:
+                self._workers.post(self.step)
+            self._arm_timer()
+
+    def full_step(self) -> None:
+        """One loop iteration with a selector poll (no waiting), then ``step``."""
+        loop = self.loop
         with self.lock:
             if self._closed or loop.is_running():
-                return  # re-entered from a callback of this very step: it goes on
-            for _ in range(_MAX_ROUNDS):
-                loop.stop()
-                loop.run_forever()  # stop() first: exactly one iteration, no waiting
-                if ready is not None and not ready:
-                    break
-            else:
-                if self._workers is not None:
-                    self._workers.post(self.step)
+                return
+            loop.stop()
+            loop.run_forever()  # stop() first: exactly one iteration, no waiting
+            self.step()
             self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -139,7 +167,7 @@ class LoopDriver:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
-        self.step()
+        self.full_step()
 
     def _watch(self) -> None:
         """The watcher thread: post a step whenever the loop's selector is ready."""
@@ -162,7 +190,7 @@ class LoopDriver:
 
     def _woken(self) -> None:
         try:
-            self.step()
+            self.full_step()
         finally:
             self._go.set()
 
