@@ -35,8 +35,8 @@ import select
 import selectors
 import threading
 import time
-from collections.abc import Callable
 from asyncio import _set_running_loop
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["LOOPS", "LoopDriver", "Poster"]
