@@ -370,6 +370,8 @@ class AsgiHandler:
         length = start.content_length
         if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
             cycle.mode = NO_BODY
+            if length is None and request.method == "HEAD" and not more and (body or size):
+                length = size if size is not None else len(body)  # what GET would send
             extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
         else:
             if length is None:
