@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from mioreactor import Server
 from mioreactor.workers.http import HttpConfig
 
@@ -101,9 +100,6 @@ def read_response(sock: socket.socket, buf: bytearray | None = None) -> tuple[by
     lower = head.lower()
     if b"content-length:" in lower:
         n = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
-        status = head.split(b" ")[1]
-        if b"HEAD" in SEEN_METHOD or status in (b"204", b"304"):
-            n = 0 if status in (b"204", b"304") else n
         while len(data) < n:
             data += sock.recv(65536)
         body = bytes(data[:n])
@@ -124,9 +120,6 @@ def read_response(sock: socket.socket, buf: bytearray | None = None) -> tuple[by
             if size == 0:
                 return head, bytes(body)
     return head, b""
-
-
-SEEN_METHOD = bytearray()
 
 
 def test_the_scope_has_every_key_of_the_http_spec(server: Server) -> None:
@@ -176,7 +169,7 @@ def test_expect_100_continue_is_sent_on_the_first_receive(server: Server) -> Non
         interim = sock.recv(100)
         assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"body")
-        head, body = read_response(sock)
+        _, body = read_response(sock)
     assert body == b"POST /p 4 hi"
 
 
@@ -218,7 +211,7 @@ def test_a_slow_client_pauses_send_and_gets_everything(server: Server) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.3)  # the app must be waiting in send now, not buffering 8 MiB
-        head, body = read_response(sock)
+        _, body = read_response(sock)
     assert len(body) == 128 * 65536
 
 
