@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mioreactor import Server
 
 pytestmark = pytest.mark.timeout(30)
