@@ -283,11 +283,21 @@ def reactor() -> None:
 @click.option("--app-dir", default=".", show_default=True, show_envvar=True,
               type=click.Path(file_okay=False),
               help="Directory put first on sys.path before importing APP.")
-@click.option("--interface", type=click.Choice(["wsgi", "handler"]), default="wsgi",
-              show_default=True, show_envvar=True,
-              help="wsgi: APP is a WSGI application served over HTTP/1.1. handler: APP is a "
+@click.option("--interface", type=click.Choice(["auto", "wsgi", "asgi", "handler"]),
+              default="auto", show_default=True, show_envvar=True,
+              help="auto: tell by the app's shape (async def or an async __call__: ASGI; one "
+                   "parameter or a BaseHandler class: handler; else WSGI). wsgi: a WSGI "
+                   "application over HTTP/1.1. asgi: an ASGI 3 app (or ASGI 2 class). handler: a "
                    "handler factory (factory(worker) -> Handler) for a raw protocol, e.g. "
                    "mioreactor.workers.core.handler:EchoHandler.")
+@click.option("--lifespan", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, show_envvar=True,
+              help="ASGI lifespan (startup, shutdown, state). auto: run it, go on if the app "
+                   "does not speak it; on: its failure stops the server; off: never.")
+@click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto",
+              show_default=True, show_envvar=True,
+              help="The ASGI event loop, stepped by the worker threads (docs/asgi.md). "
+                   "uvloop: not supported yet (a one-line error).")
 @click.option("--bind", "-b", multiple=True, callback=_check_binds, show_envvar=True,
               show_default=f"{DEFAULT_BIND}, or the systemd sockets",
               help="Where to listen; repeat for several: HOST:PORT, [IPV6]:PORT, unix:PATH or "
@@ -506,6 +516,8 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         factory=opts["factory"],
         app_dir=opts["app_dir"],
         interface=opts["interface"],
+        lifespan=opts["lifespan"],
+        loop=opts["loop"],
         binds=tuple(opts["bind"]),
         unix_mode=opts["unix_mode"],
         workers=opts["workers"],

@@ -27,10 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "workers.websocket": {"workers.core"},
     "workers.ops": {"reactor", "workers.core", "workers.tools"},
     "workers.tools": {"reactor", "workers.ops"},
+    "workers.asgi": {"reactor", "workers.core", "workers.http", "workers.ops"},
     "workers.server": {"reactor", "workers.core", "workers.tls", "workers.http",
-                       "workers.ops", "workers.tools"},
+                       "workers.asgi", "workers.ops", "workers.tools"},
     "workers.process": {"reactor", "workers.core", "workers.tls", "workers.http",
-                        "workers.ops", "workers.tools", "workers.server"},
+                        "workers.asgi", "workers.ops", "workers.tools", "workers.server"},
 }
 
 

@@ -151,6 +151,15 @@ class Worker:
     def blocking(self) -> BlockingSection:
         return self._section
 
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` soon on whichever worker runs next; safe from any thread.
+
+        It goes on the shared queue as a callable (``_Posted``): a worker waiting for
+        work wakes at once, a busy one takes it after its batch. For event sources
+        outside the reactor (an ASGI app's own event loop, ``workers/asgi``).
+        """
+        self.dispatch.queue.put(_Posted(callback))
+
     @property
     def state(self) -> str:
         h = self._holder
@@ -518,3 +527,15 @@ class _Deferred:
             self.call()
         except Exception as exc:
             worker._handler_failed(conn, exc)
+
+
+class _Posted:
+    """A callable posted with ``Worker.post``, run by whichever worker takes it."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Callable[[], None]) -> None:
+        self.call = call
+
+    def __call__(self, worker: Worker) -> None:
+        self.call()

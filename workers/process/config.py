@@ -50,7 +50,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ACCESS_LOG_KEYS = ("h", "r", "m", "U", "q", "H", "s", "b", "D", "T", "a", "f")
 """The ``%(key)s`` names ``mioreactor.workers.http.accesslog`` fills in."""
 
-Interface = Literal["wsgi", "handler"]
+Interface = Literal["auto", "wsgi", "asgi", "handler"]
 Share = Literal["auto", "reuseport", "inherit"]
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -156,8 +156,11 @@ class Config:
             factory; ``None`` serves the built-in demo app.
         factory: ``app`` names a zero-argument callable that returns the app.
         app_dir: directory put first on ``sys.path`` before importing ``app``.
-        interface: ``"wsgi"`` (HTTP/1.1 + WSGI) or ``"handler"`` (a raw-protocol
-            handler factory, ``factory(worker) -> Handler``).
+        interface: ``"wsgi"`` (HTTP/1.1 + WSGI), ``"asgi"`` (HTTP/1.1 + ASGI 3, or an
+            ASGI 2 class), ``"handler"`` (a raw-protocol handler factory,
+            ``factory(worker) -> Handler``) or ``"auto"``: told apart by the app's shape.
+        lifespan: the ASGI lifespan protocol: ``"auto"``, ``"on"`` or ``"off"``.
+        loop: the ASGI event loop: ``"auto"`` or ``"asyncio"``.
         binds: bind specs; empty means systemd's sockets if any, else ``DEFAULT_BIND``.
         unix_mode: permission bits for Unix socket files (``None``: the umask decides).
         workers: worker threads per process.
@@ -200,7 +203,9 @@ class Config:
     app: str | None = None
     factory: bool = False
     app_dir: str = "."
-    interface: Interface = "wsgi"
+    interface: Interface = "auto"
+    lifespan: str = "auto"
+    loop: str = "auto"
     binds: tuple[str, ...] = ()
     unix_mode: int | None = None
     workers: int = 4
@@ -242,9 +247,13 @@ class Config:
             module, sep, attr = self.app.partition(":")
             if not sep or not module or not attr:
                 raise ConfigError(f"app {self.app!r}: expected MODULE:APP, e.g. myproject.wsgi:app")
-        if self.interface not in ("wsgi", "handler"):
-            raise ConfigError(f"interface must be 'wsgi' or 'handler', got {self.interface!r}")
-        if self.app is None and self.interface != "wsgi":
+        if self.interface not in ("auto", "wsgi", "asgi", "handler"):
+            raise ConfigError(f"interface must be auto, wsgi, asgi or handler, got {self.interface!r}")
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ConfigError(f"lifespan must be auto, on or off, got {self.lifespan!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"loop must be auto, asyncio or uvloop, got {self.loop!r}")
+        if self.app is None and self.interface not in ("auto", "wsgi"):
             raise ConfigError("the built-in demo app is WSGI: give MODULE:FACTORY with --interface handler")
         if self.share not in ("auto", "reuseport", "inherit"):
             raise ConfigError(f"share must be auto, reuseport or inherit, got {self.share!r}")
@@ -313,7 +322,7 @@ class Config:
         return {
             "bind": list(self.effective_binds),
             "workers": self.workers,
-            "http": http if self.interface == "wsgi" else None,
+            "http": http if self.interface != "handler" else None,
             "backlog": self.backlog,
             "max_connections": self.max_connections,
             "graceful_timeout": self.graceful_timeout,
@@ -327,6 +336,8 @@ class Config:
             "use_systemd": self.use_systemd,
             "metrics_bind": self.metrics_bind,
             "ssl": self.tls,
+            **({"interface": self.interface, "lifespan": self.lifespan, "loop": self.loop}
+               if self.interface != "handler" else {}),
         }
 
     # -- crossing a process boundary -------------------------------------------------

@@ -27,6 +27,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from ..asgi import LifespanError
 from ..core.acceptor import BoundListener
 from ..ops.metrics_server import StatsResponder
 from ..server.binds import BindError, open_listeners
@@ -122,7 +123,7 @@ def start_server(config: Config) -> Server:
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
         server.start()
-    except (AppLoadError, BindError, ConfigError, ProcessError, TlsError) as exc:
+    except (AppLoadError, BindError, ConfigError, LifespanError, ProcessError, TlsError) as exc:
         _close(listeners)
         raise ServeError(str(exc)) from None
     except (ValueError, OSError) as exc:
@@ -139,7 +140,9 @@ def _close(listeners: list[BoundListener]) -> None:
                 os.unlink(bl.path)
 
 
-def announce(listeners: list[str], backend: str, config: Config, pid: int) -> None:
+def announce(
+    listeners: list[str], backend: str, config: Config, pid: int, interface: str | None = None
+) -> None:
     """Log what is served where, and by what: one line per listener, then a summary."""
     from ..server.demo import version
 
@@ -148,7 +151,7 @@ def announce(listeners: list[str], backend: str, config: Config, pid: int) -> No
     app = config.app or "the built-in demo app"
     log.info(
         "mioreactor %s serving %s (%s): %d process(es) x %d worker thread(s), backend %s, pid %d",
-        version(), app, config.interface, config.processes, config.workers, backend, pid,
+        version(), app, interface or config.interface, config.processes, config.workers, backend, pid,
     )
 
 
@@ -253,7 +256,7 @@ def serve_single(config: Config) -> int:
             raise ServeError(str(exc)) from None
         try:
             announce([bl.describe() for bl in server.listeners], server.backend_name, config,
-                     os.getpid())
+                     os.getpid(), server.interface)
             _serve_until_stopped(server, stop)
         finally:
             if pid_file is not None:

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TypeAlias
 
 from ...reactor import Poll
+from ..asgi import AsgiServer
 from ..core.acceptor import Acceptor, BoundListener
 from ..core.handler import HandlerFactory
 from ..core.scheduler import RunSlots, default_slots
@@ -31,6 +32,7 @@ from ..ops.watchdog import Watchdog
 from ..tls.context import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig
 from ..tls.listener import TlsListener
 from .binds import BindError, open_listeners
+from .interface import INTERFACES, detect_interface
 
 TlsSource: TypeAlias = "_ssl.SSLContext | TlsConfig"
 """What makes a listener speak TLS: a server ``SSLContext`` or ``TlsConfig`` settings."""
@@ -84,6 +86,11 @@ class Server:
             ``http://...`` stay plain; ``https://...`` binds (Unix ones too) need it.
         tls_handshake_timeout: seconds a TLS handshake may take (default: the HTTP
             header timeout, or ``DEFAULT_HANDSHAKE_TIMEOUT`` for a raw handler).
+        interface: what ``app`` is: ``wsgi``, ``asgi`` (ASGI 3, or an ASGI 2 class),
+            ``handler`` (a handler factory, as ``handler=``), or ``auto`` to tell
+            them apart (``mioreactor.workers.server.interface``). See docs/asgi.md.
+        lifespan: the ASGI lifespan protocol: ``auto``, ``on`` or ``off``.
+        loop: the ASGI event loop: ``auto`` or ``asyncio``.
     """
 
     def __init__(
@@ -110,7 +117,20 @@ class Server:
         timeout: float = 0.0,
         ssl: TlsSource | None = None,
         tls_handshake_timeout: float | None = None,
+        interface: str = "auto",
+        lifespan: str = "auto",
+        loop: str = "auto",
     ) -> None:
+        if interface not in INTERFACES:
+            raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
+        if app is not None and handler is None:
+            kind = detect_interface(app) if interface == "auto" else interface
+            if kind == "handler":
+                app, handler = None, app
+        else:
+            kind = "handler" if handler is not None else "wsgi"
+        self.interface = kind
+        self._asgi: AsgiServer | None = None
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
         if workers < 1:
@@ -150,11 +170,18 @@ class Server:
         self.metrics: MetricsServer | None = None
         if metrics_bind is not None:
             check_metrics_bind(metrics_bind)
-        if handler is None:
+        if handler is None and kind == "asgi":
+            from ..http import HttpConfig
+
+            self.http = http if http is not None else HttpConfig()
+            self._asgi = AsgiServer(app, self.http, lifespan=lifespan, loop=loop)
+            self.factory: HandlerFactory = self._asgi.factory
+            self.overload_response = _OVERLOADED_HTTP
+        elif handler is None:
             from ..http import HttpConfig, make_http_handler_factory
 
             self.http = http if http is not None else HttpConfig()
-            self.factory: HandlerFactory = make_http_handler_factory(app, self.http)
+            self.factory = make_http_handler_factory(app, self.http)
             self.overload_response = _OVERLOADED_HTTP
         else:
             self.http = http
@@ -190,6 +217,8 @@ class Server:
             if self._started:
                 raise RuntimeError("this Server was started already")
             self._started = True
+        if self._asgi is not None:
+            self._asgi.startup()  # LifespanError: nothing is bound or running yet
         tls_for = self._make_tls()  # before binding: bad TLS settings leave nothing open
         listeners = list(self._extra_listeners)
         opened = open_listeners(
@@ -340,6 +369,8 @@ class Server:
         acceptor.join()
         for w in self._workers:
             w.join()
+        if self._asgi is not None:
+            self._asgi.shutdown()
         if self.metrics is not None:
             self.metrics.stop()
         if self._watchdog is not None:

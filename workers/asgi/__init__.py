@@ -1,0 +1,36 @@
+"""ASGI 3 over HTTP/1.1: the http scope, request cycles, the lifespan and where coroutines run.
+
+Owns: ``handler`` (``AsgiHandler``: one connection's HTTP life, parsed by the HTTP
+layer's ``HttpProtocol``, served to an app's coroutines), ``cycle`` (one request's
+``receive`` and ``send``), ``scope`` (the ``http`` scope), ``loop`` (``LoopDriver``:
+the server's asyncio loop, stepped by the worker that serves the socket; see
+docs/design.md, "ASGI: where coroutines run"), ``lifespan`` (startup, shutdown,
+state) and ``app`` (``AsgiServer``: an app made ready to serve; ASGI 2 wrapped).
+
+May import: ``mioreactor.workers.http`` (parser, validation, limits, errors, response
+framing), ``mioreactor.workers.core`` (the handler protocol), ``mioreactor.workers.ops``
+(metrics counters), ``mioreactor.reactor``. WebSocket framing lives elsewhere.
+"""
+
+from __future__ import annotations
+
+from .app import AsgiServer, as_asgi3, is_asgi2, is_asgi3
+from .cycle import ClientDisconnected
+from .handler import AsgiHandler, make_asgi_handler_factory
+from .lifespan import LIFESPAN_MODES, Lifespan, LifespanError
+from .loop import LOOPS, LoopDriver
+
+__all__ = [
+    "LIFESPAN_MODES",
+    "LOOPS",
+    "AsgiHandler",
+    "AsgiServer",
+    "ClientDisconnected",
+    "Lifespan",
+    "LifespanError",
+    "LoopDriver",
+    "as_asgi3",
+    "is_asgi2",
+    "is_asgi3",
+    "make_asgi_handler_factory",
+]

@@ -1,0 +1,174 @@
+"""One request's ASGI cycle: the ``receive`` and ``send`` an app is given.
+
+``receive`` hands out the body as it arrives (``http.request`` with ``more_body``),
+sends ``100 Continue`` the first time it would wait for a body the client holds back,
+and returns ``http.disconnect`` once the client is gone or the response is complete.
+``send`` checks the messages and passes them to the connection's ``Responder`` (the
+handler), and waits while the client does not read (the write buffer above its
+high-water mark): a slow client pauses the app. After the client is gone ``send``
+raises ``ClientDisconnected`` (an ``OSError``, ASGI HTTP spec 2.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..http.protocol import Request
+
+__all__ = ["ClientDisconnected", "Cycle", "Responder"]
+
+Message = dict[str, Any]
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]],
+                    Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class ClientDisconnected(OSError):
+    """``send`` after the client went away (ASGI HTTP spec 2.4: an ``OSError``)."""
+
+
+class Responder(Protocol):
+    """What a cycle asks of the handler that owns its connection."""
+
+    def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None: ...
+
+    def more_body(self, cycle: Cycle, body: bytes, more: bool) -> None: ...
+
+    def send_file(self, cycle: Cycle, path: str) -> None: ...
+
+    def send_continue(self, cycle: Cycle) -> None: ...
+
+    def body_taken(self, cycle: Cycle) -> None: ...
+
+
+class Cycle:
+    """The state of one request between the app and the connection.
+
+    Attributes:
+        request: the parsed head.
+        scope: the ``http`` scope given to the app.
+        body: body pieces received and not yet taken by ``receive``.
+        body_size: their total length.
+        body_done: the whole body has arrived.
+        status: the response status once ``http.response.start`` came, else 0.
+        headers: the response headers as sent by the app.
+        started: the head is on the wire (or in the write buffer).
+        complete: the last body message was sent.
+        disconnected: the client is gone (or the connection failed).
+        paused: the write buffer is above its high-water mark.
+    """
+
+    __slots__ = (
+        "body", "body_done", "body_size", "close", "complete", "continue_due", "disconnected",
+        "done_sent", "headers", "loop", "mode", "paused", "remaining", "request", "responder",
+        "scope", "sent", "start_time", "started", "status", "trailers", "waiter",
+    )
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, responder: Responder, request: Request,
+        scope: dict[str, Any], start_time: float,
+    ) -> None:
+        self.loop = loop
+        self.responder = responder
+        self.request = request
+        self.scope = scope
+        self.start_time = start_time
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.body_done = not request.has_body
+        self.done_sent = False
+        self.continue_due = request.expect_continue and request.has_body
+        self.status = 0
+        self.headers: Any = ()
+        self.trailers = False
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.paused = False
+        self.close = False
+        self.mode = 0
+        self.remaining = 0
+        self.sent = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Something the app may wait for happened (body, disconnect, write space)."""
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self.waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            if self.waiter is waiter:
+                self.waiter = None
+
+    async def receive(self) -> Message:
+        """The next ``http.request`` piece, or ``http.disconnect``."""
+        while True:
+            if self.body:
+                body = self.body
+                data = body[0] if len(body) == 1 else b"".join(body)
+                body.clear()
+                self.body_size = 0
+                more = not self.body_done
+                self.done_sent = not more
+                self.responder.body_taken(self)
+                return {"type": "http.request", "body": data, "more_body": more}
+            if self.body_done and not self.done_sent:
+                self.done_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            if self.continue_due:
+                self.continue_due = False
+                self.responder.send_continue(self)
+            await self._wait()
+
+    async def send(self, message: Message) -> None:
+        """Take one response message; wait while the client does not read."""
+        if self.disconnected:
+            raise ClientDisconnected("the client closed the connection")
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.status:
+                raise RuntimeError("http.response.body before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.body after the response was complete")
+            body = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if type(body) is not bytes:
+                body = bytes(body)
+            self.continue_due = False
+            if self.started:
+                self.responder.more_body(self, body, more)
+            else:
+                self.responder.start_body(self, body, more)
+        elif kind == "http.response.start":
+            if self.status:
+                raise RuntimeError("http.response.start sent twice")
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 599:
+                raise RuntimeError(f"invalid status {status!r}")
+            self.headers = message.get("headers", ())
+            self.trailers = bool(message.get("trailers", False))
+            self.status = status
+            return
+        elif kind == "http.response.pathsend":
+            if not self.status or self.started:
+                raise RuntimeError("http.response.pathsend needs a start and no body before it")
+            self.continue_due = False
+            self.responder.send_file(self, message["path"])
+        elif kind == "http.response.trailers":
+            return  # not advertised in extensions: ignored
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r}")
+        while self.paused and not self.disconnected:
+            await self._wait()
+        if self.disconnected and not self.complete:
+            raise ClientDisconnected("the client closed the connection")

@@ -1,0 +1,621 @@
+"""The ASGI handler: HTTP/1.1 from ``HttpProtocol`` to an ASGI 3 app's coroutines.
+
+One ``AsgiHandler`` per worker thread, all sharing one ``LoopDriver`` (the server's
+asyncio loop, stepped by the worker that feeds it: ``loop``). Per connection a
+``_State`` on ``conn.context``; per request a ``Cycle`` (``cycle``) and a task that
+runs the app. A connection is:
+
+* idle: no request in progress. Timer: ``header_timeout`` while a head is partial (or
+  none came yet), ``keepalive_timeout`` between requests;
+* in a cycle: the app's task runs; body pieces go to the cycle as they arrive, and
+  beyond ``_BODY_HIGH`` unread bytes reading pauses until the app takes them (a slow
+  app pauses reading). Bytes of the next request (pipelining) wait as parsed events,
+  and reading pauses until this response is complete: responses go in order.
+
+Framing of a response: the app's ``Content-Length``; else the body's length when the
+first body message is the last; else chunked (HTTP/1.1) or close-delimited (1.0).
+HEAD, 204 and 304 carry no body. A slow client pauses ``send`` (``Cycle.paused``)
+and is aborted after ``send_timeout`` without progress.
+
+Application failures: before the head is written, a 500 and a close; after, an
+abort. Either way the traceback goes to the ``mioreactor.asgi`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_left
+from time import perf_counter
+from typing import Any
+
+from ..core.handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
+from ..http.accesslog import AccessLog
+from ..http.errors import HTTPError, InternalServerError, RequestTimeout
+from ..http.limits import HttpConfig
+from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
+from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
+from ..http.wsgi import AppError, StartResponse
+from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
+from .cycle import ASGIApp, Cycle
+from .loop import LoopDriver, Poster
+from .scope import ConnInfo, http_scope
+
+__all__ = ["AsgiHandler", "make_asgi_handler_factory"]
+
+log = logging.getLogger("mioreactor.asgi")
+
+NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
+T_HEADER, T_KEEPALIVE = 0, 1
+_BODY_HIGH = 256 * 1024  # unread request body bytes before reading pauses
+_STATUS: dict[int, str] = {}
+_EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.pathsend": {}}
+
+
+# Reason phrases (RFC 9110), written out: ``from http import HTTPStatus`` would find
+# an app's own ``http`` package first when the app directory leads sys.path.
+_PHRASES = {
+    100: "Continue",
+    101: "Switching Protocols",
+    102: "Processing",
+    103: "Early Hints",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    203: "Non-Authoritative Information",
+    204: "No Content",
+    205: "Reset Content",
+    206: "Partial Content",
+    207: "Multi-Status",
+    208: "Already Reported",
+    226: "IM Used",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    305: "Use Proxy",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Requested Range Not Satisfiable",
+    417: "Expectation Failed",
+    418: "I'm a Teapot",
+    421: "Misdirected Request",
+    422: "Unprocessable Entity",
+    423: "Locked",
+    424: "Failed Dependency",
+    425: "Too Early",
+    426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates",
+    507: "Insufficient Storage",
+    508: "Loop Detected",
+    510: "Not Extended",
+    511: "Network Authentication Required",
+}
+
+
+def _status(code: int) -> str:
+    line = _STATUS.get(code)
+    if line is None:
+        line = _STATUS[code] = f"{code} {_PHRASES.get(code, 'Unknown')}"
+    return line
+
+
+class _State:
+    """Per-connection state (``conn.context``)."""
+
+    __slots__ = (
+        "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
+        "send_mark", "send_timer", "timer_kind", "write_paused",
+    )
+
+    def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
+        self.info = info
+        self.proto = proto
+        self.events: list[Event] = []
+        self.cycle: Cycle | None = None
+        self.closed = False
+        self.draining = False
+        self.eof = False
+        self.read_paused = False
+        self.write_paused = False
+        self.timer_kind = -1
+        self.send_timer: TimerHandle | None = None
+        self.send_mark = 0
+        self.file: Any = None  # a file queued with sendfile, closed once sent
+
+
+def make_asgi_handler_factory(
+    app: ASGIApp, driver: LoopDriver, config: HttpConfig | None = None,
+    state: dict[str, Any] | None = None,
+) -> HandlerFactory:
+    """A ``HandlerFactory`` serving the ASGI 3 ``app`` on ``driver``'s loop.
+
+    Args:
+        app: the ASGI 3 application (single callable).
+        driver: the server's loop (``LoopDriver``); attached to the first worker.
+        config: limits and timeouts; the defaults when None.
+        state: the lifespan state, copied into each request's scope; None: no key.
+    """
+    cfg = config if config is not None else HttpConfig()
+
+    def factory(worker: WorkerContext) -> Handler:
+        driver.attach(_as_poster(worker))
+        return AsgiHandler(worker, app, driver, cfg, state)
+
+    return factory
+
+
+def _as_poster(worker: WorkerContext) -> Poster:
+    if not hasattr(worker, "post"):
+        raise TypeError("the ASGI handler needs a worker with post() (mioreactor's Worker)")
+    return worker  # type: ignore[return-value]
+
+
+class AsgiHandler:
+    """Serve an ASGI 3 application over HTTP/1.1 on the connections of one worker."""
+
+    def __init__(
+        self, worker: WorkerContext, app: ASGIApp, driver: LoopDriver, config: HttpConfig,
+        state: dict[str, Any] | None,
+    ) -> None:
+        self.worker = worker
+        self.app = app
+        self.driver = driver
+        self.loop = driver.loop
+        self.lock = driver.lock
+        self.config = config
+        self.state = state
+        self.encoder = ResponseEncoder(config.server_header)
+        self.access = AccessLog(config.access_log_format) if config.access_log else None
+        self.response_counts = [0] * (STATUS_CLASSES * BUCKETS)
+        self.response_untimed = [0] * STATUS_CLASSES
+        self.response_seconds = 0.0
+        self.drain_grace = 0.0
+
+    # -- Handler protocol ----------------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        scheme = "https" if getattr(conn, "tls", None) is not None else self.config.url_scheme
+        info = ConnInfo(conn.peer, conn.local, scheme, self.state)
+        conn.context = _State(info, HttpProtocol(self.config))
+        self._arm(conn, conn.context, T_HEADER, self.config.header_timeout)
+
+    def data_received(self, conn: Connection, data: bytes) -> None:
+        st: _State = conn.context
+        if st.closed:
+            return
+        with self.lock:
+            new = st.proto.feed(data)
+            if st.events:
+                st.events.extend(new)
+                new.clear()
+            else:
+                st.events = new
+            self._process(conn, st)
+            self.driver.step()
+
+    def eof_received(self, conn: Connection) -> bool:
+        st: _State = conn.context
+        st.eof = True
+        return st.cycle is not None  # finish the response in progress
+
+    def pause_writing(self, conn: Connection) -> None:
+        st: _State = conn.context
+        st.write_paused = True
+        if st.cycle is not None:
+            st.cycle.paused = True
+        self._arm_send(conn, st)
+
+    def resume_writing(self, conn: Connection) -> None:
+        st: _State = conn.context
+        st.write_paused = False
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+            st.send_timer = None
+        self._close_file(conn, st)
+        cycle = st.cycle
+        with self.lock:
+            if cycle is not None:
+                cycle.paused = False
+                cycle.wake()
+                self.driver.step()
+            elif not st.events and not st.closed:
+                self._idle(conn, st)
+
+    def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
+        st: _State = conn.context
+        st.closed = True
+        st.timer_kind = -1
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+            st.send_timer = None
+        if st.file is not None:
+            st.file.close()
+            st.file = None
+        st.events.clear()
+        cycle = st.cycle
+        if cycle is not None:
+            with self.lock:
+                cycle.disconnected = True
+                cycle.wake()
+                self.driver.step()
+
+    def drain(self, conn: Connection) -> None:
+        """Graceful stop: close an idle connection; a request in progress finishes."""
+        st: _State = conn.context
+        st.draining = True
+        if st.closed or st.cycle is not None or st.events:
+            return
+        conn.pause_reading()
+        conn.resume_reading()  # answers a request already in the kernel (Connection: close)
+        if st.cycle is None and not st.events and not st.closed and not st.proto.in_head:
+            self._close(conn, st)
+
+    def describe(self, conn: Connection) -> str:
+        """``METHOD /target`` of the request ``conn`` is serving (for the watchdog)."""
+        cycle = getattr(getattr(conn, "context", None), "cycle", None)
+        if cycle is None:
+            return "a request"
+        request = cycle.request
+        return f"{request.method} {request.target.decode('latin-1')[:200]}"
+
+    # -- request flow --------------------------------------------------------------------
+
+    def _process(self, conn: Connection, st: _State) -> None:
+        """Hand parsed events to the current cycle; begin the next request when free."""
+        events = st.events
+        while events:
+            event = events[0]
+            kind = type(event)
+            cycle = st.cycle
+            if kind is Request:
+                if cycle is not None:
+                    break  # pipelined: waits for the response in progress
+                del events[0]
+                self._begin(conn, st, event)  # type: ignore[arg-type]
+            elif kind is bytes:
+                del events[0]
+                assert cycle is not None
+                cycle.body.append(event)  # type: ignore[arg-type]
+                cycle.body_size += len(event)  # type: ignore[arg-type]
+                cycle.continue_due = False
+                cycle.wake()
+                if cycle.body_size > _BODY_HIGH and not st.read_paused:
+                    st.read_paused = True
+                    conn.pause_reading()
+            elif event is END_OF_MESSAGE:
+                del events[0]
+                if cycle is not None:
+                    cycle.body_done = True
+                    cycle.wake()
+            else:
+                events.clear()
+                self._fail(conn, st, event)  # type: ignore[arg-type]
+                return
+        if events:
+            if not st.read_paused:
+                st.read_paused = True
+                conn.pause_reading()
+        elif st.cycle is None:
+            self._idle(conn, st)
+
+    def _begin(self, conn: Connection, st: _State, request: Request) -> None:
+        st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
+        scope = http_scope(st.info, request)
+        scope["extensions"] = _EXTENSIONS
+        cycle = Cycle(self.loop, _Responder(self, conn, st), request, scope, perf_counter())
+        st.cycle = cycle
+        self.loop.create_task(self._run(conn, st, cycle))
+
+    async def _run(self, conn: Connection, st: _State, cycle: Cycle) -> None:
+        try:
+            await self.app(cycle.scope, cycle.receive, cycle.send)
+        except BaseException as exc:
+            if cycle.disconnected:
+                log.debug("ASGI app ended with %r after the client left", exc)
+                return
+            log.error(
+                "error in ASGI application for %s %s", cycle.request.method,
+                cycle.request.target.decode("latin-1")[:200], exc_info=exc,
+            )
+            self._app_failed(conn, st, cycle)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not cycle.complete and not cycle.disconnected:
+            log.error(
+                "ASGI application returned without %s for %s %s",
+                "completing its response" if cycle.started else "a response",
+                cycle.request.method, cycle.request.target.decode("latin-1")[:200],
+            )
+            self._app_failed(conn, st, cycle)
+
+    def _app_failed(self, conn: Connection, st: _State, cycle: Cycle) -> None:
+        cycle.complete = True
+        if st.cycle is cycle:
+            st.cycle = None
+        if st.closed:
+            return
+        if cycle.started:
+            st.closed = True
+            conn.abort()
+        else:
+            self._fail(conn, st, InternalServerError("application error"), cycle)
+
+    def _idle(self, conn: Connection, st: _State) -> None:
+        """No request in progress and nothing queued: wait for the next request."""
+        if st.closed:
+            return
+        proto = st.proto
+        if st.eof or proto.broken or (st.draining and not proto.in_head):
+            self._close(conn, st)
+            return
+        if proto.in_head:
+            if st.timer_kind != T_HEADER:
+                self._arm(conn, st, T_HEADER, self.config.header_timeout)
+        elif st.timer_kind != T_KEEPALIVE:
+            self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
+        if st.read_paused:
+            st.read_paused = False
+            conn.resume_reading()  # may call data_received at once: state is consistent
+
+    def _fail(self, conn: Connection, st: _State, error: HTTPError, cycle: Cycle | None = None) -> None:
+        """Answer a protocol error (or a 500) and close lingering."""
+        cycle = cycle or st.cycle
+        conn.write(self.encoder.error(error))
+        if cycle is not None:
+            self._count(error.status, cycle)
+            if self.access is not None:
+                self.access.log(_host(st), cycle.request, error.status, 0, cycle.start_time)
+            cycle.disconnected = True
+            cycle.wake()
+        else:
+            self.response_untimed[error.status // 100] += 1
+        st.cycle = None
+        st.closed = True
+        st.timer_kind = -1
+        conn.close_lingering(self.config.linger_timeout, self.config.linger_max_bytes)
+
+    def _close(self, conn: Connection, st: _State) -> None:
+        st.closed = True
+        st.timer_kind = -1
+        conn.close()
+
+    def _count(self, status: int, cycle: Cycle) -> None:
+        elapsed = perf_counter() - cycle.start_time
+        self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
+
+    # -- the response (called by the cycle through _Responder) ---------------------------
+
+    def head(self, conn: Connection, st: _State, cycle: Cycle, body: bytes, more: bool,
+             size: int | None = None) -> bytes:
+        """Validate the app's head, choose the framing, return the head bytes."""
+        start = StartResponse()
+        try:
+            start(_status(cycle.status), [(n.decode("latin-1"), v.decode("latin-1"))
+                                          for n, v in cycle.headers])
+        except (AppError, AttributeError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"invalid response head: {exc}") from None
+        request = cycle.request
+        status = cycle.status
+        keep_alive = (
+            request.keep_alive and not start.close and not st.draining
+            and not (st.eof and not st.events)
+        )
+        length = start.content_length
+        if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
+            cycle.mode = NO_BODY
+            if length is None and request.method == "HEAD" and not more and (body or size):
+                length = size if size is not None else len(body)  # what GET would send
+            extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
+        else:
+            if length is None:
+                length = size if size is not None else (None if more else len(body))
+            if length is not None:
+                cycle.mode = LENGTH
+                cycle.remaining = length
+                extra = b"Content-Length: %d\r\n" % length
+            elif request.version == "1.1":
+                cycle.mode = CHUNKED
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                cycle.mode = UNTIL_CLOSE
+                keep_alive = False
+                extra = b""
+        cycle.close = not keep_alive
+        if not keep_alive:
+            extra += b"Connection: close\r\n"
+        elif request.version == "1.0":
+            extra += b"Connection: keep-alive\r\n"
+        cycle.started = True
+        return self.encoder.head(start.status, start.headers, extra)
+
+    def frame(self, cycle: Cycle, data: bytes) -> bytes:
+        """Frame ``data`` for the response's body mode, enforcing Content-Length."""
+        mode = cycle.mode
+        if not data or mode == NO_BODY:
+            return b""
+        if mode == CHUNKED:
+            cycle.sent += len(data)
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        if mode == LENGTH:
+            if len(data) > cycle.remaining:
+                log.warning("ASGI app sent more than its Content-Length; truncated")
+                data = data[: cycle.remaining]
+                cycle.close = True
+            cycle.remaining -= len(data)
+        cycle.sent += len(data)
+        return data
+
+    def complete(self, conn: Connection, st: _State, cycle: Cycle) -> None:
+        """The last body message was sent: frame the end, log, go on or close."""
+        cycle.complete = True
+        if cycle.mode == CHUNKED:
+            conn.write(CHUNKED_END)
+        elif cycle.mode == LENGTH and cycle.remaining:
+            log.warning("ASGI app sent %d bytes less than its Content-Length", cycle.remaining)
+            cycle.close = True
+        self._count(cycle.status, cycle)
+        if self.access is not None:
+            self.access.log(_host(st), cycle.request, cycle.status, cycle.sent, cycle.start_time)
+        cycle.wake()
+        if st.cycle is cycle:
+            st.cycle = None
+        if st.closed:
+            return
+        if cycle.close or not cycle.body_done:
+            self._close(conn, st)  # an unread body would be read as the next request
+            return
+        self._close_file(conn, st)
+        self._process(conn, st)
+
+    def send_file(self, conn: Connection, st: _State, cycle: Cycle, path: str) -> None:
+        """``http.response.pathsend``: the head, then the file through ``sendfile``."""
+        f = open(path, "rb")  # closed once sent (_close_file)
+        try:
+            size = os.fstat(f.fileno()).st_size
+            head = self.head(conn, st, cycle, b"", False, size)
+        except BaseException:
+            f.close()
+            raise
+        conn.write(head)
+        count = cycle.remaining if cycle.mode == LENGTH else 0
+        if count:
+            self._close_file(conn, st)
+            conn.sendfile(f, 0, min(count, size))
+            cycle.remaining -= min(count, size)
+            cycle.sent += min(count, size)
+            st.file = f
+        else:
+            f.close()
+        self.complete(conn, st, cycle)
+
+    @staticmethod
+    def _close_file(conn: Connection, st: _State) -> None:
+        """Close the last ``sendfile`` file once the write buffer has taken it all."""
+        if st.file is not None and not conn.write_buffer_size:
+            st.file.close()
+            st.file = None
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _arm(self, conn: Connection, st: _State, kind: int, delay: float) -> None:
+        st.timer_kind = kind
+        conn.rearm(delay, _fire_phase)
+
+    def _arm_send(self, conn: Connection, st: _State) -> None:
+        if st.send_timer is not None:
+            st.send_timer.cancel()
+        st.send_mark = conn.write_buffer_size
+        st.send_timer = conn.call_later(self.config.send_timeout, lambda: _fire_send(conn))
+
+    def on_send_timer(self, conn: Connection) -> None:
+        st: _State = conn.context
+        st.send_timer = None
+        if not st.write_paused or st.closed:
+            return
+        size = conn.write_buffer_size
+        if 0 < size < st.send_mark:  # the client reads, slowly: wait another period
+            self._arm_send(conn, st)
+            return
+        log.info("%r: client stopped reading; aborting", conn.peer)
+        st.closed = True
+        conn.abort()
+
+    def on_phase_timer(self, conn: Connection) -> None:
+        st: _State = conn.context
+        kind = st.timer_kind
+        if kind < 0 or st.closed or st.cycle is not None:
+            return
+        st.timer_kind = -1
+        if kind == T_HEADER and st.proto.in_head:
+            with self.lock:
+                self._fail(conn, st, RequestTimeout("request head incomplete"))
+        else:
+            self._close(conn, st)
+
+
+class _Responder:
+    """The ``Responder`` of one cycle: the handler's response methods, bound."""
+
+    __slots__ = ("conn", "handler", "st")
+
+    def __init__(self, handler: AsgiHandler, conn: Connection, st: _State) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.st = st
+
+    def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
+        h = self.handler
+        head = h.head(self.conn, self.st, cycle, body, more)
+        if not self.st.closed:
+            self.conn.write(head + h.frame(cycle, body) if body else head)
+        if not more:
+            h.complete(self.conn, self.st, cycle)
+
+    def more_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
+        h = self.handler
+        if body:
+            data = h.frame(cycle, body)
+            if data:
+                self.conn.write(data)
+        if not more:
+            h.complete(self.conn, self.st, cycle)
+
+    def send_file(self, cycle: Cycle, path: str) -> None:
+        self.handler.send_file(self.conn, self.st, cycle, path)
+
+    def send_continue(self, cycle: Cycle) -> None:
+        if not self.st.closed:
+            self.conn.write(CONTINUE_RESPONSE)
+
+    def body_taken(self, cycle: Cycle) -> None:
+        st = self.st
+        if st.read_paused and not st.events and not st.closed:
+            st.read_paused = False
+            self.conn.resume_reading()
+
+
+def _host(st: _State) -> str:
+    client = st.info.client
+    return client[0] if client is not None else ""
+
+
+def _fire_phase(conn: Connection) -> None:
+    handler = conn.handler
+    assert isinstance(handler, AsgiHandler)
+    handler.on_phase_timer(conn)
+
+
+def _fire_send(conn: Connection) -> None:
+    handler = conn.handler
+    assert isinstance(handler, AsgiHandler)
+    handler.on_send_timer(conn)

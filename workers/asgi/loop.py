@@ -1,0 +1,235 @@
+"""The event loop of an ASGI server, stepped by the worker that serves the socket.
+
+Where coroutines run (docs/design.md, "ASGI: where coroutines run"): one asyncio
+loop per server, never ``run_forever`` on a thread of its own. The worker thread that
+feeds a request's bytes (or sends its response) steps the loop itself: it runs the
+loop's ready callbacks, one ``_run_once`` at a time, until none is left. A request
+whose coroutine awaits nothing but ``receive`` and ``send`` completes inside that one
+call, on the worker that read it: no thread hand-off, no queue hop.
+
+What the app awaits besides (``asyncio.sleep``, a database socket, a thread pool)
+must wake the loop although no request byte arrives:
+
+* timers: after each step the loop's earliest timer becomes a worker timer
+  (``WorkerContext.call_later``) that steps the loop when due;
+* I/O and ``call_soon_threadsafe``: the loop's selector is an ``epoll`` (or kqueue)
+  object whose own descriptor turns readable when any of its sources is ready. A
+  watcher thread blocks in ``poll`` on that one descriptor (holding no GIL) and,
+  when it turns readable, posts a step to the workers (``Worker.post``); it waits
+  for that step before it looks again, so it never spins.
+
+Every use of the loop (a step, a future resolved by the handler, a task created)
+holds ``LoopDriver.lock``. With one run slot (the GIL default) only one worker runs
+Python at a time, so the lock is never contended; with several (free-threaded
+builds) it serialises the coroutines, as a single event loop does.
+
+A coroutine that blocks (``time.sleep``, a blocking driver) stalls every ASGI
+connection of the process, as it would under any event loop: the app's bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import selectors
+import threading
+import time
+from asyncio import _set_running_loop
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["LOOPS", "LoopDriver", "Poster"]
+
+log = logging.getLogger("mioreactor.asgi")
+
+LOOPS = ("auto", "asyncio", "uvloop")
+_MAX_ROUNDS = 64  # loop iterations per step; beyond, the rest is posted (fairness)
+
+
+class Poster(Protocol):
+    """The part of a worker the driver uses (``mioreactor.workers.core.worker.Worker``)."""
+
+    def post(self, callback: Callable[[], None]) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
+
+
+def _new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, int | None]:
+    """A loop of ``kind`` and the descriptor that turns readable when it has work."""
+    if kind not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {kind!r}")
+    if kind == "uvloop":
+        raise ValueError(
+            "--loop uvloop is not supported yet: the worker-driven loop needs a selector "
+            "descriptor, which uvloop does not expose (docs/asgi.md)"
+        )
+    selector = selectors.DefaultSelector()
+    fileno = selector.fileno() if hasattr(selector, "fileno") else None
+    return asyncio.SelectorEventLoop(selector), fileno
+
+
+class LoopDriver:
+    """One asyncio loop, stepped by worker threads (see the module docstring).
+
+    Args:
+        kind: ``auto`` or ``asyncio`` (``uvloop``: a clear ``ValueError`` for now).
+    """
+
+    def __init__(self, kind: str = "auto") -> None:
+        self.loop, self._fileno = _new_loop(kind)
+        self.lock = threading.RLock()
+        self._workers: Poster | None = None
+        self._go = threading.Event()  # set: the watcher may look at the selector
+        self._go.set()
+        self._closed = False
+        self._watcher: threading.Thread | None = None
+        self._timer: Any = None
+        self._timer_at = float("inf")
+        self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
+        self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
+
+    def attach(self, workers: Poster) -> None:
+        """Let ``workers`` step the loop from now on; starts the watcher once."""
+        with self.lock:
+            if self._workers is not None:
+                return
+            self._workers = workers
+            if self._fileno is not None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="reactor-asgi-watcher", daemon=True
+                )
+                self._watcher.start()
+
+    def step(self) -> None:
+        """Run the loop's ready callbacks until none is left (bounded; see below).
+
+        Called on a worker thread after it fed a request's bytes or made a task. The
+        fast path runs the ready handles directly, without polling the loop's
+        selector: a ``select(0)`` per request is a system call that lets go of the
+        GIL, and taking it back costs ~20 us when other threads wait for it (the
+        convoy of docs/design.md, "The GIL"). The selector (I/O, threads) is polled
+        only when the watcher saw it ready (``full_step``), timers when they fall due.
+        A coroutine that keeps rescheduling itself gets ``_MAX_ROUNDS`` rounds, then
+        the rest goes to the back of the workers' queue.
+        """
+        ready = self._ready
+        if ready is None:
+            self.full_step()
+            return
+        loop = self.loop
+        with self.lock:
+            if self._closed or loop.is_running() or not ready:
+                return  # re-entered from a callback of this very step: it goes on
+            loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
+            _set_running_loop(loop)
+            try:
+                popleft = ready.popleft
+                for _ in range(_MAX_ROUNDS):
+                    for _ in range(len(ready)):
+                        handle = popleft()
+                        if not handle._cancelled:
+                            handle._run()
+                    if not ready:
+                        break
+            finally:
+                _set_running_loop(None)
+                loop._thread_id = None  # type: ignore[attr-defined]
+            if ready and self._workers is not None:
+                self._workers.post(self.step)
+            self._arm_timer()
+
+    def full_step(self) -> None:
+        """One loop iteration with a selector poll (no waiting), then ``step``."""
+        loop = self.loop
+        with self.lock:
+            if self._closed or loop.is_running():
+                return
+            loop.stop()
+            loop.run_forever()  # stop() first: exactly one iteration, no waiting
+            self.step()
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Make the loop's earliest timer a worker timer (when it is earlier)."""
+        scheduled = self._scheduled
+        workers = self._workers
+        if not scheduled or workers is None:
+            return
+        when = scheduled[0].when()
+        if when >= self._timer_at - 0.0005:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = workers.call_later(max(when - self.loop.time(), 0.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self.full_step()
+
+    def _watch(self) -> None:
+        """The watcher thread: post a step whenever the loop's selector is ready."""
+        assert self._fileno is not None and self._workers is not None
+        poller = select.poll()
+        poller.register(self._fileno, select.POLLIN)
+        post = self._workers.post
+        while True:
+            self._go.wait()
+            if self._closed:
+                return
+            try:
+                poller.poll()
+            except OSError:  # the selector was closed under us: we are stopping
+                return
+            if self._closed:
+                return
+            self._go.clear()
+            post(self._woken)
+
+    def _woken(self) -> None:
+        try:
+            self.full_step()
+        finally:
+            self._go.set()
+
+    def run(self, awaitable: Any, timeout: float | None = None) -> Any:
+        """Run ``awaitable`` to completion on the calling thread (lifespan, shutdown).
+
+        Only while no worker steps the loop: before the server starts, after it stopped.
+        """
+        with self.lock:
+            if timeout is not None:
+                awaitable = asyncio.wait_for(awaitable, timeout)
+            return self.loop.run_until_complete(awaitable)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the watcher, cancel what is left on the loop, close it. Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._go.set()
+            if self._timer is not None:
+                self._timer.cancel()
+            loop = self.loop
+            try:
+                loop.call_soon_threadsafe(lambda: None)  # wakes the watcher's poll
+            except RuntimeError:
+                pass
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+        with self.lock:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                deadline = time.monotonic() + timeout
+                try:
+                    loop.run_until_complete(
+                        asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+                    )
+                except Exception:
+                    log.exception("error while cancelling ASGI tasks at shutdown")
+            loop.close()

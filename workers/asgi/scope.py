@@ -1,0 +1,86 @@
+"""The ``http`` connection scope of one request (ASGI 3.0, HTTP spec version 2.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from ..http.protocol import Request
+
+__all__ = ["ASGI_VERSION", "ConnInfo", "http_scope"]
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+_LOWER: dict[bytes, bytes] = {}  # header names as sent -> lower case (bounded)
+
+
+class ConnInfo:
+    """What every scope of one connection shares: scheme, client, server, state.
+
+    Args:
+        peer: the client address (``(host, port)``, or a path or "" for Unix).
+        local: the server address, likewise.
+        scheme: ``http`` or ``https``.
+        state: the lifespan state (each request gets a shallow copy).
+    """
+
+    __slots__ = ("client", "scheme", "server", "state")
+
+    def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None) -> None:
+        self.scheme = scheme
+        self.client = (peer[0], peer[1]) if type(peer) is tuple else None
+        if type(local) is tuple:
+            self.server: tuple[str, int | None] | None = (local[0], local[1])
+        elif local:
+            self.server = (str(local), None)  # a Unix socket: its path, no port
+        else:
+            self.server = None
+        self.state = state
+
+
+def _lower(name: bytes) -> bytes:
+    low = _LOWER.get(name)
+    if low is None:
+        low = name.lower()
+        if len(_LOWER) < 1024 and len(name) <= 64:
+            _LOWER[name] = low
+    return low
+
+
+def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
+    """The scope of ``request``: path percent-decoded as UTF-8, headers lower-cased.
+
+    An absolute-form target keeps only its path and query (the authority replaced
+    ``Host`` in the parser); ``OPTIONS *`` has the path ``*``.
+    """
+    target = request.target
+    authority = request.authority
+    if authority is None:
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, _, query = target[target.index(b"://") + 3 + len(authority) :].partition(b"?")
+        raw_path = raw_path or b"/"
+    if 37 in raw_path:  # "%": decode as UTF-8 (invalid sequences become U+FFFD)
+        path = unquote(raw_path.decode("latin-1"), "utf-8", "replace")
+    else:
+        path = raw_path.decode("latin-1")
+    headers = [(_lower(n), v) for n, v in request.headers]
+    if authority is not None:
+        headers = [h for h in headers if h[0] != b"host"]
+        headers.append((b"host", authority))
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": request.version,
+        "method": request.method,
+        "scheme": info.scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": info.client,
+        "server": info.server,
+    }
+    if info.state is not None:
+        scope["state"] = info.state.copy()
+    return scope
