@@ -20,18 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .workers.http.limits import HttpConfig
-from .workers.process.config import (
-    DEFAULT_BIND,
-    LOG_LEVELS,
-    Config,
-    ConfigError,
-    check_access_log_format,
-    parse_forwarded_allow_ips,
-    parse_size,
-    parse_unix_mode,
-)
-from .workers.tls.context import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
+try:
+    from .workers.http.limits import HttpConfig
+    from .workers.process.config import (
+        DEFAULT_BIND,
+        LOG_LEVELS,
+        Config,
+        ConfigError,
+        check_access_log_format,
+        parse_forwarded_allow_ips,
+        parse_size,
+        parse_unix_mode,
+    )
+    from .workers.tls.context import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
+except ImportError as exc:  # REACTOR_BACKEND (--backend's variable) names a missing backend
+    if "REACTOR_BACKEND" not in str(exc):
+        raise
+    sys.exit(f"Error: {exc}")
 
 __all__ = ["bench", "doctor", "main", "reactor", "serve", "top"]
 
@@ -263,7 +268,30 @@ def effective_settings(ctx: click.Context) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.group(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+class _OneLineGroup(click.Group):
+    """The ``reactor`` group: every click error is one ``Error: ...`` line on stderr.
+
+    Click prints a usage error as four lines (the usage, a hint, a blank line, the
+    error); docs/cli.md promises one. Run in standalone mode, this catches what click
+    would print and prints the error line alone, with click's exit status (2 for a
+    usage error, 1 otherwise).
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            status = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=_OneLineGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
 @click.version_option(package_name="mioreactor", prog_name="reactor")
 def reactor() -> None:
     """mioreactor: a multithreaded edge-triggered WSGI and raw-protocol server.

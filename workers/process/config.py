@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...reactor.net import parse_host_port
+from ...reactor.sys import available_backends
 from ..http.limits import HttpConfig
 from ..server.binds import BindError, parse_bind, split_scheme
 from ..tls.context import TlsConfig, TlsError
@@ -268,6 +269,11 @@ class Config:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.backend is not None and self.backend not in ("epoll", "kqueue", "fallback"):
             raise ConfigError(f"unknown backend {self.backend!r} (epoll, kqueue or fallback)")
+        if self.backend is not None and self.backend not in available_backends():
+            raise ConfigError(
+                f"backend {self.backend} is not available on this system; it offers "
+                f"{', '.join(available_backends())}"
+            )
         if self.metrics_bind is not None:
             try:
                 parse_host_port(self.metrics_bind)

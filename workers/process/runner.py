@@ -14,6 +14,7 @@ server rejects) becomes a ``ServeError`` with a one-line message for the CLI.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from types import FrameType
@@ -99,9 +101,24 @@ def build_server(config: Config, listeners: Sequence[BoundListener] = ()) -> Ser
             config.app, factory=config.factory, app_dir=config.app_dir,
             what="a handler factory (factory(worker) -> Handler)",
         )
+        if _required_positional(factory) == 2:
+            raise AppLoadError(
+                f"app {config.app!r} takes (environ, start_response): a WSGI app, not a "
+                "handler factory (factory(worker) -> Handler); leave out --interface handler"
+            )
         return Server(handler=factory, **kwargs)
     app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
     return Server(app, **kwargs)
+
+
+def _required_positional(obj: Any) -> int | None:
+    """How many positional arguments calling ``obj`` needs; None when unknown."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 def start_server(config: Config) -> Server:
@@ -121,14 +138,49 @@ def start_server(config: Config) -> Server:
             chown_unix_sockets([bl.path for bl in listeners if bl.path], config.user, config.group)
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
-        server.start()
     except (AppLoadError, BindError, ConfigError, ProcessError, TlsError) as exc:
         _close(listeners)
         raise ServeError(str(exc)) from None
-    except (ValueError, OSError) as exc:
+    except Exception as exc:
         _close(listeners)
-        raise ServeError(f"{type(exc).__name__}: {exc}") from None
+        raise ServeError(f"cannot start: {_describe(exc)}") from None
+    try:
+        server.start()
+    except (BindError, TlsError) as exc:
+        _close(listeners)
+        raise ServeError(str(exc)) from None
+    except OSError as exc:
+        _close(listeners)
+        raise ServeError(f"cannot start: {_describe(exc)}") from None
+    except Exception as exc:
+        # Not ours: the handler factory (or the app's set-up) raised on a worker.
+        _close(listeners)
+        what = "handler factory" if config.interface == "handler" else "app"
+        raise ServeError(
+            f"{what} {config.app!r} failed as the server started: {_describe(exc)}"
+        ) from None
     return server
+
+
+_OURS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), d, "")
+    for d in ("workers", "reactor")
+)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: its message (the type when there is none), and
+    where it was raised when that is outside this package."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror if not exc.filename else f"{exc.filename}: {exc.strerror}"
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not os.path.abspath(frames[-1].filename).startswith(_OURS):
+        last = frames[-1]
+        name = os.path.relpath(last.filename) if os.path.isabs(last.filename) else last.filename
+        text += f" ({name}:{last.lineno})"
+    return text
 
 
 def _close(listeners: list[BoundListener]) -> None:

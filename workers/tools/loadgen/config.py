@@ -126,8 +126,8 @@ class BenchConfig:
             if host.lower() != "localhost" and not _is_loopback_literal(host):
                 raise ValueError(
                     f"refusing to load {host!r}: not a loopback address (127.0.0.0/8, ::1, "
-                    "localhost). Pass allow_remote=True (--allow-remote) to load a host you "
-                    "are responsible for"
+                    "localhost); allow a remote target (reactor bench --allow-remote) only "
+                    "for a host you are responsible for"
                 )
 
     @property
