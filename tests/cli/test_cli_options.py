@@ -190,8 +190,8 @@ def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> No
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (["-b", "nonsense"], "expected HOST:PORT"),
-        (["-b", "127.0.0.1:99999"], "expected HOST:PORT"),
+        (["-b", "127.0.0.1:http"], "port 'http' is not a number"),
+        (["-b", "127.0.0.1:99999"], "port 99999 is out of range 0-65535"),
         (["-b", "::1:80"], "'::1:80'"),
         (["-b", "unix:"], "unix: needs a path"),
         (["-b", "fd://x"], "fd:// needs a descriptor number"),

@@ -57,10 +57,9 @@ from types import FrameType
 from typing import Any
 
 from ...reactor import backend_name
-from ...reactor.net import parse_host_port
 from ..core.acceptor import BoundListener
 from ..ops.metrics_server import METRICS_FD_ENV, ChildStats, ListenQueues
-from ..server.binds import BindError, open_listeners, parse_bind, split_scheme
+from ..server.binds import BindError, open_listeners, parse_bind, parse_tcp_bind, split_scheme
 from ..server.server import MetricsServer
 from ..tls.context import TlsError
 from .config import Config
@@ -114,7 +113,7 @@ def reuseport_available() -> bool:
 
 def _reserve(spec: str) -> tuple[socket.socket, str]:
     """Bind ``spec`` with SO_REUSEPORT without listening: hold the port, take no clients."""
-    host, port = parse_host_port(spec)
+    host, port = parse_tcp_bind(spec)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:

@@ -30,7 +30,7 @@ from ..ops.metrics_server import Source, check_metrics_bind, metrics_app, single
 from ..ops.watchdog import Watchdog
 from ..tls.context import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig
 from ..tls.listener import TlsListener
-from .binds import BindError, open_listeners
+from .binds import BindError, open_listeners, parse_bind
 
 TlsSource: TypeAlias = "_ssl.SSLContext | TlsConfig"
 """What makes a listener speak TLS: a server ``SSLContext`` or ``TlsConfig`` settings."""
@@ -128,6 +128,8 @@ class Server:
             else:
                 self.binds.append(item)
                 self._bind_tls.append(_DEFAULT)
+        for spec in self.binds:
+            parse_bind(spec)  # BindError now, naming the problem, rather than at start()
         self.ssl = ssl
         self.workers_count = workers
         self.backlog = backlog
