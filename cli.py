@@ -430,7 +430,7 @@ def reactor() -> None:
 @click.option("--access-log-format", default=HTTP.access_log_format, show_default=True,
               show_envvar=True, callback=_check_log_format,
               help="%-style access log format over h r m U q H s b D T a f (gunicorn's names).")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
               show_envvar=True, help="Least severe log level written to stderr.")
 @click.option("--forwarded-allow-ips", default="", callback=_check_ips, show_envvar=True,
               show_default="none trusted",

@@ -265,6 +265,8 @@ class Config:
         for name in ("reload_interval", "startup_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if isinstance(self.log_level, str) and self.log_level.lower() in LOG_LEVELS:
+            object.__setattr__(self, "log_level", self.log_level.lower())  # DEBUG is debug
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.backend is not None and self.backend not in ("epoll", "kqueue", "fallback"):

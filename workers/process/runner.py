@@ -36,6 +36,7 @@ from ..server.server import Server
 from ..tls.context import TlsError
 from .appload import AppLoadError, load_app
 from .config import Config, ConfigError
+from .logs import LOG_FORMAT, setup_logging
 from .settings import PidFile, ProcessError, chown_unix_sockets, drop_privileges
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
 
 log = logging.getLogger("mioreactor.serve")
 
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HEARTBEAT = 1.0  # seconds between a child's "alive" messages to its supervisor
@@ -59,21 +59,6 @@ HEARTBEAT = 1.0  # seconds between a child's "alive" messages to its supervisor
 
 class ServeError(RuntimeError):
     """The server could not start; the message is one line naming the problem."""
-
-
-def setup_logging(config: Config) -> None:
-    """Send log records to stderr at ``config.log_level``; access lines when enabled."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_reactor", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
-    handler._reactor = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(config.log_level_number)
-    access = logging.getLogger("mioreactor.http.access")
-    access.setLevel(logging.INFO if config.http.access_log else logging.NOTSET)
 
 
 def build_server(config: Config, listeners: Sequence[BoundListener] = ()) -> Server:
