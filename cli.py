@@ -291,8 +291,33 @@ class _OneLineGroup(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
 
+def version_text() -> str:
+    """``reactor --version``: the versions that decide how it behaves."""
+    import platform
+    import ssl
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"reactor (mioreactor) {of('mioreactor')}\n"
+            f"Python {platform.python_version()} ({platform.python_implementation()}, "
+            f"{sys.platform})\nhttptools {of('httptools')}\n{ssl.OPENSSL_VERSION}")
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(cls=_OneLineGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
-@click.version_option(package_name="mioreactor", prog_name="reactor")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version,
+              help="Show the version, and those of Python, httptools and OpenSSL, and exit.")
 def reactor() -> None:
     """mioreactor: a multithreaded edge-triggered WSGI and raw-protocol server.
 
@@ -643,8 +668,14 @@ class _Progress:
             click.echo("", err=True)
 
 
+def _check_bench_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .workers.tools.loadgen.config import bench_url
+
+    return bench_url(value)
+
+
 @reactor.command(context_settings=CONTEXT)
-@click.argument("url")
+@click.argument("url", callback=_check_bench_url)
 @click.option("--connections", "-c", type=POSITIVE_INT, default=50, show_default=True,
               show_envvar=True, help="Concurrent connections kept busy.")
 @click.option("--duration", "-d", type=SECONDS, default=None, show_envvar=True,
@@ -682,7 +713,8 @@ def bench(url: str, connections: int, duration: float | None, requests: int | No
           keepalive: bool, method: str, header: tuple[tuple[str, str], ...], body: bytes,
           rate: float | None, timeout: float, as_json: bool, allow_remote: bool,
           quiet: bool, insecure: bool, cacert: str | None) -> None:
-    """Load URL (http:// or https://HOST:PORT/PATH, loopback unless --allow-remote) and report.
+    """Load URL (http:// or https://HOST:PORT/PATH, or HOST:PORT; loopback unless
+    --allow-remote) and report.
 
     Reports what happened to connections (attempted, established, refused, reset, timed
     out), requests, status codes, latency percentiles and throughput, and when connects

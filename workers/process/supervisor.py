@@ -93,6 +93,8 @@ def run(config: Config) -> int:
     try:
         apply_umask(config.umask)  # first: it governs socket files and the pid file
         check_can_switch(config.user, config.group)  # fail before anything starts
+        if config.pid_file:
+            PidFile(config.pid_file).check()  # another server's: before we log a word
     except ProcessError as exc:
         raise ServeError(str(exc)) from None
     if config.tls is not None:
