@@ -103,7 +103,7 @@ def test_every_http_config_field_has_a_serve_option() -> None:
 
 def test_version_option() -> None:
     result = invoke("--version")
-    assert result.exit_code == 0 and result.output.startswith("reactor, version ")
+    assert result.exit_code == 0 and result.output.startswith("reactor (mioreactor) ")
 
 
 # -- parsing into a Config ---------------------------------------------------------------
@@ -211,7 +211,7 @@ def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> No
         (["--timeout", "-1"], "'--timeout'"),
         (["--max-requests", "-1"], "'--max-requests'"),
         (["--max-requests-jitter", "x"], "'x' is not a valid integer"),
-        (["no_colon"], "expected MODULE:APP"),
+        (["app.py"], "give the module, not the file: app"),
         (["mod:"], "expected MODULE:APP"),
     ],
 )
