@@ -129,8 +129,35 @@ def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+class _Processes(click.IntRange):
+    """``--processes/-p``: a count; gunicorn's ``-p FILE`` (a pid file) gets a hint."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+            self.fail(f"{value!r} is not a number of processes; a pid file is --pid FILE "
+                      "here (gunicorn's -p)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _ServeCommand(click.Command):
+    """``reactor serve``: an option of gunicorn or uvicorn that is not ours gets a
+    one-line hint naming ours (``mioreactor.workers.process.habits``), not click's guess
+    by spelling."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            from .workers.process.habits import hint_for
+
+            hint = hint_for(exc.option_name)
+            if hint is None:
+                raise
+            raise click.UsageError(f"no option {exc.option_name} here: {hint}", ctx) from None
+
+
 # -- config files and --print-config ------------------------------------------------------
-_NOT_IN_FILES = frozenset({"config_file", "print_config", "help"})
+_NOT_IN_FILES = frozenset({"config_file", "print_config", "check_config", "help"})
 _LIST_AS_TEXT = frozenset({"forwarded_allow_ips"})  # a list in a file, a comma list on the CLI
 
 
@@ -329,7 +356,7 @@ def reactor() -> None:
     """
 
 
-@reactor.command(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+@reactor.command(cls=_ServeCommand, context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
 @click.argument("app", required=False, envvar="REACTOR_APP", callback=_check_app)
 @click.option("--factory", is_flag=True, show_default="off", show_envvar=True,
               help="APP names a zero-argument callable that returns the app; call it.")
@@ -350,8 +377,10 @@ def reactor() -> None:
               show_default="from the umask",
               help="Permission bits of unix: socket files, in octal (e.g. 660).")
 @click.option("--workers", "-w", type=POSITIVE_INT, default=4, show_default=True,
-              show_envvar=True, help="Worker threads per process.")
-@click.option("--processes", "-p", type=POSITIVE_INT, default=1, show_default=True,
+              show_envvar=True,
+              help="Worker threads per process (threads, not gunicorn's or uvicorn's "
+                   "processes: those are --processes).")
+@click.option("--processes", "-p", type=_Processes(min=1), default=1, show_default=True,
               show_envvar=True,
               help="Server processes. More than 1 runs a supervisor that restarts a process "
                    "that dies, forwards SIGTERM/SIGINT and does a rolling restart on SIGHUP.")
@@ -495,6 +524,23 @@ def reactor() -> None:
               show_default="none", show_envvar=True,
               help="Serve /metrics here (Prometheus text format, summed over --processes), "
                    "on threads of its own; watch it live with reactor top.")
+# -- what gunicorn's and uvicorn's users bring (docs/deployment.md has both tables) -------
+@click.option("--name", "-n", default=None, show_default="none", show_envvar=True,
+              help="Name the processes: their titles read 'reactor: server [NAME]' (with "
+                   "setproctitle installed; else the kernel's 15-character name is NAME).")
+@click.option("--access-logfile", metavar="FILE", default=None, show_default="none",
+              show_envvar=True,
+              help="Write access lines to FILE ('-': stdout); turns --access-log on.")
+@click.option("--error-logfile", metavar="FILE", default=None, show_default="stderr",
+              show_envvar=True,
+              help="Write the server's log to FILE ('-': stderr); reopened when rotated.")
+@click.option("--log-config", type=click.Path(dir_okay=False), default=None,
+              show_default="none", show_envvar=True,
+              help="A logging configuration file: dictConfig as .json or .toml, fileConfig "
+                   "as .ini/.conf; it replaces the handlers of --error-logfile.")
+@click.option("--check-config", is_flag=True, show_default="off", show_envvar=True,
+              help="Check the settings, the TLS files and the log config, import the app, "
+                   "then exit (0: all good) without serving.")
 @click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
               type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
               show_default="none",
@@ -520,10 +566,20 @@ def serve(ctx: click.Context, /, app: str | None, **opts: Any) -> None:
     if opts["print_config"]:
         click.echo(effective_settings(ctx), nl=False)
         return
+    if opts["check_config"]:
+        from .workers.process.runner import check_config
+
+        try:
+            click.echo(check_config(config))
+        except ServeError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     try:
         status = run(config)
     except (ServeError, AppLoadError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None
     sys.exit(status)
 
 
@@ -548,7 +604,7 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         linger_max_bytes=opts["linger_max_bytes"],
         server_header=opts["server_header"],
         url_scheme=opts["url_scheme"],
-        access_log=opts["access_log"],
+        access_log=opts["access_log"] or bool(opts["access_logfile"]),
         access_log_format=opts["access_log_format"],
         forwarded_allow_ips=opts["forwarded_allow_ips"],
         proxy_protocol=opts["proxy_protocol"],
@@ -579,6 +635,10 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         backend=opts["backend"],
         http=http,
         log_level=opts["log_level"],
+        access_logfile=opts["access_logfile"],
+        error_logfile=opts["error_logfile"],
+        log_config=opts["log_config"],
+        name=opts["name"],
         reload=opts["reload"],
         reload_dirs=tuple(opts["reload_dir"]),
         metrics_bind=opts["metrics_bind"],

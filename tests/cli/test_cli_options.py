@@ -29,12 +29,15 @@ def no_reactor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """A real ``run()`` configures the root logger; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """A real ``run()`` configures the mioreactor loggers (and a --log-config may touch
+    the root); put them back after each test."""
+    loggers = [logging.getLogger(n) for n in ("", "mioreactor", "mioreactor.http.access")]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture

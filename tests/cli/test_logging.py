@@ -41,7 +41,7 @@ def application(environ, start_response):
 
 @pytest.fixture
 def keep_logging() -> Iterator[None]:
-    loggers = [logging.getLogger(), logging.getLogger("mioreactor")]
+    loggers = [logging.getLogger(n) for n in ("", "mioreactor", "mioreactor.http.access")]
     saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     yield
     for lg, handlers, level, propagate in saved:
@@ -68,9 +68,10 @@ def test_setup_logging_leaves_the_root_logger_alone(keep_logging: None) -> None:
     setup_logging(Config(log_level="debug"))
     assert (list(root.handlers), root.level) == before
     ours = logging.getLogger("mioreactor")
-    assert ours.level == logging.DEBUG and not ours.propagate and len(ours.handlers) == 1
+    mine = [h for h in ours.handlers if getattr(h, "_reactor", False)]
+    assert ours.level == logging.DEBUG and not ours.propagate and len(mine) == 1
     setup_logging(Config())  # again: the handler is replaced, not added
-    assert len(ours.handlers) == 1
+    assert len([h for h in ours.handlers if getattr(h, "_reactor", False)]) == 1
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "Warning", "info"])

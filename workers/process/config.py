@@ -28,6 +28,7 @@ from ...reactor.sys import available_backends
 from ..http.limits import HttpConfig
 from ..server.binds import BindError, parse_bind, split_scheme
 from ..tls.context import TlsConfig, TlsError
+from .appload import AppLoadError, split_app_spec
 
 __all__ = [
     "ACCESS_LOG_KEYS",
@@ -185,7 +186,15 @@ class Config:
             0..jitter, so processes started together are not replaced together.
         backend: force a reactor backend (``epoll``, ``kqueue``, ``fallback``).
         http: limits, timeouts and logging of the HTTP handler.
-        log_level: one of ``LOG_LEVELS``.
+        log_level: one of ``LOG_LEVELS`` (any case).
+        access_logfile: write access lines to this file (``"-"``: stdout); the
+            ``http.access_log`` switch still decides whether there are any.
+        error_logfile: write the server's log to this file (``"-"``: stderr, the
+            default), reopened when it is rotated away.
+        log_config: a logging configuration file (dictConfig as ``.json`` or
+            ``.toml``, fileConfig as ``.ini``/``.conf``), applied instead of the
+            handlers above (``mioreactor.workers.process.logs``).
+        name: a name for the processes' titles (``reactor: server [NAME]``).
         reload: restart the server processes when a ``.py`` file changes.
         reload_dirs: directories to watch (default: ``app_dir``).
         reload_interval: seconds between scans of the watched files.
@@ -222,6 +231,10 @@ class Config:
     backend: str | None = None
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "info"
+    access_logfile: str | None = None
+    error_logfile: str | None = None
+    log_config: str | None = None
+    name: str | None = None
     reload: bool = False
     reload_dirs: tuple[str, ...] = ()
     reload_interval: float = 1.0
@@ -240,9 +253,10 @@ class Config:
             if self.tls is None and split_scheme(spec)[0] == "https":
                 raise ConfigError(f"bind {spec!r}: https:// needs a certificate (--certfile)")
         if self.app is not None:
-            module, sep, attr = self.app.partition(":")
-            if not sep or not module or not attr:
-                raise ConfigError(f"app {self.app!r}: expected MODULE:APP, e.g. myproject.wsgi:app")
+            try:
+                split_app_spec(self.app)
+            except AppLoadError as exc:
+                raise ConfigError(str(exc)) from None
         if self.interface not in ("wsgi", "handler"):
             raise ConfigError(f"interface must be 'wsgi' or 'handler', got {self.interface!r}")
         if self.app is None and self.interface != "wsgi":
@@ -276,6 +290,10 @@ class Config:
                 f"backend {self.backend} is not available on this system; it offers "
                 f"{', '.join(available_backends())}"
             )
+        if self.log_config is not None and not os.path.isfile(self.log_config):
+            raise ConfigError(f"--log-config {self.log_config}: no such file")
+        if self.name is not None and not self.name.isprintable():
+            raise ConfigError(f"name {self.name!r}: only printable characters")
         if self.metrics_bind is not None:
             try:
                 parse_host_port(self.metrics_bind)

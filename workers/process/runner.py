@@ -36,14 +36,16 @@ from ..server.server import Server
 from ..tls.context import TlsError
 from .appload import AppLoadError, load_app
 from .config import Config, ConfigError
-from .logs import LOG_FORMAT, setup_logging
+from .logs import LOG_FORMAT, read_log_config, setup_logging
 from .settings import PidFile, ProcessError, chown_unix_sockets, drop_privileges
+from .title import set_title
 
 __all__ = [
     "LOG_FORMAT",
     "ServeError",
     "announce",
     "build_server",
+    "check_config",
     "child_main",
     "serve_single",
     "setup_logging",
@@ -168,6 +170,33 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
+def check_config(config: Config) -> str:
+    """``reactor serve --check-config``: everything but serving; one line saying so.
+
+    Checks the TLS files, the log configuration, and imports the app (as a server
+    process would: with ``--user`` that is done as the user, here it is done as the
+    caller) and builds its ``Server`` without binding.
+
+    Raises:
+        ServeError: the first problem, in one line.
+    """
+    try:
+        if config.tls is not None:
+            config.tls.check()
+        if config.log_config:
+            read_log_config(config.log_config)
+        build_server(config)
+    except (AppLoadError, BindError, ConfigError, TlsError) as exc:
+        raise ServeError(str(exc)) from None
+    except Exception as exc:
+        raise ServeError(f"cannot build the server: {_describe(exc)}") from None
+    app = config.app or "the built-in demo app"
+    binds = ", ".join(config.effective_binds) or "the systemd sockets"
+    return (f"configuration OK: {app} ({config.interface}) imports; it would listen on "
+            f"{binds} with {config.processes} process(es) x {config.workers} worker "
+            "thread(s)")
+
+
 def _close(listeners: list[BoundListener]) -> None:
     for bl in listeners:
         bl.listener.close()
@@ -277,7 +306,11 @@ def serve_single(config: Config) -> int:
     Raises:
         ServeError: the app or a bind failed; nothing is left running.
     """
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    set_title("server", config.name)
     stop = _StopFlag()
     with _stop_signals(stop, supervised=False):
         server = start_server(config)
@@ -332,7 +365,12 @@ def child_main(fd: int) -> None:
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
         print(f"reactor child: {exc}", file=sys.stderr)
         sys.exit(3)
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        _send(sock, {"event": "error", "pid": os.getpid(), "message": str(exc)})
+        sys.exit(3)
+    set_title("server process", config.name)
     stop = _StopFlag()
     with _stop_signals(stop, supervised=True):
         try:

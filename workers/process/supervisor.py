@@ -62,7 +62,7 @@ from ..ops.metrics_server import METRICS_FD_ENV, ChildStats, ListenQueues
 from ..server.binds import BindError, open_listeners, parse_bind, parse_tcp_bind, split_scheme
 from ..server.server import MetricsServer
 from ..tls.context import TlsError
-from .config import Config
+from .config import Config, ConfigError
 from .reloader import Watcher
 from .runner import ServeError, announce, serve_single, setup_logging
 from .settings import (
@@ -72,12 +72,13 @@ from .settings import (
     check_can_switch,
     chown_unix_sockets,
 )
+from .title import set_title
 
 __all__ = ["ServeError", "Supervisor", "run"]
 
 log = logging.getLogger("mioreactor.supervisor")
 
-_CHILD_CODE = "import sys; from mioreactor.workers.process.runner import child_main; child_main(int(sys.argv[1]))"
+_CHILD_MODULE = "mioreactor.workers.process.child"  # ps shows: python -m ... FD
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 10.0
 _KILL_GRACE = 5.0  # seconds past graceful_timeout before stragglers get SIGKILL
 HEARTBEAT_FLOOR = 5.0  # a child silent this long (or --timeout, if longer) is wedged
@@ -104,7 +105,11 @@ def run(config: Config) -> int:
             raise ServeError(str(exc)) from None
     if not config.supervised:
         return serve_single(config)
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    set_title("supervisor", config.name)
     return Supervisor(config).run()
 
 
@@ -391,7 +396,7 @@ class Supervisor:
             extra_fds.append(stats_theirs.fileno())
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, str(fd)],
+                [sys.executable, "-m", _CHILD_MODULE, str(fd)],
                 pass_fds=[fd, *self.pass_fds, *slot_fds, *extra_fds],
                 env=env,
             )
