@@ -538,6 +538,38 @@ def reactor() -> None:
               show_default="none", show_envvar=True,
               help="A logging configuration file: dictConfig as .json or .toml, fileConfig "
                    "as .ini/.conf; it replaces the handlers of --error-logfile.")
+@click.option("--host", default=None, show_default="127.0.0.1 with --port", show_envvar=True,
+              help="uvicorn's --host: with --port, one more bind HOST:PORT (port 8000 "
+                   "without --port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, show_envvar=True,
+              show_default="8000 with --host",
+              help="uvicorn's --port: with --host, one more bind HOST:PORT (host 127.0.0.1 "
+                   "without --host).")
+@click.option("--uds", metavar="PATH", default=None, show_default="none", show_envvar=True,
+              help="uvicorn's --uds: one more bind, unix:PATH.")
+@click.option("--root-path", default=HTTP.root_path, show_default="none", show_envvar=True,
+              help="The prefix the app is mounted under behind a proxy (/api): SCRIPT_NAME, "
+                   "taken off the front of PATH_INFO when a path starts with it.")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              show_default="none", show_envvar=True,
+              help="A dotenv file (KEY=value lines) put into the environment of the app "
+                   "before it is imported; variables already set win.")
+@click.option("--proxy-headers/--no-proxy-headers", default=False, show_default=True,
+              show_envvar=True,
+              help="uvicorn's: believe X-Forwarded-For/-Proto from --forwarded-allow-ips, "
+                   "or from 127.0.0.1 when that is not given.")
+@click.option("--limit-concurrency", type=POSITIVE_INT, default=None, show_default="none",
+              show_envvar=True,
+              help="Open connections per process beyond which a new one is answered 503 "
+                   "and closed (--max-connections makes it wait instead).")
+@click.option("--reload-include", multiple=True, metavar="GLOB", show_default="*.py",
+              show_envvar=True,
+              help="With --reload, also watch files matching GLOB (*.html, "
+                   "templates/*); repeatable.")
+@click.option("--reload-exclude", multiple=True, metavar="GLOB", show_default="none",
+              show_envvar=True,
+              help="With --reload, never watch files or directories matching GLOB; "
+                   "repeatable.")
 @click.option("--check-config", is_flag=True, show_default="off", show_envvar=True,
               help="Check the settings, the TLS files and the log config, import the app, "
                    "then exit (0: all good) without serving.")
@@ -563,6 +595,16 @@ def serve(ctx: click.Context, /, app: str | None, **opts: Any) -> None:
         config = build_serve_config(app, opts)
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if opts["env_file"] and not opts["print_config"]:
+        import os
+
+        from .workers.process.configfile import read_env_file
+
+        try:
+            for key, value in read_env_file(opts["env_file"]).items():
+                os.environ.setdefault(key, value)  # the server processes inherit them
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     if opts["print_config"]:
         click.echo(effective_settings(ctx), nl=False)
         return
@@ -606,16 +648,18 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         url_scheme=opts["url_scheme"],
         access_log=opts["access_log"] or bool(opts["access_logfile"]),
         access_log_format=opts["access_log_format"],
-        forwarded_allow_ips=opts["forwarded_allow_ips"],
+        forwarded_allow_ips=opts["forwarded_allow_ips"] or (
+            ("127.0.0.1",) if opts["proxy_headers"] else ()),
         proxy_protocol=opts["proxy_protocol"],
         express=opts["express"],
+        root_path=opts["root_path"],
     )
     return Config(
         app=app,
         factory=opts["factory"],
         app_dir=opts["app_dir"],
         interface=opts["interface"],
-        binds=tuple(opts["bind"]),
+        binds=(*opts["bind"], *_uvicorn_binds(opts)),
         unix_mode=opts["unix_mode"],
         workers=opts["workers"],
         processes=opts["processes"],
@@ -641,9 +685,27 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         name=opts["name"],
         reload=opts["reload"],
         reload_dirs=tuple(opts["reload_dir"]),
+        reload_includes=tuple(opts["reload_include"]),
+        reload_excludes=tuple(opts["reload_exclude"]),
+        limit_concurrency=opts["limit_concurrency"],
         metrics_bind=opts["metrics_bind"],
         tls=_tls_config(opts),
     )
+
+
+def _uvicorn_binds(opts: dict[str, Any]) -> tuple[str, ...]:
+    """``--host``/``--port`` (uvicorn's defaults: 127.0.0.1, 8000) and ``--uds`` as binds."""
+    from .workers.server.binds import DEFAULT_HOST, DEFAULT_PORT
+
+    binds: list[str] = []
+    host, port = opts.get("host"), opts.get("port")
+    if host is not None or port is not None:
+        host = (host or DEFAULT_HOST).strip()
+        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        binds.append(f"{shown}:{DEFAULT_PORT if port is None else port}")
+    if opts.get("uds"):
+        binds.append(f"unix:{opts['uds']}")
+    return tuple(binds)
 
 
 _TLS_ONLY = ("keyfile", "keyfile_password", "ca_certs", "ciphers")

@@ -197,6 +197,12 @@ class Config:
         name: a name for the processes' titles (``reactor: server [NAME]``).
         reload: restart the server processes when a ``.py`` file changes.
         reload_dirs: directories to watch (default: ``app_dir``).
+        reload_includes: file name globs watched besides ``*.py`` (uvicorn's
+            ``--reload-include``; ``*.html``, ``templates/*``).
+        reload_excludes: globs of files (or directories) never watched, matched against
+            the name and the path under the watched directory.
+        limit_concurrency: open connections per process beyond which a new one is
+            answered 503 and closed (uvicorn's); None: no limit.
         reload_interval: seconds between scans of the watched files.
         use_systemd: adopt systemd socket activation sockets (LISTEN_FDS).
         reuse_port: set SO_REUSEPORT on TCP listeners (set by the supervisor).
@@ -237,6 +243,9 @@ class Config:
     name: str | None = None
     reload: bool = False
     reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = ()
+    reload_excludes: tuple[str, ...] = ()
+    limit_concurrency: int | None = None
     reload_interval: float = 1.0
     use_systemd: bool = True
     reuse_port: bool = False
@@ -263,6 +272,8 @@ class Config:
             raise ConfigError("the built-in demo app is WSGI: give MODULE:FACTORY with --interface handler")
         if self.share not in ("auto", "reuseport", "inherit"):
             raise ConfigError(f"share must be auto, reuseport or inherit, got {self.share!r}")
+        if self.limit_concurrency is not None and self.limit_concurrency < 1:
+            raise ConfigError(f"limit_concurrency must be at least 1, got {self.limit_concurrency}")
         for name in ("workers", "processes", "backlog", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -353,6 +364,7 @@ class Config:
             "use_systemd": self.use_systemd,
             "metrics_bind": self.metrics_bind,
             "ssl": self.tls,
+            "limit_concurrency": self.limit_concurrency,
         }
 
     # -- crossing a process boundary -------------------------------------------------
@@ -372,7 +384,8 @@ class Config:
             http = dict(data.pop("http"))
             http["forwarded_allow_ips"] = tuple(http.get("forwarded_allow_ips", ()))
             data["binds"] = tuple(data.get("binds", ()))
-            data["reload_dirs"] = tuple(data.get("reload_dirs", ()))
+            for key in ("reload_dirs", "reload_includes", "reload_excludes"):
+                data[key] = tuple(data.get(key, ()))
             tls = data.pop("tls", None)
             data["tls"] = TlsConfig(**tls) if tls is not None else None
             return cls(http=HttpConfig(**http), **data)

@@ -778,6 +778,8 @@ class Supervisor:
         if not self.config.reload:
             return None
         dirs = self.config.reload_dirs or (self.config.app_dir,)
-        watcher = Watcher(dirs)
-        log.info("reload: watching %d .py file(s) under %s", watcher.count, ", ".join(dirs))
+        patterns = ("*.py", *self.config.reload_includes)
+        watcher = Watcher(dirs, patterns, self.config.reload_excludes)
+        log.info("reload: watching %d file(s) (%s) under %s", watcher.count,
+                 " ".join(patterns), ", ".join(dirs))
         return watcher

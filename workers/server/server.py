@@ -129,6 +129,10 @@ class Server:
             ``http://...`` stay plain; ``https://...`` binds (Unix ones too) need it.
         tls_handshake_timeout: seconds a TLS handshake may take (default: the HTTP
             header timeout, or ``DEFAULT_HANDSHAKE_TIMEOUT`` for a raw handler).
+        limit_concurrency: open connections beyond which a new one is answered
+            ``503 Service Unavailable`` and closed at once (uvicorn's option; a raw
+            handler's or a TLS listener's is just closed); None: no limit, new
+            connections wait in the backlog past ``max_connections``.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class Server:
         timeout: float = 0.0,
         ssl: TlsSource | None = None,
         tls_handshake_timeout: float | None = None,
+        limit_concurrency: int | None = None,
     ) -> None:
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
@@ -181,6 +186,9 @@ class Server:
         self.workers_count = workers
         self.backlog = backlog
         self.max_connections = max_connections
+        if limit_concurrency is not None and limit_concurrency < 1:
+            raise ValueError(f"limit_concurrency must be at least 1, got {limit_concurrency}")
+        self.limit_concurrency = limit_concurrency
         self.graceful_timeout = graceful_timeout
         self.run_slots = run_slots if run_slots is not None else default_slots()
         self.handoff_after = handoff_after
@@ -201,6 +209,10 @@ class Server:
             from ..http import HttpConfig, make_http_handler_factory
 
             self.http = http if http is not None else HttpConfig()
+            if self.http.root_path:
+                from ..http.wsgi import mounted
+
+                app = mounted(app, self.http.root_path)
             self.factory: HandlerFactory = make_http_handler_factory(app, self.http)
             self.overload_response = _OVERLOADED_HTTP
         else:
@@ -289,6 +301,7 @@ class Server:
             max_connections=self.max_connections,
             graceful_timeout=self.graceful_timeout,
             overload_response=self.overload_response,
+            limit_concurrency=self.limit_concurrency or 0,
         )
         acceptor_ref.append(self._acceptor)
         self._acceptor.start()
