@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["format_value", "read_config_file", "read_env_file"]
+__all__ = ["format_value", "read_config_file", "read_env_file", "read_toml"]
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -65,6 +65,18 @@ def read_config_file(path: str) -> dict[str, Any]:
             raise ConfigError(f"config file {path!r}: {key!r} is given twice (with - and _)")
         out[name] = value
     return out
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """A TOML file as a dict (``tomllib``, or ``tomli`` on 3.10).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not TOML (``TOMLDecodeError`` is a ``ValueError``).
+    """
+    with open(path, "rb") as f:
+        data: dict[str, Any] = tomllib.load(f)
+    return data
 
 
 def format_value(value: Any) -> str:

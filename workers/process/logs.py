@@ -55,7 +55,7 @@ def _handler(target: str | None, default: Any, fmt: str | None) -> logging.Handl
         except OSError as exc:
             raise ConfigError(f"cannot open log file {target}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
-    handler._reactor = True  # type: ignore[attr-defined]
+    setattr(handler, "_reactor", True)  # noqa: B010  (marks our handlers for _ours)
     return handler
 
 
@@ -70,10 +70,9 @@ def read_log_config(path: str) -> dict[str, Any] | None:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         elif path.endswith(".toml"):
-            from .configfile import tomllib
+            from .configfile import read_toml
 
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
+            data = read_toml(path)
         else:
             parser = configparser.ConfigParser()
             if not parser.read(path, encoding="utf-8"):

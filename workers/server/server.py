@@ -209,7 +209,7 @@ class Server:
             from ..http import HttpConfig, make_http_handler_factory
 
             self.http = http if http is not None else HttpConfig()
-            if self.http.root_path:
+            if self.http.root_path and app is not None:
                 from ..http.wsgi import mounted
 
                 app = mounted(app, self.http.root_path)
