@@ -20,18 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .workers.http.limits import HttpConfig
-from .workers.process.config import (
-    DEFAULT_BIND,
-    LOG_LEVELS,
-    Config,
-    ConfigError,
-    check_access_log_format,
-    parse_forwarded_allow_ips,
-    parse_size,
-    parse_unix_mode,
-)
-from .workers.tls.context import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
+try:
+    from .workers.http.limits import HttpConfig
+    from .workers.process.config import (
+        DEFAULT_BIND,
+        LOG_LEVELS,
+        Config,
+        ConfigError,
+        check_access_log_format,
+        parse_forwarded_allow_ips,
+        parse_size,
+        parse_unix_mode,
+    )
+    from .workers.tls.context import CERT_REQS, MIN_VERSIONS, TlsConfig, TlsError
+except ImportError as exc:  # REACTOR_BACKEND (--backend's variable) names a missing backend
+    if "REACTOR_BACKEND" not in str(exc):
+        raise
+    sys.exit(f"Error: {exc}")
 
 __all__ = ["bench", "doctor", "main", "reactor", "serve", "top"]
 
@@ -124,8 +129,35 @@ def _check_app(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+class _Processes(click.IntRange):
+    """``--processes/-p``: a count; gunicorn's ``-p FILE`` (a pid file) gets a hint."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+            self.fail(f"{value!r} is not a number of processes; a pid file is --pid FILE "
+                      "here (gunicorn's -p)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _ServeCommand(click.Command):
+    """``reactor serve``: an option of gunicorn or uvicorn that is not ours gets a
+    one-line hint naming ours (``mioreactor.workers.process.habits``), not click's guess
+    by spelling."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            from .workers.process.habits import hint_for
+
+            hint = hint_for(exc.option_name)
+            if hint is None:
+                raise
+            raise click.UsageError(f"no option {exc.option_name} here: {hint}", ctx) from None
+
+
 # -- config files and --print-config ------------------------------------------------------
-_NOT_IN_FILES = frozenset({"config_file", "print_config", "help"})
+_NOT_IN_FILES = frozenset({"config_file", "print_config", "check_config", "help"})
 _LIST_AS_TEXT = frozenset({"forwarded_allow_ips"})  # a list in a file, a comma list on the CLI
 
 
@@ -263,8 +295,59 @@ def effective_settings(ctx: click.Context) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.group(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
-@click.version_option(package_name="mioreactor", prog_name="reactor")
+class _OneLineGroup(click.Group):
+    """The ``reactor`` group: every click error is one ``Error: ...`` line on stderr.
+
+    Click prints a usage error as four lines (the usage, a hint, a blank line, the
+    error); docs/cli.md promises one. Run in standalone mode, this catches what click
+    would print and prints the error line alone, with click's exit status (2 for a
+    usage error, 1 otherwise).
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        run = super().main
+        if not standalone_mode:
+            return run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def version_text() -> str:
+    """``reactor --version``: the versions that decide how it behaves."""
+    import platform
+    import ssl
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (f"reactor (mioreactor) {of('mioreactor')}\n"
+            f"Python {platform.python_version()} ({platform.python_implementation()}, "
+            f"{sys.platform})\nhttptools {of('httptools')}\n{ssl.OPENSSL_VERSION}")
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
+@click.group(cls=_OneLineGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version,
+              help="Show the version, and those of Python, httptools and OpenSSL, and exit.")
 def reactor() -> None:
     """mioreactor: a multithreaded edge-triggered WSGI and raw-protocol server.
 
@@ -276,7 +359,7 @@ def reactor() -> None:
     """
 
 
-@reactor.command(context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
+@reactor.command(cls=_ServeCommand, context_settings={**CONTEXT, "auto_envvar_prefix": "REACTOR"})
 @click.argument("app", required=False, envvar="REACTOR_APP", callback=_check_app)
 @click.option("--factory", is_flag=True, show_default="off", show_envvar=True,
               help="APP names a zero-argument callable that returns the app; call it.")
@@ -307,8 +390,10 @@ def reactor() -> None:
               show_default="from the umask",
               help="Permission bits of unix: socket files, in octal (e.g. 660).")
 @click.option("--workers", "-w", type=POSITIVE_INT, default=4, show_default=True,
-              show_envvar=True, help="Worker threads per process.")
-@click.option("--processes", "-p", type=POSITIVE_INT, default=1, show_default=True,
+              show_envvar=True,
+              help="Worker threads per process (threads, not gunicorn's or uvicorn's "
+                   "processes: those are --processes).")
+@click.option("--processes", "-p", type=_Processes(min=1), default=1, show_default=True,
               show_envvar=True,
               help="Server processes. More than 1 runs a supervisor that restarts a process "
                    "that dies, forwards SIGTERM/SIGINT and does a rolling restart on SIGHUP.")
@@ -412,7 +497,7 @@ def reactor() -> None:
 @click.option("--access-log-format", default=HTTP.access_log_format, show_default=True,
               show_envvar=True, callback=_check_log_format,
               help="%-style access log format over h r m U q H s b D T a f (gunicorn's names).")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
               show_envvar=True, help="Least severe log level written to stderr.")
 @click.option("--forwarded-allow-ips", default="", callback=_check_ips, show_envvar=True,
               show_default="none trusted",
@@ -452,6 +537,55 @@ def reactor() -> None:
               show_default="none", show_envvar=True,
               help="Serve /metrics here (Prometheus text format, summed over --processes), "
                    "on threads of its own; watch it live with reactor top.")
+# -- what gunicorn's and uvicorn's users bring (docs/deployment.md has both tables) -------
+@click.option("--name", "-n", default=None, show_default="none", show_envvar=True,
+              help="Name the processes: their titles read 'reactor: server [NAME]' (with "
+                   "setproctitle installed; else the kernel's 15-character name is NAME).")
+@click.option("--access-logfile", metavar="FILE", default=None, show_default="none",
+              show_envvar=True,
+              help="Write access lines to FILE ('-': stdout); turns --access-log on.")
+@click.option("--error-logfile", metavar="FILE", default=None, show_default="stderr",
+              show_envvar=True,
+              help="Write the server's log to FILE ('-': stderr); reopened when rotated.")
+@click.option("--log-config", type=click.Path(dir_okay=False), default=None,
+              show_default="none", show_envvar=True,
+              help="A logging configuration file: dictConfig as .json or .toml, fileConfig "
+                   "as .ini/.conf; it replaces the handlers of --error-logfile.")
+@click.option("--host", default=None, show_default="127.0.0.1 with --port", show_envvar=True,
+              help="uvicorn's --host: with --port, one more bind HOST:PORT (port 8000 "
+                   "without --port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, show_envvar=True,
+              show_default="8000 with --host",
+              help="uvicorn's --port: with --host, one more bind HOST:PORT (host 127.0.0.1 "
+                   "without --host).")
+@click.option("--uds", metavar="PATH", default=None, show_default="none", show_envvar=True,
+              help="uvicorn's --uds: one more bind, unix:PATH.")
+@click.option("--root-path", default=HTTP.root_path, show_default="none", show_envvar=True,
+              help="The prefix the app is mounted under behind a proxy (/api): SCRIPT_NAME, "
+                   "taken off the front of PATH_INFO when a path starts with it.")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              show_default="none", show_envvar=True,
+              help="A dotenv file (KEY=value lines) put into the environment of the app "
+                   "before it is imported; variables already set win.")
+@click.option("--proxy-headers/--no-proxy-headers", default=False, show_default=True,
+              show_envvar=True,
+              help="uvicorn's: believe X-Forwarded-For/-Proto from --forwarded-allow-ips, "
+                   "or from 127.0.0.1 when that is not given.")
+@click.option("--limit-concurrency", type=POSITIVE_INT, default=None, show_default="none",
+              show_envvar=True,
+              help="Open connections per process beyond which a new one is answered 503 "
+                   "and closed (--max-connections makes it wait instead).")
+@click.option("--reload-include", multiple=True, metavar="GLOB", show_default="*.py",
+              show_envvar=True,
+              help="With --reload, also watch files matching GLOB (*.html, "
+                   "templates/*); repeatable.")
+@click.option("--reload-exclude", multiple=True, metavar="GLOB", show_default="none",
+              show_envvar=True,
+              help="With --reload, never watch files or directories matching GLOB; "
+                   "repeatable.")
+@click.option("--check-config", is_flag=True, show_default="off", show_envvar=True,
+              help="Check the settings, the TLS files and the log config, import the app, "
+                   "then exit (0: all good) without serving.")
 @click.option("--config", "-c", "config_file", is_eager=True, callback=_load_config_file,
               type=click.Path(dir_okay=False), envvar="REACTOR_CONFIG", show_envvar=True,
               show_default="none",
@@ -474,13 +608,33 @@ def serve(ctx: click.Context, /, app: str | None, **opts: Any) -> None:
         config = build_serve_config(app, opts)
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if opts["env_file"] and not opts["print_config"]:
+        import os
+
+        from .workers.process.configfile import read_env_file
+
+        try:
+            for key, value in read_env_file(opts["env_file"]).items():
+                os.environ.setdefault(key, value)  # the server processes inherit them
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     if opts["print_config"]:
         click.echo(effective_settings(ctx), nl=False)
+        return
+    if opts["check_config"]:
+        from .workers.process.runner import check_config
+
+        try:
+            click.echo(check_config(config))
+        except ServeError as exc:
+            raise click.ClickException(str(exc)) from None
         return
     try:
         status = run(config)
     except (ServeError, AppLoadError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None
     sys.exit(status)
 
 
@@ -505,11 +659,13 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         linger_max_bytes=opts["linger_max_bytes"],
         server_header=opts["server_header"],
         url_scheme=opts["url_scheme"],
-        access_log=opts["access_log"],
+        access_log=opts["access_log"] or bool(opts["access_logfile"]),
         access_log_format=opts["access_log_format"],
-        forwarded_allow_ips=opts["forwarded_allow_ips"],
+        forwarded_allow_ips=opts["forwarded_allow_ips"] or (
+            ("127.0.0.1",) if opts["proxy_headers"] else ()),
         proxy_protocol=opts["proxy_protocol"],
         express=opts["express"],
+        root_path=opts["root_path"],
     )
     return Config(
         app=app,
@@ -518,7 +674,7 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         interface=opts["interface"],
         lifespan=opts["lifespan"],
         loop=opts["loop"],
-        binds=tuple(opts["bind"]),
+        binds=(*opts["bind"], *_uvicorn_binds(opts)),
         unix_mode=opts["unix_mode"],
         workers=opts["workers"],
         processes=opts["processes"],
@@ -538,11 +694,33 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         backend=opts["backend"],
         http=http,
         log_level=opts["log_level"],
+        access_logfile=opts["access_logfile"],
+        error_logfile=opts["error_logfile"],
+        log_config=opts["log_config"],
+        name=opts["name"],
         reload=opts["reload"],
         reload_dirs=tuple(opts["reload_dir"]),
+        reload_includes=tuple(opts["reload_include"]),
+        reload_excludes=tuple(opts["reload_exclude"]),
+        limit_concurrency=opts["limit_concurrency"],
         metrics_bind=opts["metrics_bind"],
         tls=_tls_config(opts),
     )
+
+
+def _uvicorn_binds(opts: dict[str, Any]) -> tuple[str, ...]:
+    """``--host``/``--port`` (uvicorn's defaults: 127.0.0.1, 8000) and ``--uds`` as binds."""
+    from .workers.server.binds import DEFAULT_HOST, DEFAULT_PORT
+
+    binds: list[str] = []
+    host, port = opts.get("host"), opts.get("port")
+    if host is not None or port is not None:
+        host = (host or DEFAULT_HOST).strip()
+        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        binds.append(f"{shown}:{DEFAULT_PORT if port is None else port}")
+    if opts.get("uds"):
+        binds.append(f"unix:{opts['uds']}")
+    return tuple(binds)
 
 
 _TLS_ONLY = ("keyfile", "keyfile_password", "ca_certs", "ciphers")
@@ -627,8 +805,14 @@ class _Progress:
             click.echo("", err=True)
 
 
+def _check_bench_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .workers.tools.loadgen.config import bench_url
+
+    return bench_url(value)
+
+
 @reactor.command(context_settings=CONTEXT)
-@click.argument("url")
+@click.argument("url", callback=_check_bench_url)
 @click.option("--connections", "-c", type=POSITIVE_INT, default=50, show_default=True,
               show_envvar=True, help="Concurrent connections kept busy.")
 @click.option("--duration", "-d", type=SECONDS, default=None, show_envvar=True,
@@ -666,7 +850,8 @@ def bench(url: str, connections: int, duration: float | None, requests: int | No
           keepalive: bool, method: str, header: tuple[tuple[str, str], ...], body: bytes,
           rate: float | None, timeout: float, as_json: bool, allow_remote: bool,
           quiet: bool, insecure: bool, cacert: str | None) -> None:
-    """Load URL (http:// or https://HOST:PORT/PATH, loopback unless --allow-remote) and report.
+    """Load URL (http:// or https://HOST:PORT/PATH, or HOST:PORT; loopback unless
+    --allow-remote) and report.
 
     Reports what happened to connections (attempted, established, refused, reset, timed
     out), requests, status codes, latency percentiles and throughput, and when connects

@@ -27,12 +27,21 @@ _READ = 1
 def parse_host_port(address: str) -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` to a tuple.
 
+    An empty host (``":8080"``) is ``0.0.0.0``, every IPv4 interface.
+
     Raises:
-        ValueError: with the offending text.
+        ValueError: naming what is wrong: no port, a port that is not a number, a
+            port outside 0-65535, an IPv6 host without brackets.
     """
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep:
         raise ValueError(f"expected HOST:PORT, got {address!r}")
+    text = port.strip()
+    number = text[1:] if text[:1] in "+-" else text
+    if not number.isdigit() or not number.isascii():
+        raise ValueError(f"port {port!r} is not a number")
+    if not 0 <= int(text) <= 65535:
+        raise ValueError(f"port {int(text)} is out of range 0-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:

@@ -81,7 +81,10 @@ def load_backend(name: str | None = None) -> ModuleType:
     if name not in ("epoll", "kqueue", "fallback"):
         raise ValueError(f"unknown reactor backend {name!r} (expected epoll, kqueue or fallback)")
     if not _can_use(name):
-        raise ValueError(f"reactor backend {name!r} is not available on this machine")
+        raise ValueError(
+            f"reactor backend {name!r} is not available on this machine; it offers "
+            f"{', '.join(available_backends())}"
+        )
     return importlib.import_module(f".{name}", __name__)
 
 

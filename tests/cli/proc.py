@@ -38,6 +38,7 @@ class ServeProcess:
         env: extra environment variables.
         pass_fds: descriptors the server inherits.
         prefix: a command that runs the server (e.g. a ``sh -c`` wrapper).
+        cwd: the working directory (default: the repository root).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         pass_fds: Sequence[int] = (),
         prefix: Sequence[str] = (),
+        cwd: Path | str | None = None,
     ) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
         full_env.update(env or {})
@@ -56,7 +58,7 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=full_env,
-            cwd=ROOT,
+            cwd=ROOT if cwd is None else cwd,
             pass_fds=tuple(pass_fds),
             text=True,
         )

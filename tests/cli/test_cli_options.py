@@ -29,12 +29,15 @@ def no_reactor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """A real ``run()`` configures the root logger; put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """A real ``run()`` configures the mioreactor loggers (and a --log-config may touch
+    the root); put them back after each test."""
+    loggers = [logging.getLogger(n) for n in ("", "mioreactor", "mioreactor.http.access")]
+    saved = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
 
 
 @pytest.fixture
@@ -103,7 +106,7 @@ def test_every_http_config_field_has_a_serve_option() -> None:
 
 def test_version_option() -> None:
     result = invoke("--version")
-    assert result.exit_code == 0 and result.output.startswith("reactor, version ")
+    assert result.exit_code == 0 and result.output.startswith("reactor (mioreactor) ")
 
 
 # -- parsing into a Config ---------------------------------------------------------------
@@ -190,8 +193,8 @@ def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> No
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (["-b", "nonsense"], "expected HOST:PORT"),
-        (["-b", "127.0.0.1:99999"], "expected HOST:PORT"),
+        (["-b", "127.0.0.1:http"], "port 'http' is not a number"),
+        (["-b", "127.0.0.1:99999"], "port 99999 is out of range 0-65535"),
         (["-b", "::1:80"], "'::1:80'"),
         (["-b", "unix:"], "unix: needs a path"),
         (["-b", "fd://x"], "fd:// needs a descriptor number"),
@@ -212,7 +215,7 @@ def test_multiprocess_is_set_for_several_processes(captured: list[Config]) -> No
         (["--timeout", "-1"], "'--timeout'"),
         (["--max-requests", "-1"], "'--max-requests'"),
         (["--max-requests-jitter", "x"], "'x' is not a valid integer"),
-        (["no_colon"], "expected MODULE:APP"),
+        (["app.py"], "give the module, not the file: app"),
         (["mod:"], "expected MODULE:APP"),
     ],
 )

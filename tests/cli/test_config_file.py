@@ -137,7 +137,7 @@ def test_print_config_output_is_a_config_file_giving_the_same_settings(
         ('access-log = "yes"\n', 'access-log = "yes": expected true or false'),
         ("header-timeout = true\n", "expected float range, not true/false"),
         ("bind = [1]\n", "expected a string or a list of strings"),
-        ('bind = ["nonsense"]\n', "bind 'nonsense': expected HOST:PORT"),
+        ('bind = ["127.0.0.1:-1"]\n', "bind '127.0.0.1:-1': port -1 is out of range 0-65535"),
         ("log-level = 'loud'\n", "'loud' is not one of"),
         ("workers = {n = 2}\n", "workers = {...}: expected a value, not a table"),
         ("[server]\nworkers = 2\n", "unknown key 'server'"),

@@ -129,8 +129,10 @@ class Acceptor:
         max_connections: int,
         graceful_timeout: float,
         overload_response: bytes = b"",
+        limit_concurrency: int = 0,
     ) -> None:
         self.poll = poll
+        self.limit_concurrency = limit_concurrency  # 0: none; beyond it, shed at once
         self.listeners = listeners
         self.workers = workers
         self.dispatch = dispatch
@@ -326,6 +328,9 @@ class Acceptor:
                     return
                 self._count_error(exc)
                 continue
+            if self.limit_concurrency and active >= self.limit_concurrency:
+                self._refuse(bl, stream)
+                continue
             token = self._next_token
             self._next_token = token + 1
             try:
@@ -360,6 +365,16 @@ class Acceptor:
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
         self.want_close_notice = True
+
+    def _refuse(self, bl: BoundListener, stream: Any) -> None:
+        """``limit_concurrency``: answer 503 (plain listeners) and close at once."""
+        try:
+            if self.overload_response and bl.tls is None:
+                stream.send(self.overload_response)
+        except OSError:
+            pass
+        stream.close()
+        self.shed += 1
 
     def _shed_one(self, bl: BoundListener) -> None:
         """Use the reserve descriptor to tell one queued client we are full."""

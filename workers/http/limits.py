@@ -53,6 +53,10 @@ class HttpConfig:
         express: let the express lane (``mioreactor.workers.http.express``) serve the common
             request; off, every request goes through llhttp. Either way the same
             bytes are accepted and answered alike; the switch is for comparison.
+        root_path: the prefix the app is mounted under behind a proxy (uvicorn's
+            ``--root-path``): ``SCRIPT_NAME``, and taken off the front of
+            ``PATH_INFO`` when a request's path starts with it
+            (``mioreactor.workers.http.wsgi.mounted``). Empty: mounted at the root.
     """
 
     max_request_line: int = 8190
@@ -75,6 +79,7 @@ class HttpConfig:
     url_scheme: str = "http"
     multiprocess: bool = False
     express: bool = True
+    root_path: str = ""
 
     def __post_init__(self) -> None:
         for name in ("max_request_line", "max_header_size", "max_headers", "max_pipeline_buffer",
@@ -91,5 +96,9 @@ class HttpConfig:
             raise ValueError("HttpConfig.url_scheme must be 'http' or 'https'")
         if isinstance(self.forwarded_allow_ips, str):
             raise TypeError("HttpConfig.forwarded_allow_ips is a tuple of addresses, not a str")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path == "/"
+                               or any(c in self.root_path for c in "?#\r\n\0 ")):
+            raise ValueError(f"root path {self.root_path!r}: expected a path such as /api "
+                             "(a leading /, no query)")
         if any(c in self.server_header for c in "\r\n\0"):
             raise ValueError("HttpConfig.server_header must not contain CR, LF or NUL")

@@ -33,6 +33,7 @@ __all__ = [
     "StartResponse",
     "base_environ",
     "client_from_forwarded",
+    "mounted",
     "request_environ",
 ]
 
@@ -353,6 +354,26 @@ def request_environ(
             if proto in ("http", "https"):
                 environ["wsgi.url_scheme"] = proto
     return environ
+
+
+def mounted(app: Callable[..., Any], root_path: str) -> Callable[..., Any]:
+    """``app`` served under ``root_path`` (``--root-path /api``), as gunicorn reads
+    ``SCRIPT_NAME``: ``SCRIPT_NAME`` is the prefix, and a ``PATH_INFO`` that starts with
+    it (``/api/items``) loses it (``/items``); a path without it (a proxy that strips
+    the prefix itself) is left as it is. Only wrapped when a root path is set: the
+    common request pays nothing for the option.
+    """
+    root = root_path.rstrip("/")
+    cut = len(root)
+
+    def under_root(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ["PATH_INFO"]
+        if path.startswith(root) and (len(path) == cut or path[cut] == "/"):
+            environ["PATH_INFO"] = path[cut:]
+        environ["SCRIPT_NAME"] = root
+        return app(environ, start_response)
+
+    return under_root
 
 
 def close_iterable(result: Iterable[bytes]) -> None:

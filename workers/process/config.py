@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...reactor.net import parse_host_port
+from ...reactor.sys import available_backends
 from ..http.limits import HttpConfig
 from ..server.binds import BindError, parse_bind, split_scheme
 from ..tls.context import TlsConfig, TlsError
+from .appload import AppLoadError, split_app_spec
 
 __all__ = [
     "ACCESS_LOG_KEYS",
@@ -187,9 +189,23 @@ class Config:
             0..jitter, so processes started together are not replaced together.
         backend: force a reactor backend (``epoll``, ``kqueue``, ``fallback``).
         http: limits, timeouts and logging of the HTTP handler.
-        log_level: one of ``LOG_LEVELS``.
+        log_level: one of ``LOG_LEVELS`` (any case).
+        access_logfile: write access lines to this file (``"-"``: stdout); the
+            ``http.access_log`` switch still decides whether there are any.
+        error_logfile: write the server's log to this file (``"-"``: stderr, the
+            default), reopened when it is rotated away.
+        log_config: a logging configuration file (dictConfig as ``.json`` or
+            ``.toml``, fileConfig as ``.ini``/``.conf``), applied instead of the
+            handlers above (``mioreactor.workers.process.logs``).
+        name: a name for the processes' titles (``reactor: server [NAME]``).
         reload: restart the server processes when a ``.py`` file changes.
         reload_dirs: directories to watch (default: ``app_dir``).
+        reload_includes: file name globs watched besides ``*.py`` (uvicorn's
+            ``--reload-include``; ``*.html``, ``templates/*``).
+        reload_excludes: globs of files (or directories) never watched, matched against
+            the name and the path under the watched directory.
+        limit_concurrency: open connections per process beyond which a new one is
+            answered 503 and closed (uvicorn's); None: no limit.
         reload_interval: seconds between scans of the watched files.
         use_systemd: adopt systemd socket activation sockets (LISTEN_FDS).
         reuse_port: set SO_REUSEPORT on TCP listeners (set by the supervisor).
@@ -226,8 +242,15 @@ class Config:
     backend: str | None = None
     http: HttpConfig = field(default_factory=HttpConfig)
     log_level: str = "info"
+    access_logfile: str | None = None
+    error_logfile: str | None = None
+    log_config: str | None = None
+    name: str | None = None
     reload: bool = False
     reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = ()
+    reload_excludes: tuple[str, ...] = ()
+    limit_concurrency: int | None = None
     reload_interval: float = 1.0
     use_systemd: bool = True
     reuse_port: bool = False
@@ -244,9 +267,10 @@ class Config:
             if self.tls is None and split_scheme(spec)[0] == "https":
                 raise ConfigError(f"bind {spec!r}: https:// needs a certificate (--certfile)")
         if self.app is not None:
-            module, sep, attr = self.app.partition(":")
-            if not sep or not module or not attr:
-                raise ConfigError(f"app {self.app!r}: expected MODULE:APP, e.g. myproject.wsgi:app")
+            try:
+                split_app_spec(self.app)
+            except AppLoadError as exc:
+                raise ConfigError(str(exc)) from None
         if self.interface not in ("auto", "wsgi", "asgi", "handler"):
             raise ConfigError(f"interface must be auto, wsgi, asgi or handler, got {self.interface!r}")
         if self.lifespan not in ("auto", "on", "off"):
@@ -257,6 +281,8 @@ class Config:
             raise ConfigError("the built-in demo app is WSGI: give MODULE:FACTORY with --interface handler")
         if self.share not in ("auto", "reuseport", "inherit"):
             raise ConfigError(f"share must be auto, reuseport or inherit, got {self.share!r}")
+        if self.limit_concurrency is not None and self.limit_concurrency < 1:
+            raise ConfigError(f"limit_concurrency must be at least 1, got {self.limit_concurrency}")
         for name in ("workers", "processes", "backlog", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -273,10 +299,21 @@ class Config:
         for name in ("reload_interval", "startup_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if isinstance(self.log_level, str) and self.log_level.lower() in LOG_LEVELS:
+            object.__setattr__(self, "log_level", self.log_level.lower())  # DEBUG is debug
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.backend is not None and self.backend not in ("epoll", "kqueue", "fallback"):
             raise ConfigError(f"unknown backend {self.backend!r} (epoll, kqueue or fallback)")
+        if self.backend is not None and self.backend not in available_backends():
+            raise ConfigError(
+                f"backend {self.backend} is not available on this system; it offers "
+                f"{', '.join(available_backends())}"
+            )
+        if self.log_config is not None and not os.path.isfile(self.log_config):
+            raise ConfigError(f"--log-config {self.log_config}: no such file")
+        if self.name is not None and not self.name.isprintable():
+            raise ConfigError(f"name {self.name!r}: only printable characters")
         if self.metrics_bind is not None:
             try:
                 parse_host_port(self.metrics_bind)
@@ -338,6 +375,7 @@ class Config:
             "ssl": self.tls,
             **({"interface": self.interface, "lifespan": self.lifespan, "loop": self.loop}
                if self.interface != "handler" else {}),
+            "limit_concurrency": self.limit_concurrency,
         }
 
     # -- crossing a process boundary -------------------------------------------------
@@ -357,7 +395,8 @@ class Config:
             http = dict(data.pop("http"))
             http["forwarded_allow_ips"] = tuple(http.get("forwarded_allow_ips", ()))
             data["binds"] = tuple(data.get("binds", ()))
-            data["reload_dirs"] = tuple(data.get("reload_dirs", ()))
+            for key in ("reload_dirs", "reload_includes", "reload_excludes"):
+                data[key] = tuple(data.get(key, ()))
             tls = data.pop("tls", None)
             data["tls"] = TlsConfig(**tls) if tls is not None else None
             return cls(http=HttpConfig(**http), **data)

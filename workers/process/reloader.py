@@ -1,8 +1,9 @@
-"""``--reload``: notice when a Python source file changes, by polling mtimes.
+"""``--reload``: notice when a source file changes, by polling mtimes.
 
 Standard library only (no inotify/FSEvents dependency): every ``interval`` seconds the
 supervisor calls ``Watcher.changed()``, which walks the watched directories and
-compares each ``*.py`` file's modification time and size with the previous scan.
+compares each ``*.py`` file's modification time and size with the previous scan
+(``--reload-include`` globs add files, ``--reload-exclude`` globs take some away).
 Virtual environments, caches and hidden directories are skipped. Meant for
 development: a scan of a few thousand files takes milliseconds.
 """
@@ -26,22 +27,42 @@ class Watcher:
 
     Args:
         dirs: directories to watch (recursively).
-        patterns: file name globs that count.
+        patterns: file name globs that count (``--reload-include`` adds to ``*.py``);
+            a glob with a ``/`` is matched against the path under the watched
+            directory (``templates/*.html``).
+        excludes: globs of files or directories never watched (``--reload-exclude``),
+            matched against the name and against the path under the watched directory.
     """
 
-    def __init__(self, dirs: Iterable[str], patterns: tuple[str, ...] = ("*.py",)) -> None:
+    def __init__(
+        self,
+        dirs: Iterable[str],
+        patterns: tuple[str, ...] = ("*.py",),
+        excludes: tuple[str, ...] = (),
+    ) -> None:
         self.dirs = [os.path.abspath(d) for d in dirs]
         self.patterns = patterns
+        self.excludes = excludes
         self._seen = self._scan()
+
+    @staticmethod
+    def _matches(name: str, rel: str, globs: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatch(rel if "/" in g else name, g) for g in globs)
 
     def _files(self) -> Iterator[str]:
         for root in self.dirs:
             for dirpath, dirnames, filenames in os.walk(root):
+                here = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                prefix = "" if here == "." else here + "/"
                 dirnames[:] = [
                     d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
+                    and not self._matches(d, prefix + d, self.excludes)
                 ]
                 for name in filenames:
-                    if any(fnmatch.fnmatch(name, p) for p in self.patterns):
+                    rel = prefix + name
+                    if self._matches(name, rel, self.patterns) and not self._matches(
+                        name, rel, self.excludes
+                    ):
                         yield os.path.join(dirpath, name)
 
     def _scan(self) -> dict[str, tuple[int, int]]:

@@ -14,6 +14,7 @@ server rejects) becomes a ``ServeError`` with a one-line message for the CLI.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from types import FrameType
@@ -35,13 +37,16 @@ from ..server.server import Server
 from ..tls.context import TlsError
 from .appload import AppLoadError, load_app
 from .config import Config, ConfigError
+from .logs import LOG_FORMAT, read_log_config, setup_logging
 from .settings import PidFile, ProcessError, chown_unix_sockets, drop_privileges
+from .title import set_title
 
 __all__ = [
     "LOG_FORMAT",
     "ServeError",
     "announce",
     "build_server",
+    "check_config",
     "child_main",
     "serve_single",
     "setup_logging",
@@ -50,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("mioreactor.serve")
 
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HEARTBEAT = 1.0  # seconds between a child's "alive" messages to its supervisor
@@ -58,21 +62,6 @@ HEARTBEAT = 1.0  # seconds between a child's "alive" messages to its supervisor
 
 class ServeError(RuntimeError):
     """The server could not start; the message is one line naming the problem."""
-
-
-def setup_logging(config: Config) -> None:
-    """Send log records to stderr at ``config.log_level``; access lines when enabled."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_reactor", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
-    handler._reactor = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(config.log_level_number)
-    access = logging.getLogger("mioreactor.http.access")
-    access.setLevel(logging.INFO if config.http.access_log else logging.NOTSET)
 
 
 def build_server(config: Config, listeners: Sequence[BoundListener] = ()) -> Server:
@@ -100,9 +89,24 @@ def build_server(config: Config, listeners: Sequence[BoundListener] = ()) -> Ser
             config.app, factory=config.factory, app_dir=config.app_dir,
             what="a handler factory (factory(worker) -> Handler)",
         )
+        if _required_positional(factory) == 2:
+            raise AppLoadError(
+                f"app {config.app!r} takes (environ, start_response): a WSGI app, not a "
+                "handler factory (factory(worker) -> Handler); leave out --interface handler"
+            )
         return Server(handler=factory, **kwargs)
     app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
     return Server(app, **kwargs)
+
+
+def _required_positional(obj: Any) -> int | None:
+    """How many positional arguments calling ``obj`` needs; None when unknown."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 def start_server(config: Config) -> Server:
@@ -122,14 +126,76 @@ def start_server(config: Config) -> Server:
             chown_unix_sockets([bl.path for bl in listeners if bl.path], config.user, config.group)
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
-        server.start()
     except (AppLoadError, BindError, ConfigError, LifespanError, ProcessError, TlsError) as exc:
         _close(listeners)
         raise ServeError(str(exc)) from None
-    except (ValueError, OSError) as exc:
+    except Exception as exc:
         _close(listeners)
-        raise ServeError(f"{type(exc).__name__}: {exc}") from None
+        raise ServeError(f"cannot start: {_describe(exc)}") from None
+    try:
+        server.start()
+    except (BindError, LifespanError, TlsError) as exc:
+        _close(listeners)
+        raise ServeError(str(exc)) from None
+    except OSError as exc:
+        _close(listeners)
+        raise ServeError(f"cannot start: {_describe(exc)}") from None
+    except Exception as exc:
+        # Not ours: the handler factory (or the app's set-up) raised on a worker.
+        _close(listeners)
+        what = "handler factory" if config.interface == "handler" else "app"
+        raise ServeError(
+            f"{what} {config.app!r} failed as the server started: {_describe(exc)}"
+        ) from None
     return server
+
+
+_OURS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), d, "")
+    for d in ("workers", "reactor")
+)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: its message (the type when there is none), and
+    where it was raised when that is outside this package."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror if not exc.filename else f"{exc.filename}: {exc.strerror}"
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not os.path.abspath(frames[-1].filename).startswith(_OURS):
+        last = frames[-1]
+        name = os.path.relpath(last.filename) if os.path.isabs(last.filename) else last.filename
+        text += f" ({name}:{last.lineno})"
+    return text
+
+
+def check_config(config: Config) -> str:
+    """``reactor serve --check-config``: everything but serving; one line saying so.
+
+    Checks the TLS files, the log configuration, and imports the app (as a server
+    process would: with ``--user`` that is done as the user, here it is done as the
+    caller) and builds its ``Server`` without binding.
+
+    Raises:
+        ServeError: the first problem, in one line.
+    """
+    try:
+        if config.tls is not None:
+            config.tls.check()
+        if config.log_config:
+            read_log_config(config.log_config)
+        build_server(config)
+    except (AppLoadError, BindError, ConfigError, TlsError) as exc:
+        raise ServeError(str(exc)) from None
+    except Exception as exc:
+        raise ServeError(f"cannot build the server: {_describe(exc)}") from None
+    app = config.app or "the built-in demo app"
+    binds = ", ".join(config.effective_binds) or "the systemd sockets"
+    return (f"configuration OK: {app} ({config.interface}) imports; it would listen on "
+            f"{binds} with {config.processes} process(es) x {config.workers} worker "
+            "thread(s)")
 
 
 def _close(listeners: list[BoundListener]) -> None:
@@ -243,7 +309,11 @@ def serve_single(config: Config) -> int:
     Raises:
         ServeError: the app or a bind failed; nothing is left running.
     """
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    set_title("server", config.name)
     stop = _StopFlag()
     with _stop_signals(stop, supervised=False):
         server = start_server(config)
@@ -298,7 +368,12 @@ def child_main(fd: int) -> None:
     except (ConfigError, OSError, UnicodeDecodeError) as exc:
         print(f"reactor child: {exc}", file=sys.stderr)
         sys.exit(3)
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        _send(sock, {"event": "error", "pid": os.getpid(), "message": str(exc)})
+        sys.exit(3)
+    set_title("server process", config.name)
     stop = _StopFlag()
     with _stop_signals(stop, supervised=True):
         try:

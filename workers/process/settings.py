@@ -152,11 +152,19 @@ class PidFile:
         self.path = os.path.abspath(path)
         self.pid = 0
 
-    def create(self) -> None:
-        """Raises: ProcessError: another live process owns it, or it cannot be written."""
+    def check(self) -> None:
+        """Fail before anything starts when another live process owns the file.
+
+        Raises:
+            ProcessError: the file names another process that still runs.
+        """
         other = self._read()
         if other and other != os.getpid() and _alive(other):
             raise ProcessError(f"pid file {self.path} names process {other}, which is running")
+
+    def create(self) -> None:
+        """Raises: ProcessError: another live process owns it, or it cannot be written."""
+        self.check()
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:

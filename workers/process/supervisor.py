@@ -57,13 +57,12 @@ from types import FrameType
 from typing import Any
 
 from ...reactor import backend_name
-from ...reactor.net import parse_host_port
 from ..core.acceptor import BoundListener
 from ..ops.metrics_server import METRICS_FD_ENV, ChildStats, ListenQueues
-from ..server.binds import BindError, open_listeners, parse_bind, split_scheme
+from ..server.binds import BindError, open_listeners, parse_bind, parse_tcp_bind, split_scheme
 from ..server.server import MetricsServer
 from ..tls.context import TlsError
-from .config import Config
+from .config import Config, ConfigError
 from .reloader import Watcher
 from .runner import ServeError, announce, serve_single, setup_logging
 from .settings import (
@@ -73,12 +72,13 @@ from .settings import (
     check_can_switch,
     chown_unix_sockets,
 )
+from .title import set_title
 
 __all__ = ["ServeError", "Supervisor", "run"]
 
 log = logging.getLogger("mioreactor.supervisor")
 
-_CHILD_CODE = "import sys; from mioreactor.workers.process.runner import child_main; child_main(int(sys.argv[1]))"
+_CHILD_MODULE = "mioreactor.workers.process.child"  # ps shows: python -m ... FD
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 10.0
 _KILL_GRACE = 5.0  # seconds past graceful_timeout before stragglers get SIGKILL
 HEARTBEAT_FLOOR = 5.0  # a child silent this long (or --timeout, if longer) is wedged
@@ -94,6 +94,8 @@ def run(config: Config) -> int:
     try:
         apply_umask(config.umask)  # first: it governs socket files and the pid file
         check_can_switch(config.user, config.group)  # fail before anything starts
+        if config.pid_file:
+            PidFile(config.pid_file).check()  # another server's: before we log a word
     except ProcessError as exc:
         raise ServeError(str(exc)) from None
     if config.tls is not None:
@@ -103,7 +105,11 @@ def run(config: Config) -> int:
             raise ServeError(str(exc)) from None
     if not config.supervised:
         return serve_single(config)
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
+    set_title("supervisor", config.name)
     return Supervisor(config).run()
 
 
@@ -114,7 +120,7 @@ def reuseport_available() -> bool:
 
 def _reserve(spec: str) -> tuple[socket.socket, str]:
     """Bind ``spec`` with SO_REUSEPORT without listening: hold the port, take no clients."""
-    host, port = parse_host_port(spec)
+    host, port = parse_tcp_bind(spec)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -390,7 +396,7 @@ class Supervisor:
             extra_fds.append(stats_theirs.fileno())
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, str(fd)],
+                [sys.executable, "-m", _CHILD_MODULE, str(fd)],
                 pass_fds=[fd, *self.pass_fds, *slot_fds, *extra_fds],
                 env=env,
             )
@@ -772,6 +778,8 @@ class Supervisor:
         if not self.config.reload:
             return None
         dirs = self.config.reload_dirs or (self.config.app_dir,)
-        watcher = Watcher(dirs)
-        log.info("reload: watching %d .py file(s) under %s", watcher.count, ", ".join(dirs))
+        patterns = ("*.py", *self.config.reload_includes)
+        watcher = Watcher(dirs, patterns, self.config.reload_excludes)
+        log.info("reload: watching %d file(s) (%s) under %s", watcher.count,
+                 " ".join(patterns), ", ".join(dirs))
         return watcher

@@ -3,6 +3,8 @@
 Forms (as gunicorn and uvicorn spell them):
 ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH``, ``fd://N``; and systemd socket
 activation, picked up from ``LISTEN_FDS``/``LISTEN_PID`` (descriptors from 3 on).
+A TCP bind may leave out a part (``parse_tcp_bind``): ``:8080`` is every IPv4
+interface, ``8080`` is 127.0.0.1:8080, ``localhost`` is 127.0.0.1:8000.
 
 Any form may start with ``https://`` or ``http://`` to say whether it serves TLS
 when the server has TLS settings (docs/tls.md): ``http://`` keeps a bind plain,
@@ -19,9 +21,22 @@ from collections.abc import Sequence
 from ...reactor.net import TcpListener, UnixListener, parse_host_port
 from ..core.acceptor import BoundListener
 
-__all__ = ["BindError", "open_listeners", "parse_bind", "split_scheme", "systemd_fds"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "BindError",
+    "open_listeners",
+    "parse_bind",
+    "parse_tcp_bind",
+    "split_scheme",
+    "systemd_fds",
+]
 
 SD_LISTEN_FDS_START = 3
+DEFAULT_HOST = "127.0.0.1"
+"""The host of a bind given as a port alone (``-b 8080``, ``--port 8080``)."""
+DEFAULT_PORT = 8000
+"""The port of a bind given as a host alone (``-b 0.0.0.0``), gunicorn's and uvicorn's."""
 
 
 class BindError(ValueError):
@@ -57,11 +72,40 @@ def parse_bind(spec: str) -> tuple[str, object]:
             raise BindError(f"bind {spec!r}: fd:// needs a descriptor number, e.g. fd://3")
         return "fd", int(num)
     try:
-        return "tcp", parse_host_port(spec)
+        return "tcp", parse_tcp_bind(spec)
     except ValueError as exc:
-        raise BindError(
-            f"bind {spec!r}: expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N"
-        ) from exc
+        raise BindError(f"bind {spec!r}: {exc}") from None
+
+
+def parse_tcp_bind(spec: str) -> tuple[str, int]:
+    """A TCP bind as people type it (gunicorn's and uvicorn's conventions) to ``(host, port)``.
+
+    * ``HOST:PORT``, ``[IPV6]:PORT``: as written;
+    * ``:PORT``: every IPv4 interface (``0.0.0.0``), as gunicorn;
+    * ``PORT`` alone (``8080``): ``127.0.0.1``, uvicorn's default host;
+    * ``HOST`` or ``[IPV6]`` alone: port ``DEFAULT_PORT`` (8000), as gunicorn and
+      uvicorn; ``localhost`` is ``127.0.0.1`` (``-b localhost``: 127.0.0.1:8000).
+
+    Raises:
+        ValueError: naming what is wrong (a port out of range, an unbracketed IPv6
+            address, nothing at all).
+    """
+    text = spec.strip()
+    if not text:
+        raise ValueError("empty; expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N")
+    if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+        host, port = parse_host_port(f"{DEFAULT_HOST}:{text}")
+    elif text.startswith("[") and text.endswith("]"):
+        host, port = text[1:-1], DEFAULT_PORT
+    elif ":" not in text:
+        host, port = text, DEFAULT_PORT
+    elif text.count(":") > 1 and not text.startswith("["):
+        raise ValueError(f"an IPv6 address needs brackets: [{text}]:PORT, e.g. [::1]:8000")
+    else:
+        host, port = parse_host_port(text)
+    if any(c.isspace() for c in host):
+        raise ValueError(f"host {host!r} has a space in it")
+    return ("127.0.0.1" if host.lower() == "localhost" else host), port
 
 
 def systemd_fds(environ: dict[str, str] | None = None) -> list[int]:

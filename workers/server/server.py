@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, TypeAlias
 
-from ...reactor import Poll
+from ...reactor import Poll, available_backends
 from ..asgi import AsgiServer
 from ..core.acceptor import Acceptor, BoundListener
 from ..core.handler import HandlerFactory
@@ -31,7 +31,7 @@ from ..ops.metrics_server import Source, check_metrics_bind, metrics_app, single
 from ..ops.watchdog import Watchdog
 from ..tls.context import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig
 from ..tls.listener import TlsListener
-from .binds import BindError, open_listeners
+from .binds import BindError, open_listeners, parse_bind
 from .interface import INTERFACES, detect_interface
 
 TlsSource: TypeAlias = "_ssl.SSLContext | TlsConfig"
@@ -47,6 +47,51 @@ _OVERLOADED_HTTP = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 19\r\nRetry-After: 1\r\n\r\nserver overloaded\r\n"
 )
+
+
+def _check_arguments(
+    app: Any, handler: Any, *, http: Any, workers: int, backlog: int, max_connections: int,
+    graceful_timeout: float, run_slots: int | None, handoff_after: float, timeout: float,
+    backend: str | None, tls_handshake_timeout: float | None,
+) -> None:
+    """What ``reactor serve`` checks, checked for ``Server(...)`` too.
+
+    Raises:
+        TypeError: an app or handler factory that is not callable, an ``http`` that
+            is not an ``HttpConfig``.
+        ValueError: a count below 1, a negative time, a backend this kernel lacks.
+    """
+    from ..http import HttpConfig
+
+    if app is not None and not callable(app):
+        shown = f"{type(app).__name__} {app!r}"[:80]
+        raise TypeError(f"app must be a WSGI application (a callable taking environ and "
+                        f"start_response), got {shown}")
+    if handler is not None and not callable(handler):
+        raise TypeError(f"handler must be a handler factory (factory(worker) -> Handler), "
+                        f"got {type(handler).__name__}")
+    if app is not None and http is not None and not isinstance(http, HttpConfig):
+        raise TypeError(f"http must be an HttpConfig, got {type(http).__name__}")
+    counts = {"workers": workers, "backlog": backlog, "max_connections": max_connections}
+    if run_slots is not None:
+        counts["run_slots"] = run_slots
+    for name, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"{name} must be an int, got {type(count).__name__}")
+        if count < 1:
+            raise ValueError(f"{name} must be at least 1, got {count}")
+    times = {"graceful_timeout": graceful_timeout, "handoff_after": handoff_after,
+             "timeout": timeout}
+    for name, seconds in times.items():
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise TypeError(f"{name} must be a number of seconds, got {type(seconds).__name__}")
+        if not seconds >= 0:  # also NaN
+            raise ValueError(f"{name} must not be negative, got {seconds}")
+    if tls_handshake_timeout is not None and not tls_handshake_timeout > 0:
+        raise ValueError(f"tls_handshake_timeout must be positive, got {tls_handshake_timeout}")
+    if backend is not None and backend not in available_backends():
+        raise ValueError(f"backend {backend!r} is not available on this system; it offers "
+                         f"{', '.join(available_backends())}")
 
 
 class Server:
@@ -91,6 +136,10 @@ class Server:
             them apart (``mioreactor.workers.server.interface``). See docs/asgi.md.
         lifespan: the ASGI lifespan protocol: ``auto``, ``on`` or ``off``.
         loop: the ASGI event loop: ``auto`` or ``asyncio``.
+        limit_concurrency: open connections beyond which a new one is answered
+            ``503 Service Unavailable`` and closed at once (uvicorn's option; a raw
+            handler's or a TLS listener's is just closed); None: no limit, new
+            connections wait in the backlog past ``max_connections``.
     """
 
     def __init__(
@@ -120,6 +169,7 @@ class Server:
         interface: str = "auto",
         lifespan: str = "auto",
         loop: str = "auto",
+        limit_concurrency: int | None = None,
     ) -> None:
         if interface not in INTERFACES:
             raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
@@ -133,10 +183,12 @@ class Server:
         self._asgi: AsgiServer | None = None
         if (app is None) == (handler is None):
             raise ValueError("give exactly one of app (a WSGI app) or handler (a factory)")
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        _check_arguments(
+            app, handler, http=http, workers=workers, backlog=backlog,
+            max_connections=max_connections, graceful_timeout=graceful_timeout,
+            run_slots=run_slots, handoff_after=handoff_after, timeout=timeout,
+            backend=backend, tls_handshake_timeout=tls_handshake_timeout,
+        )
         self.app = app
         binds = [bind] if isinstance(bind, str) else list(bind)
         self.binds: list[str] = []
@@ -148,10 +200,15 @@ class Server:
             else:
                 self.binds.append(item)
                 self._bind_tls.append(_DEFAULT)
+        for spec in self.binds:
+            parse_bind(spec)  # BindError now, naming the problem, rather than at start()
         self.ssl = ssl
         self.workers_count = workers
         self.backlog = backlog
         self.max_connections = max_connections
+        if limit_concurrency is not None and limit_concurrency < 1:
+            raise ValueError(f"limit_concurrency must be at least 1, got {limit_concurrency}")
+        self.limit_concurrency = limit_concurrency
         self.graceful_timeout = graceful_timeout
         self.run_slots = run_slots if run_slots is not None else default_slots()
         self.handoff_after = handoff_after
@@ -161,8 +218,6 @@ class Server:
         self.unix_mode = unix_mode
         self.proxy_protocol = proxy_protocol
         self.use_systemd = use_systemd
-        if timeout < 0:
-            raise ValueError(f"timeout must not be negative, got {timeout}")
         self.timeout = timeout
         self._watchdog: Watchdog | None = None
         self._extra_listeners = list(listeners)
@@ -181,6 +236,10 @@ class Server:
             from ..http import HttpConfig, make_http_handler_factory
 
             self.http = http if http is not None else HttpConfig()
+            if self.http.root_path and app is not None:
+                from ..http.wsgi import mounted
+
+                app = mounted(app, self.http.root_path)
             self.factory = make_http_handler_factory(app, self.http)
             self.overload_response = _OVERLOADED_HTTP
         else:
@@ -271,6 +330,7 @@ class Server:
             max_connections=self.max_connections,
             graceful_timeout=self.graceful_timeout,
             overload_response=self.overload_response,
+            limit_concurrency=self.limit_concurrency or 0,
         )
         acceptor_ref.append(self._acceptor)
         self._acceptor.start()

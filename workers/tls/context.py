@@ -112,10 +112,15 @@ class TlsConfig:
                            ("--ca-certs", self.ca_certs)):
             if path is not None and not os.path.isfile(path):
                 raise TlsError(f"{name} {path}: no such file")
+        encrypted = self._check_pem()
         try:
-            ctx.load_cert_chain(self.certfile, self.keyfile, self.keyfile_password)
+            # A callable, never None: without a password OpenSSL would prompt on the
+            # terminal (at start, and again on every SIGHUP reload).
+            ctx.load_cert_chain(self.certfile, self.keyfile, self._password)
+        except TlsError:
+            raise
         except ssl.SSLError as exc:
-            raise TlsError(self._describe_load_error(exc)) from None
+            raise TlsError(self._describe_load_error(exc, encrypted)) from None
         except OSError as exc:
             raise TlsError(f"--certfile/--keyfile: cannot read ({exc.strerror or exc})") from None
         if self.ca_certs:
@@ -135,14 +140,66 @@ class TlsConfig:
             ctx.set_alpn_protocols(list(alpn))
         return ctx
 
-    def _describe_load_error(self, exc: ssl.SSLError) -> str:
+    def _password(self) -> str:
+        """The key's password for OpenSSL; called only for an encrypted key.
+
+        Raises:
+            TlsError: no password is configured (OpenSSL is never left to prompt).
+        """
+        if self.keyfile_password is None:
+            raise TlsError(self._no_password())
+        return self.keyfile_password
+
+    def _no_password(self) -> str:
+        key = self.keyfile or self.certfile
+        return (f"--keyfile {key}: the private key is encrypted: set --keyfile-password "
+                "or REACTOR_KEYFILE_PASSWORD")
+
+    def _check_pem(self) -> bool:
+        """Say what a certificate or key file lacks, before OpenSSL's ``PEM lib`` does.
+
+        Returns:
+            Whether the private key is encrypted.
+
+        Raises:
+            TlsError: no certificate in ``certfile``, no private key where one is
+                expected, an encrypted key without a password.
+        """
+        cert = _read_text(self.certfile, "--certfile")
+        if "-----BEGIN CERTIFICATE-----" not in cert and (
+            "-----BEGIN TRUSTED CERTIFICATE-----" not in cert
+        ):
+            what = "is empty" if not cert.strip() else "has no certificate in it"
+            raise TlsError(f"--certfile {self.certfile} {what} (expected a PEM "
+                           "'-----BEGIN CERTIFICATE-----' block)")
+        if self.keyfile is None:
+            key = cert
+            if "PRIVATE KEY-----" not in key:
+                raise TlsError(f"--certfile {self.certfile} has no private key in it: give "
+                               "the key with --keyfile")
+        else:
+            key = _read_text(self.keyfile, "--keyfile")
+            if "PRIVATE KEY-----" not in key:
+                what = "is empty" if not key.strip() else "has no private key in it"
+                raise TlsError(f"--keyfile {self.keyfile} {what} (expected a PEM "
+                               "'-----BEGIN PRIVATE KEY-----' block)")
+        # PKCS#8 says so in its label; the traditional format in a header line.
+        encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----" in key or "Proc-Type: 4,ENCRYPTED" in key
+        if encrypted and self.keyfile_password is None:
+            raise TlsError(self._no_password())
+        return encrypted
+
+    def _describe_load_error(self, exc: ssl.SSLError, encrypted: bool) -> str:
         reason = (exc.reason or "").upper()
         key = self.keyfile or self.certfile
+        if encrypted and ("PEM" in reason or "DECRYPT" in reason or not reason):
+            # OpenSSL 3 reports a failed decryption as a bare "PEM lib".
+            return f"--keyfile {key}: wrong --keyfile-password (the key does not decrypt with it)"
         if "KEY_VALUES_MISMATCH" in reason:
             return (f"--keyfile {key} does not match the certificate in --certfile "
                     f"{self.certfile}")
         if "BAD_DECRYPT" in reason or "BAD_PASSWORD" in reason or "PASSWORD" in reason:
-            return f"--keyfile {key}: wrong --keyfile-password, or the key is encrypted"
+            return f"--keyfile {key}: wrong --keyfile-password (the key does not decrypt with it)"
         if "NO_START_LINE" in reason or "PEM" in reason:
             return (f"--certfile {self.certfile} / --keyfile {key}: not a PEM certificate "
                     "and key")
@@ -155,6 +212,19 @@ class TlsConfig:
             TlsError: as ``context``.
         """
         self.context()
+
+
+def _read_text(path: str, option: str) -> str:
+    """The text of a PEM file (undecodable bytes replaced: a DER file reads as no PEM).
+
+    Raises:
+        TlsError: the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 22).decode("ascii", "replace")
+    except OSError as exc:
+        raise TlsError(f"{option} {path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _sni_recorder(previous: Any) -> Any:

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_REQUESTS",
     "BenchConfig",
     "Target",
+    "bench_url",
     "resolve_target",
 ]
 
@@ -126,8 +127,8 @@ class BenchConfig:
             if host.lower() != "localhost" and not _is_loopback_literal(host):
                 raise ValueError(
                     f"refusing to load {host!r}: not a loopback address (127.0.0.0/8, ::1, "
-                    "localhost). Pass allow_remote=True (--allow-remote) to load a host you "
-                    "are responsible for"
+                    "localhost); allow a remote target (reactor bench --allow-remote) only "
+                    "for a host you are responsible for"
                 )
 
     @property
@@ -162,6 +163,13 @@ def _is_loopback_literal(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+def bench_url(target: str) -> str:
+    """What ``reactor bench`` loads: a URL as given, or ``HOST:PORT[/PATH]`` as
+    ``http://HOST:PORT[/PATH]`` (as ``reactor top`` reads ``HOST:PORT``)."""
+    text = target.strip()
+    return text if "://" in text else f"http://{text}"
 
 
 def _parse_url(url: str) -> tuple[str, int, str]:
