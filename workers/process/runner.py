@@ -186,14 +186,14 @@ def check_config(config: Config) -> str:
             config.tls.check()
         if config.log_config:
             read_log_config(config.log_config)
-        build_server(config)
+        server = build_server(config)
     except (AppLoadError, BindError, ConfigError, TlsError) as exc:
         raise ServeError(str(exc)) from None
     except Exception as exc:
         raise ServeError(f"cannot build the server: {_describe(exc)}") from None
     app = config.app or "the built-in demo app"
     binds = ", ".join(config.effective_binds) or "the systemd sockets"
-    return (f"configuration OK: {app} ({config.interface}) imports; it would listen on "
+    return (f"configuration OK: {app} ({server.interface}) imports; it would listen on "
             f"{binds} with {config.processes} process(es) x {config.workers} worker "
             "thread(s)")
 
