@@ -1,18 +1,21 @@
-"""A port another process listens on is refused in every mode (issue 19, item 5).
+"""An address another process listens on is refused in every mode (issue 19, item 5).
 
 A second ``reactor serve -p 2`` on the port of a first one used to start and serve
 half the traffic: the supervisor's listeners carry SO_REUSEPORT, so the second one's
 joined their group. The supervisor now claims each address with a listener opened
 *without* SO_REUSEPORT (``workers.supervisor._claim``) and turns it on only once
 that socket listens; ``--share reuseport`` asked for by name still shares, with a
-warning. Real processes on 127.0.0.1, on ports the tests hold or pick.
+warning. A Unix socket file a server listens on is no longer unlinked and taken
+over either. Real processes on 127.0.0.1, on ports the tests hold or pick.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -80,6 +83,22 @@ def test_every_mode_refuses_a_port_another_process_listens_on(mode: str, reuse_p
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             busy.settimeout(5)
             busy.accept()[0].close()
+
+
+@pytest.mark.parametrize("mode", ["single", "processes"])
+def test_a_unix_socket_a_server_listens_on_is_refused_not_taken_over(mode: str) -> None:
+    """A live server's socket file is not unlinked and replaced (a dead one's is)."""
+    with tempfile.TemporaryDirectory(prefix="rx") as where:  # short: sun_path is ~100 bytes
+        path = os.path.join(where, "s.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as busy:
+            busy.bind(path)
+            busy.listen(8)
+            with ServeProcess(["-b", f"unix:{path}", "-w", "1", *MODES[mode]]) as proc:
+                assert proc.wait_exit(30) == 1, proc.output
+            errors = [line for line in proc.lines if line.startswith("Error:")]
+            assert errors == [f"Error: bind 'unix:{path}': Address already in use"], proc.output
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(path)  # the file is still the held listener's
 
 
 # -- a second reactor serve against a first one ---------------------------------------------
