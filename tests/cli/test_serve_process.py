@@ -299,6 +299,9 @@ def test_reload_restarts_on_a_source_change(started: list[ServeProcess], tmp_pat
     module.write_text(source.replace("VERSION", "two!"))  # a new size: seen even at coarse mtimes
     proc.wait_for("reload: reloadme.py changed", start=mark, timeout=15)
     proc.wait_for("rolling restart done", start=mark, timeout=20)
+    # The old process was told to retire; until it has exited it may still accept (its
+    # last drain of the shared listener) and answer with the old code.
+    proc.wait_for(r"server process \d+ has exited", start=mark, timeout=20)
     deadline = time.monotonic() + 5
     while http_request(address)[2] != b"two!" and time.monotonic() < deadline:
         time.sleep(0.05)
