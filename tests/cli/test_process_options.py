@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,13 +48,47 @@ def nobody() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def reachable_by_others(path: Path) -> bool:
+    """Whether a user who is neither the owner nor in the group can open ``path``:
+    "other" may search every directory above it (and read it)."""
+    for parent in path.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+@pytest.fixture
+def app_dir_for_nobody() -> Iterator[Path]:
+    """A directory the dropped user can read, holding ``dropped_apps.py`` (a copy of
+    ``tests/cli/apps.py``), for ``--app-dir``.
+
+    The app is imported after the privileges are dropped, so it must not come from the
+    checkout: a clone may lie in a folder only root can read (``mktemp -d`` makes
+    one, mode 0700), and ``--app-dir .`` is then "not a directory" to ``nobody``.
+    """
+    where = Path(tempfile.mkdtemp(prefix="reactor-app-"))
+    try:
+        where.chmod(0o755)
+        module = where / "dropped_apps.py"
+        shutil.copyfile(Path(__file__).with_name("apps.py"), module)
+        module.chmod(0o644)
+        if not reachable_by_others(module):
+            pytest.skip(f"{where} (from TMPDIR) is not readable by other users, so the "
+                        "dropped user could not import the app; point TMPDIR at a "
+                        "world-searchable directory such as /tmp")
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
 @ROOT_ONLY
 def test_user_nobody_runs_the_app_unprivileged_and_the_pid_file_comes_and_goes(
-    tmp_path: Path,
+    tmp_path: Path, app_dir_for_nobody: Path,
 ) -> None:
     uid, gid = nobody()
     pid_path = tmp_path / "reactor.pid"
-    with ServeProcess(["tests.cli.apps:whoami", "-b", "127.0.0.1:0", "--user", "nobody",
+    with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                       "-b", "127.0.0.1:0", "--user", "nobody",
                        "--pid", str(pid_path), "--umask", "027", "-w", "1"]) as server:
         address = tcp_address(server.wait_serving()[0])
         # The supervisor (it keeps root, as gunicorn's arbiter) wrote its own pid.
@@ -68,9 +106,10 @@ def test_user_nobody_runs_the_app_unprivileged_and_the_pid_file_comes_and_goes(
 
 
 @ROOT_ONLY
-def test_user_and_group_by_number() -> None:
+def test_user_and_group_by_number(app_dir_for_nobody: Path) -> None:
     uid, gid = nobody()
-    with ServeProcess(["tests.cli.apps:whoami", "-b", "127.0.0.1:0", "--user", str(uid),
+    with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                       "-b", "127.0.0.1:0", "--user", str(uid),
                        "--group", str(gid), "-w", "1"]) as server:
         who = json.loads(http_request(tcp_address(server.wait_serving()[0]), "/")[2])
         assert (who["uid"], who["gid"]) == (uid, gid), who
