@@ -14,6 +14,7 @@ server rejects) becomes a ``ServeError`` with a one-line message for the CLI.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from reactor.sys import load_backend
 from workers.acceptor import BoundListener
 from workers.appload import AppLoadError, load_app
 from workers.binds import BindError, open_listeners
@@ -119,6 +121,7 @@ def start_server(config: Config) -> Server:
                 proxy_protocol=config.http.proxy_protocol, use_systemd=config.use_systemd,
             )
             chown_unix_sockets([bl.path for bl in listeners if bl.path], config.user, config.group)
+            _import_ours(config)
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
         server.start()
@@ -129,6 +132,28 @@ def start_server(config: Config) -> Server:
         _close(listeners)
         raise ServeError(f"{type(exc).__name__}: {exc}") from None
     return server
+
+
+# Modules of ours the server imports only when it needs them: the poll backend (at
+# start), what reads the listen queue (stats, /metrics), TLS connections (at accept),
+# the demo app.
+_LATER = ("workers.doctor", "workers.hostinfo")
+
+
+def _import_ours(config: Config) -> None:
+    """Import, before privileges are dropped, every module of ours the server would
+    import later, so that afterwards only the app is read from disk as the new user:
+    mioreactor itself may lie where that user cannot read (a virtualenv under
+    ``/root``, a checkout in a folder only root can read).
+
+    Raises:
+        ValueError: the configured backend is not available here.
+    """
+    load_backend(config.backend)
+    names = [*_LATER, *(["workers.tlsconn"] if config.tls is not None else []),
+             *(["workers.demo"] if config.app is None else [])]
+    for name in names:
+        importlib.import_module(name)
 
 
 def _close(listeners: list[BoundListener]) -> None:

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 import cli
 from workers.process import PidFile, ProcessError, drop_privileges
 
-from .proc import ServeProcess, http_request, tcp_address
+from .proc import ROOT, ServeProcess, http_request, tcp_address
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0 or not sys.platform.startswith("linux"),
@@ -113,6 +113,34 @@ def test_user_and_group_by_number(app_dir_for_nobody: Path) -> None:
                        "--group", str(gid), "-w", "1"]) as server:
         who = json.loads(http_request(tcp_address(server.wait_serving()[0]), "/")[2])
         assert (who["uid"], who["gid"]) == (uid, gid), who
+
+
+@ROOT_ONLY
+def test_user_nobody_serves_when_mioreactor_lies_where_nobody_cannot_read(
+    app_dir_for_nobody: Path,
+) -> None:
+    """The server's own modules are all imported before the drop: a copy of the code in
+    a folder only root can read (as ``mktemp -d`` makes) still serves as ``nobody``."""
+    nobody()
+    hidden = Path(tempfile.mkdtemp(prefix="reactor-hidden-"))  # mode 0700, root's
+    try:
+        assert not reachable_by_others(hidden)
+        code = hidden / "checkout"
+        code.mkdir()
+        ignore = shutil.ignore_patterns("__pycache__")
+        for package in ("reactor", "workers"):
+            shutil.copytree(ROOT / package, code / package, ignore=ignore)
+        shutil.copyfile(ROOT / "cli.py", code / "cli.py")
+        # Run from the copy (a server process's sys.path starts with its working
+        # directory), with the copy first on the path of every process.
+        in_copy = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", str(code)]
+        with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                           "-b", "127.0.0.1:0", "--user", "nobody", "-w", "1"],
+                          env={"PYTHONPATH": str(code)}, prefix=in_copy) as server:
+            address = tcp_address(server.wait_serving()[0])
+            assert json.loads(http_request(address, "/")[2])["uid"] == nobody()[0]
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
 
 
 def test_a_single_process_writes_its_own_pid_and_removes_it(tmp_path: Path) -> None:
