@@ -399,9 +399,11 @@ def reactor() -> None:
                    "that dies, forwards SIGTERM/SIGINT and does a rolling restart on SIGHUP.")
 @click.option("--share", type=click.Choice(["auto", "reuseport", "inherit"]), default="auto",
               show_default=True, show_envvar=True,
-              help="How --processes share a TCP port: reuseport (each binds with SO_REUSEPORT, "
-                   "the kernel balances), inherit (one listener, inherited), auto (reuseport "
-                   "on Linux, else inherit).")
+              help="How --processes share a TCP port: reuseport (a SO_REUSEPORT listener per "
+                   "process, the kernel balances; asked for by name, it also joins another "
+                   "server's SO_REUSEPORT listeners on the port, with a warning), inherit (one "
+                   "listener, inherited), auto (reuseport on Linux, else inherit; a port "
+                   "another process listens on is refused).")
 @click.option("--backlog", type=POSITIVE_INT, default=1024, show_default=True, show_envvar=True,
               help="Listen backlog asked of the kernel (capped by net.core.somaxconn; see "
                    "reactor doctor).")

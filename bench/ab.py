@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -33,14 +34,16 @@ from bench.wrk import WrkResult, run_wrk
 
 __all__ = ["PRESETS", "floor_loop_path", "main"]
 
-_VENV = REPO / ".venv" / "bin"
-_PEERS = REPO / ".bench-venv" / "bin"
+# Quoted: the presets are shell commands, and the checkout's path may hold spaces.
+_VENV = shlex.quote(str(REPO / ".venv" / "bin"))
+_PEERS = shlex.quote(str(REPO / ".bench-venv" / "bin"))
 
 
 PRESETS: dict[str, str] = {
     "ours": f"{_VENV}/reactor serve bench.apps:hello -b 127.0.0.1:{{port}} --log-level warning "
     "--no-access-log --backlog 4096",
-    "floor": f"{_VENV}/python {floor_loop_path()} --port {{port}} --app bench.apps:hello",
+    "floor": f"{_VENV}/python {shlex.quote(str(floor_loop_path()))} --port {{port}} "
+    "--app bench.apps:hello",
     "uvicorn-asgi": f"{_PEERS}/uvicorn bench.apps:hello_asgi --interface asgi3 --host 127.0.0.1 "
     "--port {port} --loop uvloop --http httptools --log-level warning --no-access-log "
     "--backlog 4096",

@@ -11,6 +11,7 @@ immediately". ``accept()`` must be called until it raises ``BlockingIOError``.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -152,11 +153,12 @@ class UnixListener(SocketSource):
     @classmethod
     def bind(cls, path: str, backlog: int = 1024, *, mode: int | None = None) -> UnixListener:
         """Bind to ``path`` and listen. A stale socket file left by a dead server is
-        replaced; any other existing file is an error.
+        replaced; a socket file a server still listens on, or any other existing
+        file, is an error.
 
         Raises:
             FileExistsError: ``path`` exists and is not a socket.
-            OSError: bind failures.
+            OSError: ``EADDRINUSE``: a server listens on ``path``; bind failures.
         """
         try:
             st = os.stat(path)
@@ -165,6 +167,8 @@ class UnixListener(SocketSource):
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise FileExistsError(f"{path} exists and is not a socket")
+            if _listening(path):
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
             os.unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -199,3 +203,22 @@ class UnixListener(SocketSource):
             self._would_block(_READ)
             raise
         return UnixStream(sock), addr
+
+
+def _listening(path: str) -> bool:
+    """Whether a server listens on the Unix socket file ``path``: a connect gets in.
+
+    A dead server's file refuses (``ECONNREFUSED``); a live one accepts, or, with its
+    backlog full, makes a non-blocking connect wait (``EAGAIN``).
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

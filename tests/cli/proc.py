@@ -26,7 +26,7 @@ _SCRIPT = Path(sys.executable).with_name("reactor")
 REACTOR: list[str] = (
     [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mioreactor"]
 )
-LISTENING = re.compile(r"listening on (\S+)")
+LISTENING = re.compile(r"listening on (\S.*?)\s*$")  # to the end: a path may hold spaces
 SERVING = re.compile(r"mioreactor \S+ serving ")
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from click.testing import CliRunner, Result
 from mioreactor import cli
 from mioreactor.workers.process.settings import PidFile, ProcessError, drop_privileges
 
-from tests.cli.proc import ServeProcess, http_request, tcp_address
+from tests.cli.proc import ROOT, ServeProcess, http_request, tcp_address
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0 or not sys.platform.startswith("linux"),
@@ -43,13 +47,47 @@ def nobody() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def reachable_by_others(path: Path) -> bool:
+    """Whether a user who is neither the owner nor in the group can open ``path``:
+    "other" may search every directory above it (and read it)."""
+    for parent in path.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+@pytest.fixture
+def app_dir_for_nobody() -> Iterator[Path]:
+    """A directory the dropped user can read, holding ``dropped_apps.py`` (a copy of
+    ``tests/cli/apps.py``), for ``--app-dir``.
+
+    The app is imported after the privileges are dropped, so it must not come from the
+    checkout: a clone may lie in a folder only root can read (``mktemp -d`` makes
+    one, mode 0700), and ``--app-dir .`` is then "not a directory" to ``nobody``.
+    """
+    where = Path(tempfile.mkdtemp(prefix="reactor-app-"))
+    try:
+        where.chmod(0o755)
+        module = where / "dropped_apps.py"
+        shutil.copyfile(Path(__file__).with_name("apps.py"), module)
+        module.chmod(0o644)
+        if not reachable_by_others(module):
+            pytest.skip(f"{where} (from TMPDIR) is not readable by other users, so the "
+                        "dropped user could not import the app; point TMPDIR at a "
+                        "world-searchable directory such as /tmp")
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
 @ROOT_ONLY
 def test_user_nobody_runs_the_app_unprivileged_and_the_pid_file_comes_and_goes(
-    tmp_path: Path,
+    tmp_path: Path, app_dir_for_nobody: Path,
 ) -> None:
     uid, gid = nobody()
     pid_path = tmp_path / "reactor.pid"
-    with ServeProcess(["tests.cli.apps:whoami", "-b", "127.0.0.1:0", "--user", "nobody",
+    with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                       "-b", "127.0.0.1:0", "--user", "nobody",
                        "--pid", str(pid_path), "--umask", "027", "-w", "1"]) as server:
         address = tcp_address(server.wait_serving()[0])
         # The supervisor (it keeps root, as gunicorn's arbiter) wrote its own pid.
@@ -67,12 +105,43 @@ def test_user_nobody_runs_the_app_unprivileged_and_the_pid_file_comes_and_goes(
 
 
 @ROOT_ONLY
-def test_user_and_group_by_number() -> None:
+def test_user_and_group_by_number(app_dir_for_nobody: Path) -> None:
     uid, gid = nobody()
-    with ServeProcess(["tests.cli.apps:whoami", "-b", "127.0.0.1:0", "--user", str(uid),
+    with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                       "-b", "127.0.0.1:0", "--user", str(uid),
                        "--group", str(gid), "-w", "1"]) as server:
         who = json.loads(http_request(tcp_address(server.wait_serving()[0]), "/")[2])
         assert (who["uid"], who["gid"]) == (uid, gid), who
+
+
+@ROOT_ONLY
+def test_user_nobody_serves_when_mioreactor_lies_where_nobody_cannot_read(
+    app_dir_for_nobody: Path,
+) -> None:
+    """The server's own modules are all imported before the drop: a copy of the code in
+    a folder only root can read (as ``mktemp -d`` makes) still serves as ``nobody``."""
+    nobody()
+    hidden = Path(tempfile.mkdtemp(prefix="reactor-hidden-"))  # mode 0700, root's
+    try:
+        assert not reachable_by_others(hidden)
+        code = hidden / "checkout"
+        package = code / "mioreactor"  # the package as the wheel lays it out
+        package.mkdir(parents=True)
+        ignore = shutil.ignore_patterns("__pycache__")
+        for folder in ("reactor", "workers"):
+            shutil.copytree(ROOT / folder, package / folder, ignore=ignore)
+        for name in ("__init__.py", "__main__.py", "cli.py"):
+            shutil.copyfile(ROOT / name, package / name)
+        # Run from the copy (a server process's sys.path starts with its working
+        # directory), with the copy first on the path of every process.
+        in_copy = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", str(code)]
+        with ServeProcess(["dropped_apps:whoami", "--app-dir", str(app_dir_for_nobody),
+                           "-b", "127.0.0.1:0", "--user", "nobody", "-w", "1"],
+                          env={"PYTHONPATH": str(code)}, prefix=in_copy) as server:
+            address = tcp_address(server.wait_serving()[0])
+            assert json.loads(http_request(address, "/")[2])["uid"] == nobody()[0]
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
 
 
 def test_a_single_process_writes_its_own_pid_and_removes_it(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -90,6 +92,27 @@ def test_serves_on_a_unix_socket_with_its_mode(started: list[ServeProcess], tmp_
     proc.signal(signal.SIGTERM)
     assert proc.wait_exit() == 0
     assert not os.path.exists(path), "the socket file is removed on exit"
+
+
+def test_paths_with_spaces_serve_for_app_dir_unix_socket_and_pid_file(
+    started: list[ServeProcess],
+) -> None:
+    """A checkout, an app or a socket may lie under a path with spaces: the supervisor
+    and its processes pass such paths as they are (no shell, no splitting)."""
+    where = Path(tempfile.mkdtemp(prefix="rx sp "))  # short: sun_path is ~100 bytes
+    try:
+        (where / "spaced_app.py").write_text((ROOT / "tests" / "cli" / "apps.py").read_text())
+        sock, pid = where / "a b.sock", where / "the pid"
+        proc = serve(started, "spaced_app:app", "--app-dir", str(where), "-p", "2", "-w", "1",
+                     "--bind", f"unix:{sock}", "--pid", str(pid))
+        assert proc.wait_serving() == [f"unix:{sock}"]
+        assert get_json(str(sock), "/x")["path"] == "/x"
+        assert pid.read_text() == f"{proc.proc.pid}\n"
+        proc.signal(signal.SIGTERM)
+        assert proc.wait_exit() == 0
+        assert not sock.exists() and not pid.exists()
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def test_serves_an_inherited_descriptor_given_as_fd_url(started: list[ServeProcess]) -> None:
@@ -299,6 +322,9 @@ def test_reload_restarts_on_a_source_change(started: list[ServeProcess], tmp_pat
     module.write_text(source.replace("VERSION", "two!"))  # a new size: seen even at coarse mtimes
     proc.wait_for("reload: reloadme.py changed", start=mark, timeout=15)
     proc.wait_for("rolling restart done", start=mark, timeout=20)
+    # The old process was told to retire; until it has exited it may still accept (its
+    # last drain of the shared listener) and answer with the old code.
+    proc.wait_for(r"server process \d+ has exited", start=mark, timeout=20)
     deadline = time.monotonic() + 5
     while http_request(address)[2] != b"two!" and time.monotonic() < deadline:
         time.sleep(0.05)

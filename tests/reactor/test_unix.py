@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,16 @@ def test_a_stale_socket_file_is_replaced_but_another_file_is_not(
     with pytest.raises(FileExistsError):
         UnixListener.bind(str(other))
     assert other.read_text() == "not a socket"
+
+
+def test_a_socket_file_a_server_listens_on_is_not_replaced(
+    tmp_path: Path, closing: list[object]
+) -> None:
+    path = tmp_path / "s.sock"
+    first = UnixListener.bind(str(path))
+    closing.append(first)
+    with pytest.raises(OSError) as caught:
+        UnixListener.bind(str(path))
+    assert caught.value.errno == errno.EADDRINUSE
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(path))  # still the first listener's file

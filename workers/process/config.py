@@ -167,9 +167,12 @@ class Config:
         unix_mode: permission bits for Unix socket files (``None``: the umask decides).
         workers: worker threads per process.
         processes: server processes; more than one runs a supervisor.
-        share: how processes share TCP ports: ``reuseport`` (each child binds with
-            SO_REUSEPORT and the kernel balances), ``inherit`` (the supervisor binds
-            and the children inherit the listener), ``auto`` (reuseport on Linux).
+        share: how processes share TCP ports: ``reuseport`` (a SO_REUSEPORT listener
+            per process slot and the kernel balances; an address another process
+            listens on is joined, with a warning), ``inherit`` (the supervisor binds
+            and the children inherit the listener), ``auto`` (reuseport on Linux,
+            else inherit; either way an address another process listens on is
+            refused, as a single process refuses it).
         backlog: the listen backlog asked of the kernel.
         max_connections: open connections per process at most.
         run_slots: worker threads that may run Python at once (``None``: automatic).

@@ -29,6 +29,7 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
+from ...reactor.sys import load_backend
 from ..asgi import LifespanError
 from ..core.acceptor import BoundListener
 from ..ops.metrics_server import StatsResponder
@@ -124,6 +125,7 @@ def start_server(config: Config) -> Server:
                 proxy_protocol=config.http.proxy_protocol, use_systemd=config.use_systemd,
             )
             chown_unix_sockets([bl.path for bl in listeners if bl.path], config.user, config.group)
+            _import_ours(config)
             drop_privileges(config.user, config.group)
         server = build_server(config, listeners)
     except (AppLoadError, BindError, ConfigError, LifespanError, ProcessError, TlsError) as exc:
@@ -196,6 +198,28 @@ def check_config(config: Config) -> str:
     return (f"configuration OK: {app} ({server.interface}) imports; it would listen on "
             f"{binds} with {config.processes} process(es) x {config.workers} worker "
             "thread(s)")
+
+
+def _import_ours(config: Config) -> None:
+    """Import, before privileges are dropped, every module of ours the server would
+    import later, so that afterwards only the app is read from disk as the new user:
+    mioreactor itself may lie where that user cannot read (a virtualenv under
+    ``/root``, a checkout in a folder only root can read).
+
+    Plain import statements, not names in strings, so that mypy fails here when a
+    module moves. Loaded later otherwise: the poll backend (at start), what reads the
+    listen queue (stats, ``/metrics``), TLS connections (at accept), the demo app.
+
+    Raises:
+        ValueError: the configured backend is not available here.
+    """
+    load_backend(config.backend)
+    from ..tools import doctor, hostinfo  # noqa: F401
+
+    if config.tls is not None:
+        from ..tls import conn  # noqa: F401
+    if config.app is None:
+        from ..server import demo  # noqa: F401  (loaded, not used: see the docstring)
 
 
 def _close(listeners: list[BoundListener]) -> None:

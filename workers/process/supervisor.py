@@ -8,14 +8,21 @@ its own acceptor and worker threads.
 
 How children share a TCP port (``Config.share``):
 
-* ``reuseport`` (``auto`` on Linux): the supervisor binds the address with
-  SO_REUSEPORT without listening, which holds the port (and turns port 0 into a real
-  number); then, for each process *slot* (0 .. processes-1), it opens one more
-  SO_REUSEPORT socket on it that listens (``Supervisor.slot_listeners``). The kernel
-  spreads connections over the slots' accept queues. The process in a slot inherits
-  its slot's sockets as ``fd://N``, and so does the process that replaces it: a
-  queue outlives the process that accepts from it, so a replacement (or a death)
-  resets none of the connections waiting in it. The supervisor itself never accepts.
+* ``reuseport`` (``auto`` on Linux): the supervisor claims the address with a socket
+  that binds and listens *without* SO_REUSEPORT (``_claim``), so the start fails, as
+  a single process's does, when anything else listens there: a plain listener, or
+  another server's SO_REUSEPORT group, which a socket with SO_REUSEPORT of the same
+  user would silently join. Once it listens, SO_REUSEPORT is turned on; it is slot 0's
+  listener, and for each other process *slot* (1 .. processes-1) the supervisor opens
+  one more SO_REUSEPORT socket in its group (``Supervisor.slot_listeners``). The
+  kernel spreads connections over the slots' accept queues. The process in a slot
+  inherits its slot's sockets as ``fd://N``, and so does the process that replaces
+  it: a queue outlives the process that accepts from it, so a replacement (or a
+  death) resets none of the connections waiting in it, and no replacement binds
+  anything. The supervisor itself never accepts. ``--share reuseport`` given by name
+  is the one exception to the refusal: the user asks to share, so an address in use
+  is joined (the kernel allows it only for a SO_REUSEPORT group of the same user),
+  with a warning in the log.
 * ``inherit`` (elsewhere, and always for ``unix:``, ``fd://`` and systemd sockets):
   the supervisor opens the listener and every child inherits it as ``fd://N``.
 
@@ -42,6 +49,7 @@ process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -118,40 +126,86 @@ def reuseport_available() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def _reserve(spec: str) -> tuple[socket.socket, str]:
-    """Bind ``spec`` with SO_REUSEPORT without listening: hold the port, take no clients."""
-    host, port = parse_tcp_bind(spec)
+def _claim(spec: str, backlog: int, *, join: bool) -> tuple[socket.socket, str, bool]:
+    """Listen on ``spec`` as the port's only holder; the first slot's listener.
+
+    The socket binds and listens *without* SO_REUSEPORT, so the kernel refuses it
+    (EADDRINUSE, at ``bind`` or at ``listen``) when any other socket listens on the
+    address: a plain listener, another user's, or a SO_REUSEPORT group such as
+    another supervisor's. Two supervisors starting at once cannot both pass: the
+    kernel lets one ``listen`` win. Only then is SO_REUSEPORT turned on, so the
+    other slots' listeners (``_slot_listener``) join its group.
+
+    With ``join`` (``--share reuseport`` asked for by name) an address in use is
+    not an error: the socket is opened with SO_REUSEPORT from the start and joins
+    what listens there, if the kernel allows it (a SO_REUSEPORT group of the same
+    user).
+
+    Returns:
+        The listening socket, the address as ``HOST:PORT`` (port 0 resolved), and
+        whether it joined another process's listeners.
+
+    Raises:
+        BindError: the host does not resolve, or the address is in use (and may not
+            be shared); the message is the one line ``open_listeners`` gives.
+    """
+    _, bare = split_scheme(spec)
+    host, port = parse_tcp_bind(bare)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"bind {spec!r}: cannot resolve host ({exc})") from None
     family, _, _, _, sockaddr = infos[0]
+    joined = False
+    try:
+        sock = _listen(family, sockaddr, host, backlog, join=False)
+    except OSError as exc:
+        if not (join and exc.errno == errno.EADDRINUSE):
+            raise BindError(f"bind {spec!r}: {exc.strerror or exc}") from None
+        try:
+            sock = _listen(family, sockaddr, host, backlog, join=True)
+        except OSError as exc2:
+            raise BindError(f"bind {spec!r}: {exc2.strerror or exc2}") from None
+        joined = True
+    real_port = sock.getsockname()[1]
+    where = f"[{host}]:{real_port}" if ":" in host else f"{host}:{real_port}"
+    return sock, where, joined
+
+
+def _listen(family: int, sockaddr: Any, host: str, backlog: int, *, join: bool) -> socket.socket:
+    """A TCP socket bound to ``sockaddr``, listening, with SO_REUSEADDR and SO_REUSEPORT.
+
+    SO_REUSEPORT is set before ``bind`` with ``join`` (it may join a group already
+    there), else only once the socket listens (the address was free of listeners).
+    """
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if join:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and host in ("::", ""):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(sockaddr)
-    except OSError as exc:
+        sock.listen(backlog)
+        if not join:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
         sock.close()
-        raise BindError(f"bind {spec!r}: {exc.strerror or exc}") from None
-    real_port = sock.getsockname()[1]
-    where = f"[{host}]:{real_port}" if ":" in host else f"{host}:{real_port}"
-    return sock, where
+        raise
+    return sock
 
 
-def _slot_listener(reserved: socket.socket, backlog: int) -> socket.socket:
-    """A listening socket on ``reserved``'s address, in its SO_REUSEPORT group."""
-    family = reserved.family
+def _slot_listener(first: socket.socket, backlog: int) -> socket.socket:
+    """A listening socket on ``first``'s address, in its SO_REUSEPORT group."""
+    family = first.family
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
-            v6only = reserved.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            v6only = first.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-        sock.bind(reserved.getsockname())
+        sock.bind(first.getsockname())
         sock.listen(backlog)
     except OSError:
         sock.close()
@@ -233,9 +287,10 @@ class Supervisor:
         self.pass_fds: list[int] = []
         self.described: list[str] = []
         self._held_sockets: list[socket.socket] = []
-        # --share reuseport: for each such bind, its scheme prefix and the reserved
-        # socket; each process slot gets its own listening socket on it (_slot_socks),
-        # which outlives the processes in that slot (see ``slot_listeners``).
+        # --share reuseport: for each such bind, its scheme prefix and the socket that
+        # claimed the address (``_claim``: slot 0's listener); each other process slot
+        # gets its own listening socket in its SO_REUSEPORT group (_slot_socks), which
+        # outlives the processes in that slot (see ``slot_listeners``).
         self._reuse: list[tuple[str, socket.socket]] = []
         self._slot_socks: dict[int, list[socket.socket]] = {}
         self._bind_order: list[str | int] = []  # a child bind, or an index into _reuse
@@ -282,9 +337,13 @@ class Supervisor:
                 inherited += open_listeners([], proxy_protocol=cfg.http.proxy_protocol)
             for spec in cfg.effective_binds:
                 kind, _ = parse_bind(spec)
-                scheme, bare = split_scheme(spec)
+                scheme = split_scheme(spec)[0]
                 if kind == "tcp" and share == "reuseport":
-                    sock, where = _reserve(bare)
+                    sock, where, joined = _claim(spec, cfg.backlog, join=cfg.share == "reuseport")
+                    if joined:
+                        log.warning("another process listens on %s: sharing the port with it "
+                                    "(--share reuseport; the kernel spreads new connections "
+                                    "over its listeners and ours)", where)
                     self._held_sockets.append(sock)
                     prefix = f"{scheme}://" if scheme else ""
                     self._bind_order.append(len(self._reuse))
@@ -321,8 +380,9 @@ class Supervisor:
     def slot_listeners(self, slot: int) -> list[socket.socket]:
         """The listening sockets of process slot ``slot`` (``--share reuseport``).
 
-        One per reuseport bind, bound with SO_REUSEPORT to the reserved address and
-        listening; the kernel spreads new connections over the slots' accept queues.
+        One per reuseport bind, listening in the SO_REUSEPORT group of the socket
+        that claimed the address (``_claim``), which is slot 0's own; the kernel
+        spreads new connections over the slots' accept queues.
         The supervisor never accepts on them: the process in the slot inherits them
         (``fd://N``), and so does its replacement (``--max-requests``, SIGHUP, a
         death). A queue therefore outlives the process that accepts from it: closing
@@ -335,11 +395,16 @@ class Supervisor:
         socks = self._slot_socks.get(slot)
         if socks is None:
             socks = []
+            made: list[socket.socket] = []
             try:
-                for _, reserved in self._reuse:
-                    socks.append(_slot_listener(reserved, self.config.backlog))
+                for _, first in self._reuse:
+                    if slot == 0:
+                        socks.append(first)
+                    else:
+                        made.append(_slot_listener(first, self.config.backlog))
+                        socks.append(made[-1])
             except OSError as exc:
-                for s in socks:
+                for s in made:
                     s.close()
                 raise ServeError(f"cannot open a listener for process slot {slot}: "
                                  f"{exc.strerror or exc}") from None
