@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from json import dumps as _dumps
 from typing import Any
 
 BODY = b"Hello, world!"
+
+
+def json(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """TechEmpower's json test: an object serialised per request (``json.dumps``)."""
+    body = _dumps({"message": "Hello, World!"}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def json_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``json`` as a native ASGI app (the uvicorn-asgi reference row)."""
+    if scope["type"] != "http":
+        return
+    body = _dumps({"message": "Hello, World!"}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

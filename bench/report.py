@@ -173,6 +173,16 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
         _ratio_check(rows, "2 processes / uvicorn-asgi -w2 >= 1.2 (issue 13)", "procs2",
                      "uvicorn-asgi", 1.2),
         _ratio_check(rows, "mixed / gunicorn gthread >= 1.1 (issue 13)", "mixed", "gunicorn", 1.1),
+        # issue 23: level with granian where it led
+        _ratio_check(rows, "pipelined / granian >= 1.0 (issue 23)", "pipelined", "granian", 1.0),
+        _p99_check(rows, "pipelined p99 <= granian (issue 23)", "pipelined", "granian"),
+        _ratio_check(rows, "pipelined: the lane costs nothing, ours / --no-express >= 1.0 "
+                     "(issue 23)", "pipelined", "ours-noexpress", 1.0),
+        _ratio_check(rows, "JSON / granian >= 0.95 (issue 23)", "json", "granian", 0.95),
+        _ratio_check(rows, "keep-alive / granian >= 0.95 (issue 23)", "keepalive", "granian", 0.95),
+        _ratio_check(rows, "close / granian >= 1.0 (issue 23)", "close", "granian", 1.0),
+        _p99_check(rows, "close p99 <= uvicorn-asgi (issue 23)", "close", "uvicorn-asgi"),
+        _ratio_check(rows, "TLS keep-alive / granian >= 0.9 (issue 23)", "tls", "granian", 0.9),
         # issue 6
         _ratio_check(rows, "keep-alive / uvicorn >= 1.35", "keepalive", "uvicorn", 1.35),
         _ratio_check(rows, "keep-alive / waitress >= 2 (issue 4)", "keepalive", "waitress", 2.0),

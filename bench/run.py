@@ -95,6 +95,7 @@ class Scenario:
         driver: ``wrk``, ``loadgen`` (``reactor bench``) or ``idle`` (10k idle + wrk).
         tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
             ``ours-plain`` stays plain, to show what TLS costs in the same run).
+        connections: wrk's ``-c``.
     """
 
     key: str
@@ -107,12 +108,20 @@ class Scenario:
     script: str | None = None
     driver: str = "wrk"
     tls: bool = False
+    connections: int = 50
 
 
 SCENARIOS: list[Scenario] = [
     Scenario("keepalive", "keep-alive hello", HELLO_PEERS),
     # The floor loop answers keep-alive only (it never closes on Connection: close, so
     # wrk counts every request as an error): it is a row of the keep-alive scenario.
+    # TechEmpower's plaintext (16 requests per write, 256 connections) and json tests
+    # (issue 23): where Python servers are compared in public.
+    Scenario("pipelined", "hello, 16 pipelined per write, c256",
+             ("ours", "ours-noexpress", "uvicorn-asgi", "granian"),
+             script="bench/pipeline.lua", connections=256),
+    Scenario("json", "JSON (json.dumps per request), keep-alive",
+             ("ours", "uvicorn-asgi", "granian"), app="json"),
     Scenario("close", "Connection: close hello", HELLO_PEERS[:-1], headers=("Connection: close",)),
     Scenario("close-loadgen", "close hello (reactor bench)", ("ours", "uvicorn", "uvicorn-asgi"),
              driver="loadgen"),
@@ -235,7 +244,8 @@ def _sample(scn: Scenario, server: str, rnd: int, r: WrkResult) -> Sample:
 
 def _wrk(scn: Scenario, srv: Launched, duration: float) -> WrkResult:
     script = str(REPO / scn.script) if scn.script else None
-    return run_wrk(srv.url, connections=50, duration=duration, headers=scn.headers, script=script)
+    return run_wrk(srv.url, connections=scn.connections, duration=duration, headers=scn.headers,
+                   script=script)
 
 
 def _loadgen(bin_dir: Path, srv: Launched, duration: float) -> WrkResult:

@@ -89,6 +89,11 @@ def _ours(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) ->
     return argv
 
 
+def _ours_noexpress(b: Path, port: int, app: str, threads: int, procs: int,
+                    idle: bool) -> list[str]:
+    return [*_ours(b, port, app, threads, procs, idle), "--no-express"]
+
+
 def _uvicorn(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
     argv = [str(b / "uvicorn"), f"bench.apps:{app}", "--interface", "wsgi", "--host",
             "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
@@ -152,6 +157,9 @@ PEERS: dict[str, ServerSpec] = {
     s.name: s
     for s in (
         ServerSpec("ours", _ours, "mioreactor", "reactor serve -w W [-p P]", _gunicorn_tls),
+        # ours without the express lane: what the lane buys or costs, in the same run
+        ServerSpec("ours-noexpress", _ours_noexpress, "mioreactor",
+                   "reactor serve -w W --no-express"),
         # ours over plain HTTP in a TLS scenario: what TLS costs, in the same run
         ServerSpec("ours-plain", _ours, "mioreactor", "reactor serve -w W, without TLS"),
         ServerSpec("uvicorn", _uvicorn, "uvicorn",
