@@ -37,9 +37,11 @@ from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
+from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
 from .cycle import ASGIApp, Cycle
 from .loop import LoopDriver, Poster
-from .scope import ConnInfo, http_scope
+from .scope import ConnInfo, http_scope, websocket_scope
+from .wscycle import WS_COUNTERS, WsConfig, WsCycle, run_ws
 
 __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
 
@@ -132,7 +134,7 @@ class _State:
 
     __slots__ = (
         "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "send_mark", "send_timer", "timer_kind", "write_paused",
+        "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
     )
 
     def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
@@ -149,11 +151,12 @@ class _State:
         self.send_timer: TimerHandle | None = None
         self.send_mark = 0
         self.file: Any = None  # a file queued with sendfile, closed once sent
+        self.ws: WsCycle | None = None  # the WebSocket, once the upgrade came
 
 
 def make_asgi_handler_factory(
     app: ASGIApp, driver: LoopDriver, config: HttpConfig | None = None,
-    state: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None, ws: WsConfig | None = None,
 ) -> HandlerFactory:
     """A ``HandlerFactory`` serving the ASGI 3 ``app`` on ``driver``'s loop.
 
@@ -162,12 +165,14 @@ def make_asgi_handler_factory(
         driver: the server's loop (``LoopDriver``); attached to the first worker.
         config: limits and timeouts; the defaults when None.
         state: the lifespan state, copied into each request's scope; None: no key.
+        ws: the WebSocket settings; the defaults (WebSocket on) when None.
     """
     cfg = config if config is not None else HttpConfig()
+    wscfg = ws if ws is not None else WsConfig()
 
     def factory(worker: WorkerContext) -> Handler:
         driver.attach(_as_poster(worker))
-        return AsgiHandler(worker, app, driver, cfg, state)
+        return AsgiHandler(worker, app, driver, cfg, state, wscfg)
 
     return factory
 
@@ -183,7 +188,7 @@ class AsgiHandler:
 
     def __init__(
         self, worker: WorkerContext, app: ASGIApp, driver: LoopDriver, config: HttpConfig,
-        state: dict[str, Any] | None,
+        state: dict[str, Any] | None, ws: WsConfig | None = None,
     ) -> None:
         self.worker = worker
         self.app = app
@@ -198,6 +203,8 @@ class AsgiHandler:
         self.response_untimed = [0] * STATUS_CLASSES
         self.response_seconds = 0.0
         self.drain_grace = 0.0
+        self.ws_config = ws if ws is not None else WsConfig()
+        self.ws_counts = [0] * len(WS_COUNTERS)  # WebSocket opened, closed, messages in/out
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -210,6 +217,12 @@ class AsgiHandler:
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
         if st.closed:
+            return
+        ws = st.ws
+        if ws is not None:
+            with self.lock:
+                ws.feed(data)
+                self.driver.step()
             return
         with self.lock:
             new = st.proto.feed(data)
@@ -224,13 +237,15 @@ class AsgiHandler:
     def eof_received(self, conn: Connection) -> bool:
         st: _State = conn.context
         st.eof = True
-        return st.cycle is not None  # finish the response in progress
+        return st.cycle is not None and st.ws is None  # finish the response in progress
 
     def pause_writing(self, conn: Connection) -> None:
         st: _State = conn.context
         st.write_paused = True
         if st.cycle is not None:
             st.cycle.paused = True
+        elif st.ws is not None:
+            st.ws.paused = True
         self._arm_send(conn, st)
 
     def resume_writing(self, conn: Connection) -> None:
@@ -242,7 +257,11 @@ class AsgiHandler:
         self._close_file(conn, st)
         cycle = st.cycle
         with self.lock:
-            if cycle is not None:
+            if st.ws is not None:
+                st.ws.paused = False
+                st.ws.wake()
+                self.driver.step()
+            elif cycle is not None:
                 cycle.paused = False
                 cycle.wake()
                 self.driver.step()
@@ -260,6 +279,11 @@ class AsgiHandler:
             st.file.close()
             st.file = None
         st.events.clear()
+        if st.ws is not None:
+            with self.lock:
+                st.ws.lost()
+                self.driver.step()
+            return
         cycle = st.cycle
         if cycle is not None:
             with self.lock:
@@ -271,6 +295,11 @@ class AsgiHandler:
         """Graceful stop: close an idle connection; a request in progress finishes."""
         st: _State = conn.context
         st.draining = True
+        if st.ws is not None:
+            with self.lock:
+                st.ws.drain()
+                self.driver.step()
+            return
         if st.closed or st.cycle is not None or st.events:
             return
         conn.pause_reading()
@@ -280,6 +309,9 @@ class AsgiHandler:
 
     def describe(self, conn: Connection) -> str:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog)."""
+        ws = getattr(getattr(conn, "context", None), "ws", None)
+        if ws is not None:
+            return f"WebSocket {ws.request.target.decode('latin-1')[:200]}"
         cycle = getattr(getattr(conn, "context", None), "cycle", None)
         if cycle is None:
             return "a request"
@@ -299,6 +331,11 @@ class AsgiHandler:
                 if cycle is not None:
                     break  # pipelined: waits for the response in progress
                 del events[0]
+                if (not event.keep_alive and self.ws_config.enabled  # type: ignore[union-attr]
+                        and is_upgrade_request(event.headers)):  # type: ignore[union-attr]
+                    events.clear()  # END_OF_MESSAGE; the parser takes no more bytes
+                    self._upgrade(conn, st, event)  # type: ignore[arg-type]
+                    return
                 self._begin(conn, st, event)  # type: ignore[arg-type]
             elif kind is bytes:
                 del events[0]
@@ -333,6 +370,41 @@ class AsgiHandler:
         cycle = Cycle(self.loop, _Responder(self, conn, st), request, scope, perf_counter())
         st.cycle = cycle
         self.loop.create_task(self._run(conn, st, cycle))
+
+    def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
+        """A WebSocket upgrade: check the handshake, then the app gets the connection."""
+        st.timer_kind = -1
+        start = perf_counter()
+        try:
+            if request.has_body:
+                raise HandshakeError(400, "a WebSocket handshake has no body")
+            upgrade = parse_upgrade_request(request.method, request.version, request.headers)
+        except HandshakeError as exc:
+            conn.write(exc.response())
+            self._answered(st, request, start, exc.status, len(exc.reason) + 1)
+            st.closed = True
+            conn.close_lingering(self.config.linger_timeout, self.config.linger_max_bytes)
+            return
+        scope = websocket_scope(st.info, request, list(upgrade.subprotocols))
+
+        def answered(status: int, size: int) -> None:
+            self._answered(st, request, start, status, size)
+
+        ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
+                     answered)
+        st.ws = ws
+        rest = st.proto.upgrade_rest
+        if rest:
+            ws.feed(rest)
+        self.loop.create_task(run_ws(self.app, ws))
+
+    def _answered(self, st: _State, request: Request, start: float, status: int,
+                  size: int) -> None:
+        elapsed = perf_counter() - start
+        self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
+        if self.access is not None:
+            self.access.log(_host(st), request, status, size, start)
 
     async def _run(self, conn: Connection, st: _State, cycle: Cycle) -> None:
         try:
