@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from asyncio import Task
 from bisect import bisect_left
 from time import perf_counter
 from typing import Any
@@ -51,6 +52,11 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 T_HEADER, T_KEEPALIVE = 0, 1
 _BODY_HIGH = 256 * 1024  # unread request body bytes before reading pauses
 _STATUS: dict[int, str] = {}
+# (status, *headers) as the app sent them -> (status line, validated header lines,
+# Content-Length, Connection: close): a response head validated once is not checked
+# again. Only hashable heads (tuples of bytes) are kept, at most _HEADS_MAX of them.
+_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool]] = {}
+_HEADS_MAX = 256
 _EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.pathsend": {}}
 
 
@@ -134,7 +140,7 @@ class _State:
 
     __slots__ = (
         "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
+        "responder", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
     )
 
     def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
@@ -152,6 +158,7 @@ class _State:
         self.send_mark = 0
         self.file: Any = None  # a file queued with sendfile, closed once sent
         self.ws: WsCycle | None = None  # the WebSocket, once the upgrade came
+        self.responder: _Responder | None = None  # made with the first request, reused
 
 
 def make_asgi_handler_factory(
@@ -351,7 +358,8 @@ class AsgiHandler:
                 del events[0]
                 if cycle is not None:
                     cycle.body_done = True
-                    cycle.wake()
+                    if cycle.waiter is not None:
+                        cycle.wake()
             else:
                 events.clear()
                 self._fail(conn, st, event)  # type: ignore[arg-type]
@@ -367,9 +375,16 @@ class AsgiHandler:
         st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
         scope = http_scope(st.info, request)
         scope["extensions"] = _EXTENSIONS
-        cycle = Cycle(self.loop, _Responder(self, conn, st), request, scope, perf_counter())
+        responder = st.responder
+        if responder is None:
+            responder = st.responder = _Responder(self, conn, st)
+        loop = self.loop
+        cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
-        self.loop.create_task(self._run(conn, st, cycle))
+        if loop._task_factory is None:  # type: ignore[attr-defined]
+            Task(self._run(conn, st, cycle), loop=loop)  # create_task, without its checks
+        else:
+            loop.create_task(self._run(conn, st, cycle))
 
     def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
         """A WebSocket upgrade: check the handshake, then the app gets the connection."""
@@ -490,19 +505,29 @@ class AsgiHandler:
     def head(self, conn: Connection, st: _State, cycle: Cycle, body: bytes, more: bool,
              size: int | None = None) -> bytes:
         """Validate the app's head, choose the framing, return the head bytes."""
-        start = StartResponse()
-        try:
-            start(_status(cycle.status), [(n.decode("latin-1"), v.decode("latin-1"))
-                                          for n, v in cycle.headers])
-        except (AppError, AttributeError, TypeError, ValueError) as exc:
-            raise RuntimeError(f"invalid response head: {exc}") from None
-        request = cycle.request
+        raw = cycle.headers
         status = cycle.status
+        key: tuple[Any, ...] | None = (status, *raw)
+        try:
+            known = _HEADS.get(key)  # type: ignore[arg-type]
+        except TypeError:  # a list pair, a bytearray: validated below, never kept
+            known = key = None
+        if known is None:
+            start = StartResponse()
+            try:
+                start(_status(status), [(n.decode("latin-1"), v.decode("latin-1"))
+                                        for n, v in raw])
+            except (AppError, AttributeError, TypeError, ValueError) as exc:
+                raise RuntimeError(f"invalid response head: {exc}") from None
+            known = (start.status, start.headers, start.content_length, start.close)
+            if key is not None and len(_HEADS) < _HEADS_MAX:
+                _HEADS[key] = known
+        status_line, header_lines, length, app_close = known
+        request = cycle.request
         keep_alive = (
-            request.keep_alive and not start.close and not st.draining
+            request.keep_alive and not app_close and not st.draining
             and not (st.eof and not st.events)
         )
-        length = start.content_length
         if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
             cycle.mode = NO_BODY
             if length is None and request.method == "HEAD" and not more and (body or size):
@@ -528,7 +553,7 @@ class AsgiHandler:
         elif request.version == "1.0":
             extra += b"Connection: keep-alive\r\n"
         cycle.started = True
-        return self.encoder.head(start.status, start.headers, extra)
+        return self.encoder.head(status_line, header_lines, extra)
 
     def frame(self, cycle: Cycle, data: bytes) -> bytes:
         """Frame ``data`` for the response's body mode, enforcing Content-Length."""
@@ -555,10 +580,14 @@ class AsgiHandler:
         elif cycle.mode == LENGTH and cycle.remaining:
             log.warning("ASGI app sent %d bytes less than its Content-Length", cycle.remaining)
             cycle.close = True
-        self._count(cycle.status, cycle)
+        elapsed = perf_counter() - cycle.start_time  # _count, inline
+        status = cycle.status
+        self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
         if self.access is not None:
-            self.access.log(_host(st), cycle.request, cycle.status, cycle.sent, cycle.start_time)
-        cycle.wake()
+            self.access.log(_host(st), cycle.request, status, cycle.sent, cycle.start_time)
+        if cycle.waiter is not None:
+            cycle.wake()
         if st.cycle is cycle:
             st.cycle = None
         if st.closed:
@@ -566,7 +595,8 @@ class AsgiHandler:
         if cycle.close or not cycle.body_done:
             self._close(conn, st)  # an unread body would be read as the next request
             return
-        self._close_file(conn, st)
+        if st.file is not None:
+            self._close_file(conn, st)
         self._process(conn, st)
 
     def send_file(self, conn: Connection, st: _State, cycle: Cycle, path: str) -> None:

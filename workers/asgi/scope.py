@@ -60,7 +60,8 @@ def _target(request: Request) -> tuple[str, bytes, bytes, list[tuple[bytes, byte
         path = unquote(raw_path.decode("latin-1"), "utf-8", "replace")
     else:
         path = raw_path.decode("latin-1")
-    headers = [(_lower(n), v) for n, v in request.headers]
+    get = _LOWER.get
+    headers = [(get(n) or _lower(n), v) for n, v in request.headers]  # a call on a miss only
     if authority is not None:
         headers = [h for h in headers if h[0] != b"host"]
         headers.append((b"host", authority))
