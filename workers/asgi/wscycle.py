@@ -293,8 +293,8 @@ class WsCycle:
         """Bytes from the client."""
         ws = self.ws
         if ws is None:
-            if self.phase == CONNECTING and not self.pending:  # before the 101: keep, pause
-                self.pending = bytes(data)
+            if self.phase == CONNECTING:  # before the 101: keep them, stop reading
+                self.pending += data  # one read, or the few already under way
                 self.conn.pause_reading()
             return
         events = ws.receive_data(data)
