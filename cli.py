@@ -217,7 +217,7 @@ def _file_value(ctx: click.Context, param: click.Parameter, key: str, raw: Any, 
         if param.name not in _LIST_AS_TEXT or not all(isinstance(i, str) for i in raw):
             raise wrong("expected one value, not a list")
         value = ",".join(raw)
-    elif flag:
+    elif flag or param.type is click.BOOL:
         if not isinstance(raw, bool):
             raise wrong("expected true or false")
         value = raw
@@ -381,6 +381,24 @@ def reactor() -> None:
               show_default=True, show_envvar=True,
               help="The ASGI event loop, stepped by the worker threads (docs/asgi.md). "
                    "uvloop: not supported yet (a one-line error).")
+@click.option("--ws", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              show_envvar=True,
+              help="WebSocket for ASGI apps. none: an upgrade request reaches the app as a "
+                   "plain http request.")
+@click.option("--ws-max-size", type=POSITIVE_INT, default=16 * 1024 * 1024, show_default=True,
+              show_envvar=True,
+              help="The largest WebSocket message in bytes, after decompression (1009 beyond).")
+@click.option("--ws-ping-interval", type=click.FloatRange(min=0), default=20.0,
+              show_default=True, show_envvar=True,
+              help="Seconds between WebSocket keep-alive pings; 0: none.")
+@click.option("--ws-ping-timeout", type=click.FloatRange(min=0), default=20.0,
+              show_default=True, show_envvar=True,
+              help="Seconds a WebSocket pong may take before the connection is closed "
+                   "(1011); 0: never.")
+@click.option("--ws-per-message-deflate", type=click.BOOL, default=True, show_default=True,
+              show_envvar=True, metavar="BOOLEAN",
+              help="Offer permessage-deflate (RFC 7692) to WebSocket clients (as uvicorn: "
+                   "--ws-per-message-deflate false turns it off).")
 @click.option("--bind", "-b", multiple=True, callback=_check_binds, show_envvar=True,
               show_default=f"{DEFAULT_BIND}, or the systemd sockets",
               help="Where to listen; repeat for several: HOST:PORT, [IPV6]:PORT, unix:PATH or "
@@ -676,6 +694,11 @@ def build_serve_config(app: str | None, opts: dict[str, Any]) -> Config:
         interface=opts["interface"],
         lifespan=opts["lifespan"],
         loop=opts["loop"],
+        ws=opts["ws"],
+        ws_max_size=opts["ws_max_size"],
+        ws_ping_interval=opts["ws_ping_interval"],
+        ws_ping_timeout=opts["ws_ping_timeout"],
+        ws_per_message_deflate=opts["ws_per_message_deflate"],
         binds=(*opts["bind"], *_uvicorn_binds(opts)),
         unix_mode=opts["unix_mode"],
         workers=opts["workers"],

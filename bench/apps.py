@@ -55,3 +55,22 @@ async def hello_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": BODY})
+
+
+async def ws_echo_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A WebSocket echo (the ``websocket`` scenario); plain HTTP gets the hello (warm-up)."""
+    if scope["type"] == "http":
+        await hello_asgi(scope, receive, send)
+        return
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+        else:
+            await send({"type": "websocket.send", "text": message["text"]})

@@ -75,6 +75,7 @@ SERVER_EXE = {
     "waitress": "waitress-serve",
     "gunicorn": "gunicorn",
     "granian": "granian",
+    "granian-asgi": "granian",
     "floor": "python",
 }
 HELLO_PEERS = ("ours", "uvicorn", "uvicorn-asgi", "waitress", "gunicorn", "granian", "floor")
@@ -92,7 +93,8 @@ class Scenario:
         processes: server processes.
         headers: extra request headers for wrk.
         script: a wrk Lua script (relative to the repo).
-        driver: ``wrk``, ``loadgen`` (``reactor bench``) or ``idle`` (10k idle + wrk).
+        driver: ``wrk``, ``loadgen`` (``reactor bench``), ``idle`` (10k idle + wrk) or
+            ``ws`` (``bench/wsload.py``: WebSocket echo, messages per second).
         tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
             ``ours-plain`` stays plain, to show what TLS costs in the same run).
         connections: wrk's ``-c``.
@@ -130,6 +132,11 @@ SCENARIOS: list[Scenario] = [
     Scenario("procs2", "2 processes, keep-alive", ("ours", "uvicorn", "uvicorn-asgi", "gunicorn"),
              processes=2),
     Scenario("idle", "50 active beside 10k idle", ("ours", "uvicorn"), driver="idle"),
+    # ASGI (issue 21): ours serves the app natively, as uvicorn and granian do.
+    Scenario("asgi", "ASGI keep-alive hello", ("ours", "uvicorn-asgi", "granian-asgi"),
+             app="hello_asgi"),
+    Scenario("websocket", "WebSocket echo, 50 clients, 32 B (msg/s)",
+             ("ours", "uvicorn-asgi", "granian-asgi"), app="ws_echo_asgi", driver="ws"),
     Scenario("tls", "TLS keep-alive hello (https)",
              ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian"), tls=True),
 ]
@@ -265,6 +272,30 @@ def _loadgen(bin_dir: Path, srv: Launched, duration: float) -> WrkResult:
         requests=int(data.get("responses", 0)),
         latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
         errors={"connections": errors} if errors else {},
+    )
+
+
+def _wsload(srv: Launched, duration: float) -> WrkResult:
+    """``bench/wsload.py`` (its own process) against ``srv``: messages/s as ``rps``."""
+    url = "ws://" + srv.url.split("://", 1)[1]
+    argv = [sys.executable, "-m", "bench.wsload", url, "-c", "50", "-d", str(duration),
+            "--size", "32", "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                          check=False, cwd=REPO)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise RuntimeError(f"wsload gave no JSON: {proc.stderr.strip()[-300:]}") from exc
+    errors = dict(data.get("errors") or {})
+    bad = {c: n for c, n in (data.get("close_codes") or {}).items() if c != "1000"}
+    if bad:
+        errors["close codes"] = sum(bad.values())
+    lat = data.get("latency_ms", {})
+    return WrkResult(
+        rps=float(data["messages_per_s"]),
+        requests=int(data.get("messages", 0)),
+        latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
+        errors=errors,
     )
 
 
@@ -462,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         if scn.driver == "loadgen":
             def measure(srv: Launched) -> WrkResult:
                 return _loadgen(bin_dir, srv, args.duration)
+        elif scn.driver == "ws":
+            def measure(srv: Launched) -> WrkResult:
+                return _wsload(srv, args.duration)
         else:
             def measure(srv: Launched, scn: Scenario = scn) -> WrkResult:
                 return _wrk(scn, srv, args.duration)

@@ -106,9 +106,15 @@ def _uvicorn(b: Path, port: int, app: str, threads: int, procs: int, idle: bool)
 
 
 def _uvicorn_asgi(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
-    argv = _uvicorn(b, port, app + "_asgi", threads, procs, idle)
+    argv = _uvicorn(b, port, app if app.endswith("_asgi") else app + "_asgi", threads, procs, idle)
     argv[argv.index("--interface") + 1] = "asgi3"
     return argv
+
+
+def _granian_asgi(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
+    return [str(b / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+            str(port), "--workers", str(procs), "--log-level", "warning",
+            f"bench.apps:{app if app.endswith('_asgi') else app + '_asgi'}"]
 
 
 def _waitress(b: Path, port: int, app: str, threads: int, procs: int, idle: bool) -> list[str]:
@@ -173,6 +179,8 @@ PEERS: dict[str, ServerSpec] = {
                    _gunicorn_tls),
         ServerSpec("granian", _granian, "granian",
                    "granian --interface wsgi --workers P --blocking-threads W", _granian_tls),
+        ServerSpec("granian-asgi", _granian_asgi, "granian",
+                   "granian --interface asgi --workers P (the ASGI scenarios)", _granian_tls),
         ServerSpec("floor", _floor, "httptools",
                    "reference: bench/floor.py --port P --app bench.apps:APP"),
     )

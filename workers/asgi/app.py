@@ -12,6 +12,7 @@ from .cycle import ASGIApp
 from .handler import make_asgi_handler_factory
 from .lifespan import Lifespan
 from .loop import LoopDriver
+from .wscycle import WsConfig
 
 __all__ = ["AsgiServer", "as_asgi3", "is_asgi2", "is_asgi3"]
 
@@ -63,16 +64,17 @@ class AsgiServer:
         config: the HTTP limits and timeouts.
         lifespan: ``auto``, ``on`` or ``off``.
         loop: ``auto`` or ``asyncio`` (``uvloop``: not yet, a clear error).
+        ws: the WebSocket settings (None: the defaults, WebSocket on).
     """
 
     def __init__(self, app: Any, config: HttpConfig, lifespan: str = "auto",
-                 loop: str = "auto") -> None:
+                 loop: str = "auto", ws: WsConfig | None = None) -> None:
         self.app = as_asgi3(app)
         self.driver = LoopDriver(loop)
         self.state: dict[str, Any] = {}
         self.lifespan = Lifespan(self.app, self.driver, lifespan, self.state)
         self.factory: HandlerFactory = make_asgi_handler_factory(
-            self.app, self.driver, config, self.state
+            self.app, self.driver, config, self.state, ws
         )
 
     def startup(self) -> None:

@@ -76,9 +76,10 @@ class Cycle:
         self.start_time = start_time
         self.body: list[bytes] = []
         self.body_size = 0
-        self.body_done = not request.has_body
+        has_body = request.chunked or bool(request.content_length)  # Request.has_body, inline
+        self.body_done = not has_body
         self.done_sent = False
-        self.continue_due = request.expect_continue and request.has_body
+        self.continue_due = request.expect_continue and has_body
         self.status = 0
         self.headers: Any = ()
         self.trailers = False

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from asyncio import Task
 from bisect import bisect_left
 from time import perf_counter
 from typing import Any
@@ -37,9 +38,11 @@ from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
+from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
 from .cycle import ASGIApp, Cycle
 from .loop import LoopDriver, Poster
-from .scope import ConnInfo, http_scope
+from .scope import ConnInfo, http_scope, websocket_scope
+from .wscycle import WS_COUNTERS, WsConfig, WsCycle, run_ws
 
 __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
 
@@ -49,6 +52,11 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 T_HEADER, T_KEEPALIVE = 0, 1
 _BODY_HIGH = 256 * 1024  # unread request body bytes before reading pauses
 _STATUS: dict[int, str] = {}
+# (status, *headers) as the app sent them -> (status line, validated header lines,
+# Content-Length, Connection: close): a response head validated once is not checked
+# again. Only hashable heads (tuples of bytes) are kept, at most _HEADS_MAX of them.
+_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool]] = {}
+_HEADS_MAX = 256
 _EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.pathsend": {}}
 
 
@@ -132,7 +140,7 @@ class _State:
 
     __slots__ = (
         "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "send_mark", "send_timer", "timer_kind", "write_paused",
+        "responder", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
     )
 
     def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
@@ -149,11 +157,13 @@ class _State:
         self.send_timer: TimerHandle | None = None
         self.send_mark = 0
         self.file: Any = None  # a file queued with sendfile, closed once sent
+        self.ws: WsCycle | None = None  # the WebSocket, once the upgrade came
+        self.responder: _Responder | None = None  # made with the first request, reused
 
 
 def make_asgi_handler_factory(
     app: ASGIApp, driver: LoopDriver, config: HttpConfig | None = None,
-    state: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None, ws: WsConfig | None = None,
 ) -> HandlerFactory:
     """A ``HandlerFactory`` serving the ASGI 3 ``app`` on ``driver``'s loop.
 
@@ -162,12 +172,14 @@ def make_asgi_handler_factory(
         driver: the server's loop (``LoopDriver``); attached to the first worker.
         config: limits and timeouts; the defaults when None.
         state: the lifespan state, copied into each request's scope; None: no key.
+        ws: the WebSocket settings; the defaults (WebSocket on) when None.
     """
     cfg = config if config is not None else HttpConfig()
+    wscfg = ws if ws is not None else WsConfig()
 
     def factory(worker: WorkerContext) -> Handler:
         driver.attach(_as_poster(worker))
-        return AsgiHandler(worker, app, driver, cfg, state)
+        return AsgiHandler(worker, app, driver, cfg, state, wscfg)
 
     return factory
 
@@ -183,7 +195,7 @@ class AsgiHandler:
 
     def __init__(
         self, worker: WorkerContext, app: ASGIApp, driver: LoopDriver, config: HttpConfig,
-        state: dict[str, Any] | None,
+        state: dict[str, Any] | None, ws: WsConfig | None = None,
     ) -> None:
         self.worker = worker
         self.app = app
@@ -198,6 +210,8 @@ class AsgiHandler:
         self.response_untimed = [0] * STATUS_CLASSES
         self.response_seconds = 0.0
         self.drain_grace = 0.0
+        self.ws_config = ws if ws is not None else WsConfig()
+        self.ws_counts = [0] * len(WS_COUNTERS)  # WebSocket opened, closed, messages in/out
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -210,6 +224,12 @@ class AsgiHandler:
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
         if st.closed:
+            return
+        ws = st.ws
+        if ws is not None:
+            with self.lock:
+                ws.feed(data)
+                self.driver.step()
             return
         with self.lock:
             new = st.proto.feed(data)
@@ -224,13 +244,15 @@ class AsgiHandler:
     def eof_received(self, conn: Connection) -> bool:
         st: _State = conn.context
         st.eof = True
-        return st.cycle is not None  # finish the response in progress
+        return st.cycle is not None and st.ws is None  # finish the response in progress
 
     def pause_writing(self, conn: Connection) -> None:
         st: _State = conn.context
         st.write_paused = True
         if st.cycle is not None:
             st.cycle.paused = True
+        elif st.ws is not None:
+            st.ws.paused = True
         self._arm_send(conn, st)
 
     def resume_writing(self, conn: Connection) -> None:
@@ -242,7 +264,11 @@ class AsgiHandler:
         self._close_file(conn, st)
         cycle = st.cycle
         with self.lock:
-            if cycle is not None:
+            if st.ws is not None:
+                st.ws.paused = False
+                st.ws.wake()
+                self.driver.step()
+            elif cycle is not None:
                 cycle.paused = False
                 cycle.wake()
                 self.driver.step()
@@ -260,6 +286,11 @@ class AsgiHandler:
             st.file.close()
             st.file = None
         st.events.clear()
+        if st.ws is not None:
+            with self.lock:
+                st.ws.lost()
+                self.driver.step()
+            return
         cycle = st.cycle
         if cycle is not None:
             with self.lock:
@@ -271,6 +302,11 @@ class AsgiHandler:
         """Graceful stop: close an idle connection; a request in progress finishes."""
         st: _State = conn.context
         st.draining = True
+        if st.ws is not None:
+            with self.lock:
+                st.ws.drain()
+                self.driver.step()
+            return
         if st.closed or st.cycle is not None or st.events:
             return
         conn.pause_reading()
@@ -280,6 +316,9 @@ class AsgiHandler:
 
     def describe(self, conn: Connection) -> str:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog)."""
+        ws = getattr(getattr(conn, "context", None), "ws", None)
+        if ws is not None:
+            return f"WebSocket {ws.request.target.decode('latin-1')[:200]}"
         cycle = getattr(getattr(conn, "context", None), "cycle", None)
         if cycle is None:
             return "a request"
@@ -299,6 +338,11 @@ class AsgiHandler:
                 if cycle is not None:
                     break  # pipelined: waits for the response in progress
                 del events[0]
+                if (not event.keep_alive and self.ws_config.enabled  # type: ignore[union-attr]
+                        and is_upgrade_request(event.headers)):  # type: ignore[union-attr]
+                    events.clear()  # END_OF_MESSAGE; the parser takes no more bytes
+                    self._upgrade(conn, st, event)  # type: ignore[arg-type]
+                    return
                 self._begin(conn, st, event)  # type: ignore[arg-type]
             elif kind is bytes:
                 del events[0]
@@ -314,7 +358,8 @@ class AsgiHandler:
                 del events[0]
                 if cycle is not None:
                     cycle.body_done = True
-                    cycle.wake()
+                    if cycle.waiter is not None:
+                        cycle.wake()
             else:
                 events.clear()
                 self._fail(conn, st, event)  # type: ignore[arg-type]
@@ -330,9 +375,51 @@ class AsgiHandler:
         st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
         scope = http_scope(st.info, request)
         scope["extensions"] = _EXTENSIONS
-        cycle = Cycle(self.loop, _Responder(self, conn, st), request, scope, perf_counter())
+        responder = st.responder
+        if responder is None:
+            responder = st.responder = _Responder(self, conn, st)
+        loop = self.loop
+        cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
-        self.loop.create_task(self._run(conn, st, cycle))
+        if loop._task_factory is None:  # type: ignore[attr-defined]
+            Task(self._run(conn, st, cycle), loop=loop)  # create_task, without its checks
+        else:
+            loop.create_task(self._run(conn, st, cycle))
+
+    def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
+        """A WebSocket upgrade: check the handshake, then the app gets the connection."""
+        st.timer_kind = -1
+        start = perf_counter()
+        try:
+            if request.has_body:
+                raise HandshakeError(400, "a WebSocket handshake has no body")
+            upgrade = parse_upgrade_request(request.method, request.version, request.headers)
+        except HandshakeError as exc:
+            conn.write(exc.response())
+            self._answered(st, request, start, exc.status, len(exc.reason) + 1)
+            st.closed = True
+            conn.close_lingering(self.config.linger_timeout, self.config.linger_max_bytes)
+            return
+        scope = websocket_scope(st.info, request, list(upgrade.subprotocols))
+
+        def answered(status: int, size: int) -> None:
+            self._answered(st, request, start, status, size)
+
+        ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
+                     answered)
+        st.ws = ws
+        rest = st.proto.upgrade_rest
+        if rest:
+            ws.feed(rest)
+        self.loop.create_task(run_ws(self.app, ws))
+
+    def _answered(self, st: _State, request: Request, start: float, status: int,
+                  size: int) -> None:
+        elapsed = perf_counter() - start
+        self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
+        if self.access is not None:
+            self.access.log(_host(st), request, status, size, start)
 
     async def _run(self, conn: Connection, st: _State, cycle: Cycle) -> None:
         try:
@@ -418,19 +505,29 @@ class AsgiHandler:
     def head(self, conn: Connection, st: _State, cycle: Cycle, body: bytes, more: bool,
              size: int | None = None) -> bytes:
         """Validate the app's head, choose the framing, return the head bytes."""
-        start = StartResponse()
-        try:
-            start(_status(cycle.status), [(n.decode("latin-1"), v.decode("latin-1"))
-                                          for n, v in cycle.headers])
-        except (AppError, AttributeError, TypeError, ValueError) as exc:
-            raise RuntimeError(f"invalid response head: {exc}") from None
-        request = cycle.request
+        raw = cycle.headers
         status = cycle.status
+        key: tuple[Any, ...] | None = (status, *raw)
+        try:
+            known = _HEADS.get(key)  # type: ignore[arg-type]
+        except TypeError:  # a list pair, a bytearray: validated below, never kept
+            known = key = None
+        if known is None:
+            start = StartResponse()
+            try:
+                start(_status(status), [(n.decode("latin-1"), v.decode("latin-1"))
+                                        for n, v in raw])
+            except (AppError, AttributeError, TypeError, ValueError) as exc:
+                raise RuntimeError(f"invalid response head: {exc}") from None
+            known = (start.status, start.headers, start.content_length, start.close)
+            if key is not None and len(_HEADS) < _HEADS_MAX:
+                _HEADS[key] = known
+        status_line, header_lines, length, app_close = known
+        request = cycle.request
         keep_alive = (
-            request.keep_alive and not start.close and not st.draining
+            request.keep_alive and not app_close and not st.draining
             and not (st.eof and not st.events)
         )
-        length = start.content_length
         if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
             cycle.mode = NO_BODY
             if length is None and request.method == "HEAD" and not more and (body or size):
@@ -456,7 +553,7 @@ class AsgiHandler:
         elif request.version == "1.0":
             extra += b"Connection: keep-alive\r\n"
         cycle.started = True
-        return self.encoder.head(start.status, start.headers, extra)
+        return self.encoder.head(status_line, header_lines, extra)
 
     def frame(self, cycle: Cycle, data: bytes) -> bytes:
         """Frame ``data`` for the response's body mode, enforcing Content-Length."""
@@ -483,10 +580,14 @@ class AsgiHandler:
         elif cycle.mode == LENGTH and cycle.remaining:
             log.warning("ASGI app sent %d bytes less than its Content-Length", cycle.remaining)
             cycle.close = True
-        self._count(cycle.status, cycle)
+        elapsed = perf_counter() - cycle.start_time  # _count, inline
+        status = cycle.status
+        self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+        self.response_seconds += elapsed
         if self.access is not None:
-            self.access.log(_host(st), cycle.request, cycle.status, cycle.sent, cycle.start_time)
-        cycle.wake()
+            self.access.log(_host(st), cycle.request, status, cycle.sent, cycle.start_time)
+        if cycle.waiter is not None:
+            cycle.wake()
         if st.cycle is cycle:
             st.cycle = None
         if st.closed:
@@ -494,7 +595,8 @@ class AsgiHandler:
         if cycle.close or not cycle.body_done:
             self._close(conn, st)  # an unread body would be read as the next request
             return
-        self._close_file(conn, st)
+        if st.file is not None:
+            self._close_file(conn, st)
         self._process(conn, st)
 
     def send_file(self, conn: Connection, st: _State, cycle: Cycle, path: str) -> None:

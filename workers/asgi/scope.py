@@ -7,10 +7,11 @@ from urllib.parse import unquote
 
 from ..http.protocol import Request
 
-__all__ = ["ASGI_VERSION", "ConnInfo", "http_scope"]
+__all__ = ["ASGI_VERSION", "WS_EXTENSIONS", "ConnInfo", "http_scope", "websocket_scope"]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _LOWER: dict[bytes, bytes] = {}  # header names as sent -> lower case (bounded)
+WS_EXTENSIONS: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
 
 
 class ConnInfo:
@@ -46,12 +47,8 @@ def _lower(name: bytes) -> bytes:
     return low
 
 
-def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
-    """The scope of ``request``: path percent-decoded as UTF-8, headers lower-cased.
-
-    An absolute-form target keeps only its path and query (the authority replaced
-    ``Host`` in the parser); ``OPTIONS *`` has the path ``*``.
-    """
+def _target(request: Request) -> tuple[str, bytes, bytes, list[tuple[bytes, bytes]]]:
+    """(path, raw_path, query_string, headers) of ``request``, as both scopes carry them."""
     target = request.target
     authority = request.authority
     if authority is None:
@@ -63,10 +60,21 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
         path = unquote(raw_path.decode("latin-1"), "utf-8", "replace")
     else:
         path = raw_path.decode("latin-1")
-    headers = [(_lower(n), v) for n, v in request.headers]
+    get = _LOWER.get
+    headers = [(get(n) or _lower(n), v) for n, v in request.headers]  # a call on a miss only
     if authority is not None:
         headers = [h for h in headers if h[0] != b"host"]
         headers.append((b"host", authority))
+    return path, raw_path, query, headers
+
+
+def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
+    """The scope of ``request``: path percent-decoded as UTF-8, headers lower-cased.
+
+    An absolute-form target keeps only its path and query (the authority replaced
+    ``Host`` in the parser); ``OPTIONS *`` has the path ``*``.
+    """
+    path, raw_path, query, headers = _target(request)
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -80,6 +88,34 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
         "headers": headers,
         "client": info.client,
         "server": info.server,
+    }
+    if info.state is not None:
+        scope["state"] = info.state.copy()
+    return scope
+
+
+def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -> dict[str, Any]:
+    """The ``websocket`` scope of an upgrade ``request`` (ASGI WebSocket spec 2.4).
+
+    As the ``http`` scope, without ``method``; ``scheme`` is ``ws`` or ``wss``,
+    ``subprotocols`` the client's offers in its order, and ``extensions`` offers
+    ``websocket.http.response`` (the app may deny with a whole HTTP response).
+    """
+    path, raw_path, query, headers = _target(request)
+    scope: dict[str, Any] = {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": request.version,
+        "scheme": "wss" if info.scheme == "https" else "ws",
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": info.client,
+        "server": info.server,
+        "subprotocols": subprotocols,
+        "extensions": WS_EXTENSIONS,
     }
     if info.state is not None:
         scope["state"] = info.state.copy()

@@ -142,6 +142,10 @@ class HttpProtocol:
 
     Args:
         config: the limits to enforce.
+
+    Attributes:
+        upgrade_rest: after a bodiless upgrade request (WebSocket), the bytes that
+            followed its head in the same read: the new protocol's first bytes.
     """
 
     __slots__ = (
@@ -170,6 +174,7 @@ class HttpProtocol:
         "_upgrade",
         "_url",
         "_url_len",
+        "upgrade_rest",
     )
 
     def __init__(self, config: HttpConfig) -> None:
@@ -191,6 +196,7 @@ class HttpProtocol:
         self._pending: HTTPError | None = None
         self._dead = False
         self._upgrade = False
+        self.upgrade_rest = b""  # bytes after a bodiless upgrade head, from its read
         self._defer_end = False
         self._raw_remaining = 0
         self._body_left = 0  # Content-Length body bytes still to come
@@ -300,6 +306,9 @@ class HttpProtocol:
                 # is its body (by Content-Length) and then a foreign protocol.
                 pos += int(upgrade.args[0])
                 self._dead = True
+                if not self._raw_remaining:  # no body: the new protocol starts here
+                    self.upgrade_rest = data[pos:]  # one read at most (the rest is dropped)
+                    return
                 continue
             except HttpParserCallbackError as exc:
                 raise self._pending or BadRequest(str(exc)) from None

@@ -30,12 +30,14 @@ __all__ = [
     "CONTENT_TYPE",
     "DURATION_BOUNDS",
     "STATUS_CLASSES",
+    "WS_COUNTERS",
     "add_counters",
     "escape_label",
     "merge",
     "parse_text",
     "render",
     "request_counters",
+    "websocket_counters",
 ]
 
 DURATION_BOUNDS: tuple[float, ...] = (
@@ -49,6 +51,9 @@ BUCKETS = len(DURATION_BOUNDS) + 1
 STATUS_CLASSES = 10
 """Rows of a handler's counter list: ``status // 100`` (0..9)."""
 
+WS_COUNTERS = ("opened", "closed", "messages_in", "messages_out")
+"""A handler's ``ws_counts``, in order: WebSockets opened and closed, messages each way."""
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 PREFIX = "reactor_"
@@ -58,7 +63,7 @@ PREFIX = "reactor_"
 _SCALAR_COUNTERS = ("accepted", "closed", "shed", "paused_at_max", "handoffs", "handed_back",
                     "stuck_requests", "tls_handshakes", "tls_handshake_failed",
                     "tls_plain_http", "tls_reloads")
-_DICT_COUNTERS = ("accept_errors", "requests")
+_DICT_COUNTERS = ("accept_errors", "requests", "websocket")
 
 
 def request_counters(handlers: Iterable[Any]) -> tuple[dict[str, int], dict[str, Any]]:
@@ -89,6 +94,21 @@ def request_counters(handlers: Iterable[Any]) -> tuple[dict[str, int], dict[str,
     duration = {"bounds": list(DURATION_BOUNDS), "buckets": buckets, "sum": seconds,
                 "count": sum(buckets)}
     return requests, duration
+
+
+def websocket_counters(handlers: Iterable[Any]) -> dict[str, int]:
+    """Sum the ``ws_counts`` of ``handlers`` (ASGI handlers; others are skipped).
+
+    Returns:
+        ``{"opened": n, "closed": n, "messages_in": n, "messages_out": n}``.
+    """
+    totals = [0] * len(WS_COUNTERS)
+    for handler in handlers:
+        counts = getattr(handler, "ws_counts", None)
+        if counts is not None:
+            for i, value in enumerate(list(counts)):
+                totals[i] += value
+    return dict(zip(WS_COUNTERS, totals, strict=True))
 
 
 # -- several processes ---------------------------------------------------------------
@@ -275,6 +295,17 @@ def render(doc: dict[str, Any]) -> str:
     w.family("requests_total", "counter", "HTTP responses sent, by status class.")
     for cls, count in sorted((doc.get("requests") or {}).items()):
         w.sample("requests_total", n(count), [("class", str(cls))])
+    ws = doc.get("websocket") or {}
+    w.family("websocket_connections_total", "counter",
+             "WebSocket connections of ASGI apps, by event (opened: accepted; closed).")
+    for event in ("opened", "closed"):
+        w.sample("websocket_connections_total", n(ws.get(event)), [("event", event)])
+    w.one("websocket_connections_active", "gauge", "WebSocket connections open now.",
+          max(n(ws.get("opened")) - n(ws.get("closed")), 0))
+    w.family("websocket_messages_total", "counter", "WebSocket messages, by direction.")
+    for direction in ("in", "out"):
+        w.sample("websocket_messages_total", n(ws.get(f"messages_{direction}")),
+                 [("direction", direction)])
     hist = doc.get("request_duration")
     w.family("request_duration_seconds", "histogram",
              "Seconds from a request's head parsed to its response handed to the socket.")

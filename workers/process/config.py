@@ -163,6 +163,12 @@ class Config:
             ``factory(worker) -> Handler``) or ``"auto"``: told apart by the app's shape.
         lifespan: the ASGI lifespan protocol: ``"auto"``, ``"on"`` or ``"off"``.
         loop: the ASGI event loop: ``"auto"`` or ``"asyncio"``.
+        ws: WebSocket for ASGI apps: ``"auto"`` (on) or ``"none"`` (upgrade requests
+            reach the app as plain HTTP).
+        ws_max_size: the largest WebSocket message, in bytes (1009 beyond).
+        ws_ping_interval: seconds between keep-alive pings (0: none).
+        ws_ping_timeout: seconds a pong may take before a 1011 close (0: never).
+        ws_per_message_deflate: offer permessage-deflate (RFC 7692).
         binds: bind specs; empty means systemd's sockets if any, else ``DEFAULT_BIND``.
         unix_mode: permission bits for Unix socket files (``None``: the umask decides).
         workers: worker threads per process.
@@ -225,6 +231,11 @@ class Config:
     interface: Interface = "auto"
     lifespan: str = "auto"
     loop: str = "auto"
+    ws: str = "auto"
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
     binds: tuple[str, ...] = ()
     unix_mode: int | None = None
     workers: int = 4
@@ -280,6 +291,10 @@ class Config:
             raise ConfigError(f"lifespan must be auto, on or off, got {self.lifespan!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigError(f"loop must be auto, asyncio or uvloop, got {self.loop!r}")
+        if self.ws not in ("auto", "none"):
+            raise ConfigError(f"ws must be auto or none, got {self.ws!r}")
+        if self.ws_max_size < 1 or self.ws_ping_interval < 0 or self.ws_ping_timeout < 0:
+            raise ConfigError("ws_max_size must be positive, the ws ping times not negative")
         if self.app is None and self.interface not in ("auto", "wsgi"):
             raise ConfigError("the built-in demo app is WSGI: give MODULE:FACTORY with --interface handler")
         if self.share not in ("auto", "reuseport", "inherit"):
@@ -376,7 +391,11 @@ class Config:
             "use_systemd": self.use_systemd,
             "metrics_bind": self.metrics_bind,
             "ssl": self.tls,
-            **({"interface": self.interface, "lifespan": self.lifespan, "loop": self.loop}
+            **({"interface": self.interface, "lifespan": self.lifespan, "loop": self.loop,
+                "ws": self.ws, "ws_max_size": self.ws_max_size,
+                "ws_ping_interval": self.ws_ping_interval,
+                "ws_ping_timeout": self.ws_ping_timeout,
+                "ws_per_message_deflate": self.ws_per_message_deflate}
                if self.interface != "handler" else {}),
             "limit_concurrency": self.limit_concurrency,
         }

@@ -26,7 +26,7 @@ from ..core.acceptor import Acceptor, BoundListener
 from ..core.handler import HandlerFactory
 from ..core.scheduler import RunSlots, default_slots
 from ..core.worker import Dispatch, Worker
-from ..ops.metrics import request_counters
+from ..ops.metrics import request_counters, websocket_counters
 from ..ops.metrics_server import Source, check_metrics_bind, metrics_app, single_process_source
 from ..ops.watchdog import Watchdog
 from ..tls.context import DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig
@@ -140,6 +140,12 @@ class Server:
             ``503 Service Unavailable`` and closed at once (uvicorn's option; a raw
             handler's or a TLS listener's is just closed); None: no limit, new
             connections wait in the backlog past ``max_connections``.
+        ws: WebSocket for ASGI apps (docs/asgi.md): ``auto`` (on) or ``none`` (an
+            upgrade request reaches the app as a plain ``http`` request).
+        ws_max_size: the largest WebSocket message in bytes, after decompression.
+        ws_ping_interval: seconds between keep-alive pings (0 or None: none).
+        ws_ping_timeout: seconds a pong may take before a 1011 close (0 or None: never).
+        ws_per_message_deflate: offer permessage-deflate (RFC 7692).
     """
 
     def __init__(
@@ -170,6 +176,11 @@ class Server:
         lifespan: str = "auto",
         loop: str = "auto",
         limit_concurrency: int | None = None,
+        ws: str = "auto",
+        ws_max_size: int = 16 * 1024 * 1024,
+        ws_ping_interval: float | None = 20.0,
+        ws_ping_timeout: float | None = 20.0,
+        ws_per_message_deflate: bool = True,
     ) -> None:
         if interface not in INTERFACES:
             raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, got {interface!r}")
@@ -229,7 +240,14 @@ class Server:
             from ..http import HttpConfig
 
             self.http = http if http is not None else HttpConfig()
-            self._asgi = AsgiServer(app, self.http, lifespan=lifespan, loop=loop)
+            from ..asgi import WS_MODES, WsConfig
+
+            if ws not in WS_MODES:
+                raise ValueError(f"ws must be one of {', '.join(WS_MODES)}, got {ws!r}")
+            wscfg = WsConfig(enabled=ws != "none", max_size=ws_max_size,
+                             ping_interval=ws_ping_interval, ping_timeout=ws_ping_timeout,
+                             per_message_deflate=ws_per_message_deflate)
+            self._asgi = AsgiServer(app, self.http, lifespan=lifespan, loop=loop, ws=wscfg)
             self.factory: HandlerFactory = self._asgi.factory
             self.overload_response = _OVERLOADED_HTTP
         elif handler is None:
@@ -572,6 +590,7 @@ class Server:
             "uptime": time.time() - self.started_at if self.started_at else 0.0,
             "requests": requests,
             "request_duration": duration,
+            "websocket": websocket_counters(w.handler for w in self._workers),
             "tls_handshakes": sum(t.handshakes for t in self._tls),
             "tls_handshake_failed": sum(t.failed for t in self._tls),
             "tls_plain_http": sum(t.plain_http for t in self._tls),

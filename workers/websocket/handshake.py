@@ -12,7 +12,6 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from .connection import DEFAULT_MAX_SIZE, WebSocketConnection
 from .deflate import DeflateConfig, DeflateParams, PerMessageDeflate, negotiate, parse_extensions
@@ -31,6 +30,20 @@ __all__ = [
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 Headers = Sequence[tuple[bytes, bytes]]
+
+# Reason phrases of the statuses a refusal usually carries, written out: ``from http
+# import HTTPStatus`` finds ``mioreactor/workers/http`` (or an app's own ``http``
+# package) first when that directory leads sys.path. Others go without a phrase,
+# which RFC 9112 (section 4) allows.
+_PHRASES = {
+    200: b"OK", 301: b"Moved Permanently", 302: b"Found", 307: b"Temporary Redirect",
+    308: b"Permanent Redirect", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict",
+    410: b"Gone", 418: b"I'm a Teapot", 426: b"Upgrade Required", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
 
 
 class HandshakeError(Exception):
@@ -198,10 +211,7 @@ def deny(status: int, headers: Iterable[tuple[bytes, bytes]] = (), body: bytes =
     """
     if not 200 <= status <= 599:
         raise ValueError("a denial is a final status, 200-599")
-    try:
-        phrase = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        phrase = b""
+    phrase = _PHRASES.get(status, b"")
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
     for name, value in headers:
         _check_header(name, value)
