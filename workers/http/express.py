@@ -32,6 +32,19 @@ What the lane takes (anything else is declined):
 
 ``match`` returns the environ keys the head sets (a dict to merge into the
 connection's base environ) and the keep-alive decision; the handler does the rest.
+
+Linear by construction (issue 19). A regular expression that fails backtracks: it
+tries every other way its quantifiers could have split the text. The first version
+let a field's ``[\t ]*`` and its value both take a leading SP, and let the path give
+bytes back to the query, so a head that failed late (no final CRLF, trailing OWS, a
+body or a second head in the read) was tried in 2**fields ways, and a long path times
+the fields again: 22 fields stalled the process for seconds. Here no two adjacent
+parts of ``_HEAD`` can match the same character, so each byte is matched one way
+only and a failed match gives each quantifier back at most once: a declined read
+costs time proportional to its bytes (``tests/http/test_linear.py`` feeds heads of
+up to 1,000 fields in every failing shape, with a time bound an exponential or
+quadratic matcher cannot meet). Keep it so: a new part of the pattern must begin
+with a character the part before it cannot end with.
 """
 
 from __future__ import annotations
@@ -56,14 +69,20 @@ _METHODS = "GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH"
 _PATH = r"/[!\"$&-/0-9:;<=>@A-Z\[\]^_`a-z{|}~]*"
 _QUERY = r"[!\"$&-/0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*"
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# A field value: HTAB, SP, VCHAR, obs-text (0x80-0xff); no other control byte, no DEL;
-# and here no trailing OWS (the general path strips it; the lane declines it, so that
-# ``_FIELDS`` can take a value to its CRLF).
-_VALUE = r"(?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
+# A field value after the colon: OWS and a value of HTAB, SP, VCHAR, obs-text
+# (0x80-0xff), no other control byte, no DEL; and here no trailing OWS (the general
+# path strips it; the lane declines it, so that ``_FIELDS`` can take a value to its
+# CRLF). Written as two alternatives that cannot match the same text: a run that
+# ends in a visible byte (leading OWS included), or OWS alone (an empty value). The
+# first form of this pattern, ``[\t ]*`` then a value that could also begin with SP,
+# matched a leading SP two ways (the module docstring says what that cost).
+_VALUE = r"(?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f]|[\t ]*)"
 
+# The query is taken only after a "?": the path cannot end in "?", so the two cannot
+# trade bytes (``\??`` before a query class that also holds the path's bytes could).
 _HEAD = re.compile(
-    rf"({_METHODS}) (({_PATH})\??({_QUERY})) (HTTP/1\.[01])\r\n"
-    rf"(?:{_TOKEN}:[\t ]*{_VALUE}\r\n)*\r\n"
+    rf"({_METHODS}) (({_PATH})(?:\?({_QUERY}))?) (HTTP/1\.[01])\r\n"
+    rf"(?:{_TOKEN}:{_VALUE}\r\n)*\r\n"
 ).fullmatch
 # Each field's name and value, leading OWS off; ``pos`` is where the fields begin.
 # No ``^``: a search that starts with the token class finds each field at once.
@@ -124,7 +143,7 @@ def match(
     m = _HEAD(text)
     if m is None:
         return None
-    method, target, path, query, protocol = m.groups()
+    method, target, path, query, protocol = m.groups("")
     keys = base.copy()
     keys["REQUEST_METHOD"] = method
     keys["PATH_INFO"] = path
