@@ -23,8 +23,10 @@ What the lane takes (anything else is declined):
 * at most ``max_headers`` fields, the head no longer than ``max_request_line`` and
   ``max_header_size`` allow; each field name at most once (spelling aside), no name
   with ``_`` (the general path drops those);
-* no ``Content-Length``, ``Transfer-Encoding``, ``Expect`` or ``Upgrade`` field: no
-  body, no interim response, no protocol switch;
+* no ``Content-Length``, ``Transfer-Encoding``, ``Expect``, ``Upgrade`` or
+  ``Proxy-Connection`` field: no body, no interim response, no protocol switch, and
+  no second reading of keep-alive (llhttp reads ``Proxy-Connection`` as
+  ``Connection``; the general path decides it, ``protocol.py``);
 * ``Host``: exactly one on HTTP/1.1 (at most one on 1.0) and valid
   (``validate.check_authority``, remembered once valid);
 * ``Connection``: absent, ``keep-alive`` or ``close`` (any case); other lists
@@ -89,7 +91,9 @@ _HEAD = re.compile(
 _FIELDS = re.compile(rf"({_TOKEN}):[\t ]*([^\r\n]*)\r\n").findall
 
 _DECLINE = ""  # the environ key of a field the lane does not take
-_NOT_EXPRESS = frozenset(("content-length", "transfer-encoding", "expect", "upgrade"))
+_NOT_EXPRESS = frozenset(
+    ("content-length", "transfer-encoding", "expect", "upgrade", "proxy-connection")
+)
 _KEYS_MAX = 1024
 _GOOD_HOSTS: set[str] = set()
 _GOOD_HOSTS_MAX = 256
