@@ -20,9 +20,10 @@ What the lane takes (anything else is declined):
   through ``validate.check_target``);
 * fields ``token ":" OWS value CRLF``, values of HTAB, SP, VCHAR and obs-text
   (llhttp's strict rule) that do not end in OWS, no obs-fold, no bare CR or LF;
-* at most ``max_headers`` fields, the head no longer than ``max_request_line`` and
-  ``max_header_size`` allow; each field name at most once (spelling aside), no name
-  with ``_`` (the general path drops those);
+* at most ``max_headers`` fields; the head no longer than ``max_request_line`` and
+  ``max_header_size`` allow, counted so that it is within both limits however the
+  general path counts it (``match``); each field name at most once (spelling aside),
+  no name with ``_`` (the general path drops those);
 * no ``Content-Length``, ``Transfer-Encoding``, ``Expect``, ``Upgrade`` or
   ``Proxy-Connection`` field: no body, no interim response, no protocol switch, and
   no second reading of keep-alive (llhttp reads ``Proxy-Connection`` as
@@ -132,7 +133,12 @@ def match(
         data: one read from the connection.
         base: the connection's base environ (``wsgi.base_environ``), copied.
         max_size: the most bytes a head may have here (``min(max_request_line,
-            max_header_size)``).
+            max_header_size)``). The general path counts a field as its name, its
+            value without OWS and 4 bytes, which is at most one byte more than the
+            field's line (``Name:value``); so a head whose bytes plus its field count
+            stay within ``max_size`` is within both limits however it is counted
+            there, and any other is declined (the general path then says 414 or 431,
+            or serves it).
         max_fields: ``max_headers``.
 
     Returns:
@@ -141,7 +147,8 @@ def match(
         ``KEEP_ALIVE_10`` or ``CLOSE``), or None when the general path must parse
         ``data``.
     """
-    if len(data) > max_size:
+    length = len(data)
+    if length > max_size:
         return None
     text = data.decode("latin-1")
     m = _HEAD(text)
@@ -159,7 +166,7 @@ def match(
     fields = _FIELDS(text, len(method) + len(target) + 12)
     if fields:
         count = len(fields)
-        if count > max_fields:
+        if count > max_fields or length + count > max_size:
             return None
         size = len(keys) + count
         for name, value in fields:
