@@ -447,7 +447,19 @@ class HttpProtocol:
                 raise VersionNotSupported(f"HTTP/{bytes(digits).decode('latin-1')}")
             self._line_src = b""  # it may be a whole read: keep no body bytes alive
             # (``int in bytes`` is a memchr; ``bytes in bytes`` costs ten times more.)
-            if url[0] == 47 and 37 not in url and 35 not in url and 92 not in url and method != "CONNECT":
+            # Bytes outside the target grammar are ``check_target``'s to refuse, not
+            # llhttp's alone: a loose llhttp build (httptools 0.6) lets non-ASCII,
+            # HTAB (9) and FF (12) into the target.
+            if (
+                url[0] == 47
+                and url.isascii()
+                and 37 not in url
+                and 35 not in url
+                and 92 not in url
+                and 9 not in url
+                and 12 not in url
+                and method != "CONNECT"
+            ):
                 authority = None  # origin-form with nothing to look at: the common case
             else:
                 authority = check_target(method, url)
