@@ -59,11 +59,15 @@ SOAK_SECONDS ?= 180
 soak: venv
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python soak/soak.py
 
-# fuzz: atheris (libFuzzer) on the sans-IO HTTP parser for FUZZ_SECONDS (default 60).
-# Skips with a message where atheris does not install. Crashes land in fuzz/artifacts/.
+# fuzz: atheris (libFuzzer) on the HTTP parser, the express lane and the whole handler
+# for FUZZ_SECONDS (default 60). It looks for time as well as crashes: the target raises
+# on an input over its linear time budget, -timeout catches one that never returns,
+# -report_slow_units names any unit over a second. Skips with a message where atheris
+# does not install. Findings (crashes, slow inputs) land in fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
 fuzz: venv
 	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/python -m pip install -q atheris || true
 	mkdir -p $(VENV)/fuzz-corpus fuzz/artifacts
 	$(BIN)/python fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/http.dict \
+		-timeout=10 -report_slow_units=1 \
 		-artifact_prefix=fuzz/artifacts/ $(VENV)/fuzz-corpus fuzz/corpus

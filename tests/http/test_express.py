@@ -6,13 +6,19 @@ bodiless request with the same environ and the same keep-alive decision. Checked
 corpus of hand-picked heads (valid ones the lane must take, and the strict rules'
 refusals, which it must decline), on generated heads, and end to end through the
 handler: the same bytes answered with the lane on and off.
+
+A case much slower on one path than on the other is a difference too (``check_agrees``
+times both): the first lane answered like the general path on every head and still
+stalled the process for seconds on a head that failed late (issue 19). Its bounded
+worst case has tests of its own beside these, in ``test_linear.py``.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from time import thread_time
 from typing import Any
 
 import pytest
@@ -50,8 +56,36 @@ def general(data: bytes) -> tuple[dict[str, Any], bool] | None:
     return environ, request.keep_alive
 
 
+#: One path taking more than ``SLOWER`` times the other's time plus ``SLACK`` (this
+#: thread's CPU time, the best of five runs each once a single run looked so) is a
+#: difference.
+SLOWER = 20
+SLACK = 0.005
+
+
+def _best(runs: int, call: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = thread_time()
+        call()
+        best = min(best, thread_time() - start)
+    return best
+
+
+def check_time_alike(data: bytes, lane: Callable[[], object], other: Callable[[], object]) -> None:
+    """Assert neither path is much slower than the other on ``data``."""
+    times = (_best(1, lane), _best(1, other))
+    if max(times) <= SLOWER * min(times) + SLACK:
+        return
+    times = (_best(5, lane), _best(5, other))  # one slow run may be the machine's
+    assert max(times) <= SLOWER * min(times) + SLACK, (
+        f"lane {times[0] * 1e3:.2f} ms, general path {times[1] * 1e3:.2f} ms on {data[:120]!r}")
+
+
 def check_agrees(data: bytes) -> bool:
-    """Assert the lane agrees with the general path on ``data``; True if it took it."""
+    """Assert the lane agrees with the general path on ``data``, in its answer and in
+    its time; True if it took it."""
+    check_time_alike(data, lambda: match(data, BASE, MAX, CFG.max_headers), lambda: general(data))
     found = match(data, BASE, MAX, CFG.max_headers)
     if found is None:
         return False
@@ -178,7 +212,9 @@ _PIECES = st.sampled_from(
      b"\n", b"\r", b"Host", b"host", b"HOST", b":", b": ", b"h", b"a@b", b"[::1]", b":80", b"\x00",
      b"\x7f", b"\x80", b"\xe9", b"Connection", b"close", b"keep-alive", b"Upgrade", b"Content-Length",
      b"0", b"Transfer-Encoding", b"chunked", b"Expect", b"X-A", b"X_A", b"Cookie", b",", b"=", b"\"",
-     b"a", b"\r\n\r\n"]
+     b"a", b"\r\n\r\n", b"Proxy-Connection", b" \r\n",
+     # runs of fields that a backtracking matcher tries 2**n ways when the head fails late
+     b"".join(b"X-%d: v\r\n" % i for i in range(25)), b"".join(b"Y-%d:\t v w\r\n" % i for i in range(25))]
 )
 
 
@@ -208,6 +244,45 @@ def test_on_generated_heads_the_lane_agrees(
     data = method + b" " + target + b" HTTP/" + version + b"\r\n"
     data += b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
     check_agrees(data)
+
+
+_SEPARATORS = st.sampled_from([b":", b": ", b":\t", b": \t ", b":  "])
+_VALUES = st.sampled_from([b"v", b"a b", b"", b" ", b"v ", b"v\t", b"a:b", b"\xe9", b"\x7f", b'"q"', b"a  b\tc"])
+_TAILS = st.sampled_from([
+    b"\r\n",  # a whole head
+    b"",  # no final CRLF
+    b"\r",
+    b"\r\nname=a&b=c",  # a body in the read
+    b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",  # a second head
+    b"X-Last: v \r\n\r\n",  # trailing OWS
+    b"X-Last: v\x00\r\n\r\n",  # a bad byte at the end
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"GET / HTTP/1.1", b"GET /a?b=c HTTP/1.1", b"GET /?? HTTP/1.0",
+                     b"POST /" + b"p/" * 200 + b"?q=" + b"?" * 200 + b" HTTP/1.1"]),
+    st.tuples(_SEPARATORS, _VALUES),
+    st.integers(1, 60),
+    st.lists(st.tuples(_SEPARATORS, _VALUES), max_size=3),
+    _TAILS,
+    st.booleans(),
+)
+def test_on_generated_adversarial_heads_the_lane_agrees_in_answer_and_time(
+    line: bytes, field: tuple[bytes, bytes], repeat: int, extra: list[tuple[bytes, bytes]], tail: bytes,
+    split: bool,
+) -> None:
+    # Many fields of one shape, a few others, then an end that fails late; or the
+    # head cut in two (the lane sees the first read).
+    lines = [field] * repeat + extra
+    data = line + b"\r\nHost: h\r\n" + b"".join(b"X-%d" % i + sep + value + b"\r\n"
+                                                  for i, (sep, value) in enumerate(lines)) + tail
+    if split:
+        data = data[: len(data) // 2]
+    check_agrees(data)
+    took = _best(3, lambda: match(data, BASE, MAX, CFG.max_headers))
+    assert took < 0.010 + 2e-6 * len(data), f"{took * 1e3:.1f} ms on {len(data)} bytes"
 
 
 # -- end to end through the handler: the lane on and off answer the same bytes ----------

@@ -20,11 +20,14 @@ What the lane takes (anything else is declined):
   through ``validate.check_target``);
 * fields ``token ":" OWS value CRLF``, values of HTAB, SP, VCHAR and obs-text
   (llhttp's strict rule) that do not end in OWS, no obs-fold, no bare CR or LF;
-* at most ``max_headers`` fields, the head no longer than ``max_request_line`` and
-  ``max_header_size`` allow; each field name at most once (spelling aside), no name
-  with ``_`` (the general path drops those);
-* no ``Content-Length``, ``Transfer-Encoding``, ``Expect`` or ``Upgrade`` field: no
-  body, no interim response, no protocol switch;
+* at most ``max_headers`` fields; the head no longer than ``max_request_line`` and
+  ``max_header_size`` allow, counted so that it is within both limits however the
+  general path counts it (``match``); each field name at most once (spelling aside),
+  no name with ``_`` (the general path drops those);
+* no ``Content-Length``, ``Transfer-Encoding``, ``Expect``, ``Upgrade`` or
+  ``Proxy-Connection`` field: no body, no interim response, no protocol switch, and
+  no second reading of keep-alive (llhttp reads ``Proxy-Connection`` as
+  ``Connection``; the general path decides it, ``protocol.py``);
 * ``Host``: exactly one on HTTP/1.1 (at most one on 1.0) and valid
   (``validate.check_authority``, remembered once valid);
 * ``Connection``: absent, ``keep-alive`` or ``close`` (any case); other lists
@@ -32,6 +35,19 @@ What the lane takes (anything else is declined):
 
 ``match`` returns the environ keys the head sets (a dict to merge into the
 connection's base environ) and the keep-alive decision; the handler does the rest.
+
+Linear by construction (issue 19). A regular expression that fails backtracks: it
+tries every other way its quantifiers could have split the text. The first version
+let a field's ``[\t ]*`` and its value both take a leading SP, and let the path give
+bytes back to the query, so a head that failed late (no final CRLF, trailing OWS, a
+body or a second head in the read) was tried in 2**fields ways, and a long path times
+the fields again: 22 fields stalled the process for seconds. Here no two adjacent
+parts of ``_HEAD`` can match the same character, so each byte is matched one way
+only and a failed match gives each quantifier back at most once: a declined read
+costs time proportional to its bytes (``tests/http/test_linear.py`` feeds heads of
+up to 1,000 fields in every failing shape, with a time bound an exponential or
+quadratic matcher cannot meet). Keep it so: a new part of the pattern must begin
+with a character the part before it cannot end with.
 """
 
 from __future__ import annotations
@@ -56,21 +72,29 @@ _METHODS = "GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH"
 _PATH = r"/[!\"$&-/0-9:;<=>@A-Z\[\]^_`a-z{|}~]*"
 _QUERY = r"[!\"$&-/0-9:;<=>?@A-Z\[\]^_`a-z{|}~]*"
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# A field value: HTAB, SP, VCHAR, obs-text (0x80-0xff); no other control byte, no DEL;
-# and here no trailing OWS (the general path strips it; the lane declines it, so that
-# ``_FIELDS`` can take a value to its CRLF).
-_VALUE = r"(?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?"
+# A field value after the colon: OWS and a value of HTAB, SP, VCHAR, obs-text
+# (0x80-0xff), no other control byte, no DEL; and here no trailing OWS (the general
+# path strips it; the lane declines it, so that ``_FIELDS`` can take a value to its
+# CRLF). Written as two alternatives that cannot match the same text: a run that
+# ends in a visible byte (leading OWS included), or OWS alone (an empty value). The
+# first form of this pattern, ``[\t ]*`` then a value that could also begin with SP,
+# matched a leading SP two ways (the module docstring says what that cost).
+_VALUE = r"(?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f]|[\t ]*)"
 
+# The query is taken only after a "?": the path cannot end in "?", so the two cannot
+# trade bytes (``\??`` before a query class that also holds the path's bytes could).
 _HEAD = re.compile(
-    rf"({_METHODS}) (({_PATH})\??({_QUERY})) (HTTP/1\.[01])\r\n"
-    rf"(?:{_TOKEN}:[\t ]*{_VALUE}\r\n)*\r\n"
+    rf"({_METHODS}) (({_PATH})(?:\?({_QUERY}))?) (HTTP/1\.[01])\r\n"
+    rf"(?:{_TOKEN}:{_VALUE}\r\n)*\r\n"
 ).fullmatch
 # Each field's name and value, leading OWS off; ``pos`` is where the fields begin.
 # No ``^``: a search that starts with the token class finds each field at once.
 _FIELDS = re.compile(rf"({_TOKEN}):[\t ]*([^\r\n]*)\r\n").findall
 
 _DECLINE = ""  # the environ key of a field the lane does not take
-_NOT_EXPRESS = frozenset(("content-length", "transfer-encoding", "expect", "upgrade"))
+_NOT_EXPRESS = frozenset(
+    ("content-length", "transfer-encoding", "expect", "upgrade", "proxy-connection")
+)
 _KEYS_MAX = 1024
 _GOOD_HOSTS: set[str] = set()
 _GOOD_HOSTS_MAX = 256
@@ -109,7 +133,12 @@ def match(
         data: one read from the connection.
         base: the connection's base environ (``wsgi.base_environ``), copied.
         max_size: the most bytes a head may have here (``min(max_request_line,
-            max_header_size)``).
+            max_header_size)``). The general path counts a field as its name, its
+            value without OWS and 4 bytes, which is at most one byte more than the
+            field's line (``Name:value``); so a head whose bytes plus its field count
+            stay within ``max_size`` is within both limits however it is counted
+            there, and any other is declined (the general path then says 414 or 431,
+            or serves it).
         max_fields: ``max_headers``.
 
     Returns:
@@ -118,13 +147,14 @@ def match(
         ``KEEP_ALIVE_10`` or ``CLOSE``), or None when the general path must parse
         ``data``.
     """
-    if len(data) > max_size:
+    length = len(data)
+    if length > max_size:
         return None
     text = data.decode("latin-1")
     m = _HEAD(text)
     if m is None:
         return None
-    method, target, path, query, protocol = m.groups()
+    method, target, path, query, protocol = m.groups("")
     keys = base.copy()
     keys["REQUEST_METHOD"] = method
     keys["PATH_INFO"] = path
@@ -136,7 +166,7 @@ def match(
     fields = _FIELDS(text, len(method) + len(target) + 12)
     if fields:
         count = len(fields)
-        if count > max_fields:
+        if count > max_fields or length + count > max_size:
             return None
         size = len(keys) + count
         for name, value in fields:

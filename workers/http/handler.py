@@ -916,7 +916,9 @@ class HttpHandler:
         assert buf is not None
         buf += data
         try:
-            parsed = parse_proxy_header(bytes(buf))
+            # The buffer itself, not a copy: a header trickled in one byte per read
+            # costs each read its own bytes (a copy per read would be quadratic).
+            parsed = parse_proxy_header(buf)
         except HTTPError as exc:
             st.proxy_buf = None
             self._fail(conn, st, exc)

@@ -86,7 +86,8 @@ END_OF_MESSAGE = Marker.END_OF_MESSAGE
 
 _CHUNK_OVERHEAD = 64  # framing bytes allowed per chunk, beyond max_header_size
 _MAX_LEAD = 64  # bytes of empty lines tolerated before a request line
-_SPECIAL_LENGTHS = frozenset((4, 6, 10, 14, 17))  # host, expect, connection, c-l, t-e
+# host, expect, connection, content-length, proxy-connection, transfer-encoding
+_SPECIAL_LENGTHS = frozenset((4, 6, 10, 14, 16, 17))
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -170,6 +171,7 @@ class HttpProtocol:
         "_parser",
         "_pending",
         "_raw_remaining",
+        "_reusable",
         "_tail",
         "_upgrade",
         "_url",
@@ -199,6 +201,10 @@ class HttpProtocol:
         self.upgrade_rest = b""  # bytes after a bodiless upgrade head, from its read
         self._defer_end = False
         self._raw_remaining = 0
+        # False once a message has ended the connection for llhttp or for us (its
+        # ``keep_alive``): llhttp then refuses any later byte ("Data after
+        # Connection: close"), so the parser must never serve another message.
+        self._reusable = True
         self._body_left = 0  # Content-Length body bytes still to come
         self._tail = b""  # the last bytes fed in this head (``_cut``)
         # The raw bytes the current head began in, and where: the request line is
@@ -220,8 +226,9 @@ class HttpProtocol:
     @property
     def at_rest(self) -> bool:
         """Between two messages with nothing carried over (no partial head, body,
-        upgrade or error): the parser may go on with another connection's bytes."""
-        return not (
+        upgrade or error), and the last message kept the connection open for llhttp
+        and for us: the parser may go on with another connection's bytes."""
+        return self._reusable and not (
             self._dead or self._head_raw or self._head_done or self._raw_remaining or self._tail
         )
 
@@ -449,13 +456,26 @@ class HttpProtocol:
                 raise VersionNotSupported(f"HTTP/{bytes(digits).decode('latin-1')}")
             self._line_src = b""  # it may be a whole read: keep no body bytes alive
             # (``int in bytes`` is a memchr; ``bytes in bytes`` costs ten times more.)
-            if url[0] == 47 and 37 not in url and 35 not in url and 92 not in url and method != "CONNECT":
+            # Bytes outside the target grammar are ``check_target``'s to refuse, not
+            # llhttp's alone: a loose llhttp build (httptools 0.6) lets non-ASCII,
+            # HTAB (9) and FF (12) into the target.
+            if (
+                url[0] == 47
+                and url.isascii()
+                and 37 not in url
+                and 35 not in url
+                and 92 not in url
+                and 9 not in url
+                and 12 not in url
+                and method != "CONNECT"
+            ):
                 authority = None  # origin-form with nothing to look at: the common case
             else:
                 authority = check_target(method, url)
             content_length: int | None = None
             te: list[bytes] = []
             connection: list[bytes] = []
+            proxy_close = False
             expect: list[bytes] | None = None
             host: bytes | None = None
             hosts = 0
@@ -472,6 +492,10 @@ class HttpProtocol:
                     te.append(value)
                 elif lname == b"connection":
                     connection.append(value)
+                elif lname == b"proxy-connection":
+                    # Not a standard field (RFC 9112 has none such), but llhttp reads
+                    # it as Connection: its "close" closes here too.
+                    proxy_close = proxy_close or b"close" in _split_tokens([value])
                 elif lname == b"expect":
                     if expect is None:
                         expect = []
@@ -501,6 +525,11 @@ class HttpProtocol:
                 keep_alive = b"close" not in tokens
             else:
                 keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            # Keep-alive only when llhttp agrees: a parser that llhttp has closed
+            # refuses every later byte, so whichever reading says close wins, and
+            # ``at_rest`` never lets a closed parser go back to the pool.
+            keep_alive = keep_alive and not proxy_close and parser.should_keep_alive()
+            self._reusable = keep_alive
             self._upgrade = parser.should_upgrade()
             if self._upgrade:
                 # WSGI cannot switch protocols: answer as a plain request, then close.

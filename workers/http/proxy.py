@@ -28,7 +28,7 @@ Address = tuple[str, int]
 ProxyInfo = tuple[int, Address | None, Address | None]
 
 
-def _v1_port(text: bytes) -> int:
+def _v1_port(text: bytes | bytearray) -> int:
     if not text.isdigit() or (len(text) > 1 and text[:1] == b"0"):
         raise BadRequest("PROXY v1: bad port")
     port = int(text)
@@ -37,7 +37,7 @@ def _v1_port(text: bytes) -> int:
     return port
 
 
-def _v1_addr(text: bytes, version: int) -> str:
+def _v1_addr(text: bytes | bytearray, version: int) -> str:
     try:
         addr = ipaddress.ip_address(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
@@ -47,7 +47,7 @@ def _v1_addr(text: bytes, version: int) -> str:
     return str(addr)
 
 
-def _parse_v1(data: bytes) -> ProxyInfo | None:
+def _parse_v1(data: bytes | bytearray) -> ProxyInfo | None:
     end = data.find(b"\r\n", 0, _V1_MAX)
     if end < 0:
         if len(data) >= _V1_MAX:
@@ -64,7 +64,7 @@ def _parse_v1(data: bytes) -> ProxyInfo | None:
     return end + 2, src, dst
 
 
-def _parse_v2(data: bytes) -> ProxyInfo | None:
+def _parse_v2(data: bytes | bytearray) -> ProxyInfo | None:
     if len(data) < _V2_HEADER.size:
         return None
     _, ver_cmd, family, length = _V2_HEADER.unpack_from(data)
@@ -87,11 +87,14 @@ def _parse_v2(data: bytes) -> ProxyInfo | None:
     raise BadRequest("PROXY v2: truncated address block")
 
 
-def parse_proxy_header(data: bytes) -> ProxyInfo | None:
+def parse_proxy_header(data: bytes | bytearray) -> ProxyInfo | None:
     """Parse a PROXY protocol header at the start of ``data``.
 
     Args:
-        data: the first bytes received on a connection (any amount so far).
+        data: the first bytes received on a connection (any amount so far). Only
+            its first 16 bytes and, once they say how long the header is, the
+            header itself are read: a header that arrives in many reads costs each
+            read O(1) (the handler passes its buffer, not a copy).
 
     Returns:
         None when more bytes are needed; otherwise ``(consumed, src, dst)``, where

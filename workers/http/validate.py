@@ -9,7 +9,8 @@ bytes out of the target. What it lets through, and this module rejects:
 
 * more than one SP between the parts of the request line (``GET  / HTTP/1.1``);
 * targets that are none of the four forms, a fragment, ``\\``, ``%00``/``%0D``/``%0A``
-  and malformed percent-escapes; ``*`` for a method other than OPTIONS;
+  and malformed percent-escapes; ``*`` for a method other than OPTIONS; any byte
+  outside visible ASCII (a loose llhttp build lets non-ASCII, HTAB and FF through);
 * a missing, repeated or malformed ``Host``; an absolute-form target with a scheme
   other than http/https or a bad authority;
 * ``Content-Length`` with leading zeros; an ``Expect`` other than ``100-continue``.
@@ -51,6 +52,10 @@ _IP_LITERAL_AUTHORITY = re.compile(rb"\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?\Z")
 _ABSOLUTE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)\Z", re.DOTALL).match
 # RFC 3986 section 2.1: pct-encoded = "%" HEXDIG HEXDIG.
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})|%0[0aAdD]").search
+# RFC 9112 section 3.2 and RFC 3986 section 2: a target is made of visible ASCII; a
+# raw byte outside it (a control, SP, DEL, 0x80-0xff, an over-long UTF-8 sequence)
+# is not in the grammar. docs/http.md says which visible ones outside RFC 3986 pass.
+_OUTSIDE_GRAMMAR = re.compile(rb"[^!-~]").search
 
 _GOOD_HOSTS: dict[bytes, tuple[str, str]] = {}
 _GOOD_HOSTS_MAX = 256
@@ -121,7 +126,8 @@ def check_target(method: str, target: bytes) -> bytes | None:
 
     Args:
         method: the request method.
-        target: the raw target bytes (llhttp has kept CTLs, SP and non-ASCII out).
+        target: the raw target bytes (llhttp has kept most CTLs and SP out; a loose
+            build lets non-ASCII, HTAB and FF through, refused here).
 
     Returns:
         The authority of an absolute-form target (which then replaces ``Host``,
@@ -131,6 +137,8 @@ def check_target(method: str, target: bytes) -> bytes | None:
         BadRequest: the target is malformed or its form does not fit the method.
         NotImplemented501: a well-formed authority-form target (CONNECT is not served).
     """
+    if _OUTSIDE_GRAMMAR(target):
+        raise BadRequest("a byte outside the request-target grammar")
     first = target[:1]
     authority: bytes | None = None
     if first == b"/":

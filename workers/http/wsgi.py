@@ -320,6 +320,7 @@ def request_environ(
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.version == "1.1" else "HTTP/1.0"
     environ["wsgi.input"] = body
     keys = _KEYS
+    repeated: dict[str, list[str]] | None = None
     for name, raw in request.headers:
         key = keys.get(name)
         if key is None:
@@ -329,8 +330,20 @@ def request_environ(
         value = raw.decode("latin-1")
         old = environ.get(key)
         if old is not None:
-            value = f"{old}; {value}" if key == "HTTP_COOKIE" else f"{old}, {value}"
+            # A repeated field: its values are joined once, after the loop (joining
+            # here, one by one, would copy the growing value per field: quadratic).
+            if repeated is None:
+                repeated = {}
+            parts = repeated.get(key)
+            if parts is None:
+                repeated[key] = [old, value]
+            else:
+                parts.append(value)
+            continue
         environ[key] = value
+    if repeated is not None:
+        for key, parts in repeated.items():
+            environ[key] = ("; " if key == "HTTP_COOKIE" else ", ").join(parts)
     if authority is not None:
         # RFC 9112 3.2.2: with an absolute-form target the Host field is ignored and
         # the target's authority is the host (one host for the app and any cache).
