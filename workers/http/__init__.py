@@ -1,6 +1,8 @@
 """HTTP/1.1 + WSGI: a sans-IO parser, the express lane, a WSGI bridge and the handler.
 
-Owns: ``handler`` (``HttpHandler``: one connection's HTTP life on its worker), the
+Owns: ``handler`` (``HttpHandler``: one connection's HTTP life on its worker, with
+``state``, ``respond`` and ``deadlines``: its per-connection state, its response
+writer and its timers), the
 general path (``protocol``, llhttp via httptools, with ``validate``, ``chunks``,
 ``body``), the express lane (``express``: the common request checked whole, linear in
 its bytes), ``wsgi`` and ``response`` (PEP 3333 and the bytes of a response),

@@ -33,147 +33,61 @@ process the supervisor replaced), an idle keep-alive connection stays open for i
 next request, answered with ``Connection: close``, and closes after that many seconds
 of silence. The server's ``graceful_timeout`` bounds it all.
 
+Where the rest lives: ``state.py`` (the per-connection ``_State``, phases, timer
+kinds), ``respond.py`` (``Responder``: the application's result to bytes, framing,
+lazy pulling), ``deadlines.py`` (``Deadlines``: the phase and send timers), and beside
+this file the two ways a head is read, ``express.py`` (the common request, whole, in
+one regular expression) and ``protocol.py`` (llhttp, everything else).
+
 Application failures: before the head is sent, a 500 and a close; after, an abort.
-Either way the traceback goes to the ``mioreactor.workers.http`` logger.
+Either way the traceback goes to the ``mioreactor.http`` logger.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
-from functools import partial
+from collections.abc import Callable, Iterable
 from time import perf_counter
 from time import time as _time
 from typing import Any
 
-from ..core.handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
+from ..core.handler import Connection, Handler, HandlerFactory, WorkerContext
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from .accesslog import AccessLog
 from .body import EMPTY_BODY, InputBody
-from .errors import HTTPError, InternalServerError, RequestTimeout
+from .deadlines import Deadlines, fire_phase
+from .errors import HTTPError
 from .express import CLOSE as _X_CLOSE
 from .express import match as express_match
 from .limits import HttpConfig
-from .protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
+from .protocol import END_OF_MESSAGE, HttpProtocol, Request
 from .proxy import parse_proxy_header
-from .response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
-from .wsgi import AppError, FileWrapper, StartResponse, base_environ, request_environ
+from .respond import Responder
+from .response import CONTINUE_RESPONSE, ResponseEncoder
+from .state import (
+    _BODY_INDEX,
+    _LENGTH_LINES,
+    _PROTO_POOL,
+    BODY,
+    CLOSED,
+    IDLE,
+    RESPONDING,
+    T_BODY,
+    T_HEADER,
+    T_KEEPALIVE,
+    _in_head,
+    _length_line,
+    _State,
+)
+from .wsgi import StartResponse, base_environ, request_environ
 
 __all__ = ["HttpHandler", "make_http_handler_factory"]
 
 log = logging.getLogger("mioreactor.http")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-# Phases (ints: compared on every callback).
-IDLE, BODY, RESPONDING, CLOSED = 0, 1, 2, 3
-# Body framing of a response.
-NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
-# Timer kinds: the phase timer (header, keep-alive, body); the send timer has a slot
-# of its own (``_State.send_timer``).
-T_HEADER, T_KEEPALIVE, T_BODY, T_SEND = 0, 1, 2, 3
-_PROTO_POOL = 64  # parsers kept per handler for connections that need one again
-_NO_ITERATOR: Iterator[bytes] = iter(())  # exhausted: the body was a list
-# Validated status strings -> code, and "Content-Length: N" lines for small N: each
-# formatted once, not per response (shared by the workers: dict get/set are atomic).
-_CODES: dict[str, int] = {}
-_LENGTH_LINES: dict[int, bytes] = {}
-# Validated status strings whose response has a body (not 1xx, 204, 304) -> the first
-# index of their status class in ``response_counts``: the express lane's test and
-# its metrics index in one lookup.
-_BODY_INDEX: dict[str, int] = {}
-
-
-def _length_line(length: int) -> bytes:
-    line = b"Content-Length: %d\r\n" % length
-    if length < 65536 and len(_LENGTH_LINES) < 1024:
-        _LENGTH_LINES[length] = line
-    return line
-
-
-class _Response:
-    """The response in progress on a connection."""
-
-    __slots__ = ("close", "iterator", "mode", "remaining", "result", "sent", "status")
-
-    def __init__(self, result: Iterable[bytes], iterator: Iterator[bytes], status: int) -> None:
-        self.result = result
-        self.iterator = iterator
-        self.status = status
-        self.mode = NO_BODY
-        self.remaining = 0  # LENGTH: bytes still allowed
-        self.sent = 0  # body bytes handed to the connection
-        self.close = False
-
-
-class _State:
-    """Per-connection protocol state (``conn.context``)."""
-
-    __slots__ = (
-        "backlog",
-        "base",
-        "body",
-        "draining",
-        "environ",
-        "eof",
-        "events",
-        "express",
-        "fresh",
-        "last_rx",
-        "looping",
-        "phase",
-        "proto",
-        "proxy_buf",
-        "read_paused",
-        "request",
-        "response",
-        "send_mark",
-        "send_timer",
-        "start",
-        "start_call",
-        "started",
-        "timer",
-        "timer_kind",
-        "write_paused",
-    )
-
-    def __init__(self, proto: HttpProtocol | None, base: dict[str, Any], proxy: bool) -> None:
-        # None while the connection is between requests with nothing pending: the
-        # parser went back to the handler's pool (``HttpHandler._rest``).
-        self.proto = proto
-        self.base = base
-        self.events: list[Event] = []  # a list: 56 bytes idle, a deque 600
-        self.backlog = bytearray()
-        self.phase = IDLE
-        self.request: Request | None = None
-        self.body: InputBody = EMPTY_BODY
-        self.response: _Response | None = None
-        self.timer: TimerHandle | None = None
-        self.timer_kind = -1
-        self.send_timer: TimerHandle | None = None
-        self.send_mark = 0  # write_buffer_size when the send timer was armed
-        self.last_rx = 0.0
-        self.looping = False  # inside _process: _finish returns to its loop
-        self.started = 0.0
-        self.eof = False
-        self.fresh = True  # no request head has arrived yet
-        self.draining = False
-        # The express lane (workers/http/express.py) may take this connection's next
-        # read; off for PROXY-protocol and trusted-proxy connections and once draining.
-        self.express = False
-        self.environ: dict[str, Any] | None = None  # the express request's (for describe)
-        self.read_paused = False
-        self.write_paused = False
-        self.proxy_buf: bytearray | None = bytearray() if proxy else None
-        # The connection's start_response, reused by each request (``_begin_start``),
-        # and its bound ``__call__``: what the application gets, called without
-        # ``type.__call__``'s slot dispatch.
-        self.start = StartResponse()
-        self.start_call = self.start.__call__
-
 
 def make_http_handler_factory(app: WSGIApp | Any, config: HttpConfig | None = None) -> HandlerFactory:
     """A ``HandlerFactory`` that serves ``app`` with an ``HttpHandler`` per worker.
@@ -193,7 +107,7 @@ def make_http_handler_factory(app: WSGIApp | Any, config: HttpConfig | None = No
     return factory
 
 
-class HttpHandler:
+class HttpHandler(Deadlines, Responder):
     """Serve a WSGI application over HTTP/1.1 on the connections of one worker.
 
     Args:
@@ -333,7 +247,7 @@ class HttpHandler:
                 st.timer = None  # the send timer governs; resume_writing goes on
             else:
                 st.timer_kind = T_KEEPALIVE
-                st.timer = conn.rearm(self._keepalive, _fire_phase)
+                st.timer = conn.rearm(self._keepalive, fire_phase)
             return
         # Any other result: the general response path, with a Request made for it.
         self._respond(conn, st, self._express_request(st, environ, extra, started), environ, start, result)
@@ -540,7 +454,7 @@ class HttpHandler:
         else:
             if st.timer_kind != T_KEEPALIVE:
                 st.timer_kind = T_KEEPALIVE
-                st.timer = conn.rearm(self.config.keepalive_timeout, _fire_phase)
+                st.timer = conn.rearm(self.config.keepalive_timeout, fire_phase)
             if proto is not None and not st.events and proto.at_rest:
                 # Between requests with nothing pending: the parser goes to the pool.
                 st.proto = None
@@ -642,272 +556,6 @@ class HttpHandler:
             st.timer = None
         return request
 
-    def _respond(
-        self,
-        conn: Connection,
-        st: _State,
-        request: Request,
-        environ: dict[str, Any],
-        start: StartResponse,
-        result: Iterable[bytes],
-    ) -> None:
-        """The application returned ``result``: check it and start the response."""
-        chunks: list[bytes] = []
-        first = b""
-        exhausted = True  # every body byte is in ``chunks``: the length is known
-        iterator: Iterator[bytes] = _NO_ITERATOR
-        try:
-            if type(result) is list:
-                chunks = result  # read, never changed (a new list if anything is added)
-            elif type(result) is tuple:
-                chunks = list(result)
-            elif isinstance(result, FileWrapper):
-                iterator = iter(result)
-                exhausted = False
-            else:
-                # PEP 3333: the head waits for the first non-empty chunk.
-                with self.worker.blocking():
-                    iterator = iter(result)
-                    for first in iterator:
-                        if first:
-                            exhausted = False
-                            break
-            if not start.status:
-                raise AppError("the application did not call start_response")
-            for item in chunks:
-                if type(item) is not bytes:
-                    raise AppError(f"response body item is {type(item).__name__}, not bytes")
-            if type(first) is not bytes:
-                raise AppError(f"response body item is {type(first).__name__}, not bytes")
-        except Exception as exc:
-            self._close_result(result)
-            self._app_error(conn, st, exc, environ)
-            return
-        if start.written:
-            chunks = start.written + chunks
-        if first:
-            chunks.append(first)
-        status = start.status
-        code = _CODES.get(status)
-        if code is None:
-            code = int(status[:3])
-            if len(_CODES) < 256:
-                _CODES[status] = code
-                if code >= 200 and code != 204 and code != 304:
-                    _BODY_INDEX[status] = code // 100 * BUCKETS
-        resp = _Response(result, iterator, code)
-        st.response = resp
-        self._send_head(conn, st, request, start, resp, chunks, exhausted)
-
-    def _send_head(
-        self,
-        conn: Connection,
-        st: _State,
-        request: Request,
-        start: StartResponse,
-        resp: _Response,
-        chunks: list[bytes],
-        exhausted: bool,
-    ) -> None:
-        """Choose the framing, write the head with the body at hand, go on pulling.
-
-        Framing: the application's ``Content-Length`` if it set one; else the summed
-        length when the whole body is already known (a list, or an iterator that
-        ended); else the file size for a ``wsgi.file_wrapper`` over a real file; else
-        chunked on HTTP/1.1 and close-delimited on HTTP/1.0. HEAD, 204 and 304 carry
-        no body (the iterable is closed unread).
-        """
-        status = resp.status
-        # After the client's EOF, requests it completed before are still answered:
-        # close only after the last of them.
-        keep_alive = (
-            request.keep_alive
-            and not start.close
-            and not st.draining
-            and not (st.eof and not st.events and not st.backlog)
-        )
-        result = resp.result
-        length = start.content_length
-        if request.method == "HEAD" or status == 204 or status == 304:
-            resp.mode = NO_BODY
-            extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
-        else:
-            if length is None:
-                if exhausted:
-                    length = sum(map(len, chunks))
-                elif isinstance(result, FileWrapper):
-                    length = self._file_length(result)
-            if length is not None:
-                resp.mode = LENGTH
-                resp.remaining = length
-                extra = _LENGTH_LINES.get(length) or _length_line(length)
-            elif request.version == "1.1":
-                resp.mode = CHUNKED
-                extra = b"Transfer-Encoding: chunked\r\n"
-            else:
-                resp.mode = UNTIL_CLOSE
-                keep_alive = False
-                extra = b""
-        resp.close = not keep_alive
-        if not keep_alive:
-            extra += b"Connection: close\r\n"
-        elif request.version == "1.0":
-            extra += b"Connection: keep-alive\r\n"
-        start.headers_sent = True
-        head = self.encoder.head(start.status, start.headers, extra)
-        if resp.mode == NO_BODY:
-            conn.write(head)
-            self._finish(conn, st)
-            return
-        if (
-            isinstance(result, FileWrapper)
-            and not chunks
-            and resp.mode == LENGTH
-            and self._sendfile(conn, resp, head, result)
-        ):
-            self._finish(conn, st)
-            return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not data:
-            conn.write(head)
-        elif resp.mode == LENGTH and len(data) <= resp.remaining:  # _frame, inline
-            resp.remaining -= len(data)
-            resp.sent = len(data)
-            conn.write(head + data)
-        else:
-            conn.write(head + self._frame(resp, data))
-        if exhausted:
-            self._finish(conn, st)
-        else:
-            self._pump(conn, st)
-
-    @staticmethod
-    def _file_length(wrapper: FileWrapper) -> int | None:
-        """Bytes a file wrapper would send from its position, if it is a real file."""
-        f = wrapper.filelike
-        try:
-            fd = f.fileno()
-            pos = f.tell()
-            size = os.fstat(fd).st_size
-        except (AttributeError, OSError, ValueError):
-            return None
-        return max(size - pos, 0)
-
-    def _sendfile(self, conn: Connection, resp: _Response, head: bytes, wrapper: FileWrapper) -> bool:
-        """Send the head, then the file with ``conn.sendfile``; False if it has no fd."""
-        f = wrapper.filelike
-        try:
-            offset = f.tell()
-            f.fileno()
-        except (AttributeError, OSError, ValueError):
-            return False
-        conn.write(head)
-        if resp.remaining:
-            conn.sendfile(f, offset, resp.remaining)
-        resp.sent = resp.remaining
-        resp.remaining = 0
-        return True
-
-    def _frame(self, resp: _Response, data: bytes) -> bytes:
-        """Frame ``data`` for the response's body mode, enforcing Content-Length."""
-        mode = resp.mode
-        if mode == CHUNKED:
-            resp.sent += len(data)
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        if mode == LENGTH:
-            if len(data) > resp.remaining:
-                log.warning("application sent more than its Content-Length; truncated")
-                data = data[: resp.remaining]
-                resp.close = True
-            resp.remaining -= len(data)
-        resp.sent += len(data)
-        return data
-
-    def _pump(self, conn: Connection, st: _State) -> None:
-        """Pull the body iterator while the connection takes more; finish at its end."""
-        resp = st.response
-        if resp is None:
-            return
-        write = conn.write
-        frame = self._frame
-        nxt = resp.iterator.__next__
-        try:
-            with self.worker.blocking():
-                while not st.write_paused:
-                    try:
-                        data = nxt()
-                    except StopIteration:
-                        break
-                    if type(data) is not bytes:
-                        raise AppError(f"response body item is {type(data).__name__}, not bytes")
-                    if data:
-                        write(frame(resp, data))
-                        if st.phase != RESPONDING:
-                            return  # the connection went away under us
-                else:
-                    return  # paused: resume_writing continues
-        except Exception:
-            log.exception("application failed while streaming its response")
-            st.response = None
-            self._close_result(resp.result)
-            st.phase = CLOSED
-            self._disarm(st)
-            conn.abort()
-            return
-        self._finish(conn, st)
-
-    def _finish(self, conn: Connection, st: _State) -> None:
-        """The body is fully handed over: frame its end, log, go on or close."""
-        resp = st.response
-        request = st.request
-        if resp is None or request is None:
-            return  # the connection was lost while the head and body were written
-        st.response = None
-        if resp.mode == CHUNKED:
-            conn.write(CHUNKED_END)
-        elif resp.mode == LENGTH and resp.remaining:
-            log.warning("application sent %d bytes less than its Content-Length", resp.remaining)
-            resp.close = True
-        if type(resp.result) is not list:
-            self._close_result(resp.result)
-        elapsed = perf_counter() - st.started
-        self.response_counts[resp.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
-        self.response_seconds += elapsed
-        if self.access is not None:
-            self.access.log(st.base["REMOTE_ADDR"], request, resp.status, resp.sent, st.started)
-        if st.body is not EMPTY_BODY:
-            st.body.close()
-            st.body = EMPTY_BODY
-        st.request = None
-        if st.phase != RESPONDING:
-            return
-        if resp.close:
-            self._close(conn, st)
-            return
-        st.phase = IDLE
-        if not st.looping:  # else the loop in _process goes on with the next event
-            self._process(conn, st)
-
-    def _app_error(self, conn: Connection, st: _State, exc: Exception, environ: dict[str, Any]) -> None:
-        log.error(
-            "error in WSGI application for %s %s",
-            environ.get("REQUEST_METHOD"),
-            environ.get("RAW_URI"),
-            exc_info=exc,
-        )
-        st.response = None
-        self._fail(conn, st, InternalServerError(str(exc)))
-
-    def _close_result(self, result: Iterable[bytes]) -> None:
-        close = getattr(result, "close", None)
-        if close is None:
-            return
-        try:
-            with self.worker.blocking():
-                close()
-        except Exception:
-            log.exception("error closing the WSGI response iterable")
-
     # -- PROXY protocol ------------------------------------------------------------------
 
     def _proxy_header(self, conn: Connection, st: _State, data: bytes) -> bytes:
@@ -933,88 +581,3 @@ class HttpHandler:
         if dst is not None:
             base["SERVER_NAME"], base["SERVER_PORT"] = dst[0], str(dst[1])
         return bytes(buf[consumed:])
-
-    # -- timers --------------------------------------------------------------------------
-
-    def _arm(self, conn: Connection, st: _State, kind: int, delay: float) -> None:
-        # The phase timer (head, body, keep-alive) is the connection's own deadline:
-        # re-armed on every request without allocating (mioreactor.workers.core.timers.Deadline).
-        st.timer_kind = kind
-        st.timer = conn.rearm(delay, _fire_phase)
-
-    def _arm_send(self, conn: Connection, st: _State) -> None:
-        if st.send_timer is not None:
-            st.send_timer.cancel()
-        st.send_mark = conn.write_buffer_size
-        st.send_timer = conn.call_later(self.config.send_timeout, partial(_fire_timer, conn, T_SEND))
-
-    def _on_send_timer(self, conn: Connection, st: _State) -> None:
-        """No write progress for ``send_timeout``: abort, in whatever phase."""
-        st.send_timer = None
-        if not st.write_paused:
-            return
-        size = conn.write_buffer_size
-        if 0 < size < st.send_mark:  # the client reads, slowly: wait another period
-            self._arm_send(conn, st)
-            return
-        log.info("%r: client stopped reading; aborting", conn.peer)
-        st.phase = CLOSED
-        self._disarm(st)
-        conn.abort()
-
-    @staticmethod
-    def _disarm(st: _State) -> None:
-        if st.timer is not None:
-            st.timer.cancel()
-            st.timer = None
-        st.timer_kind = -1
-
-    def on_timer(self, conn: Connection, kind: int) -> None:
-        """A connection timer fired (called through ``conn.handler``)."""
-        if kind == T_SEND:
-            self._on_send_timer(conn, conn.context)
-            return
-        self._on_timer(conn, kind)
-
-    def _on_timer(self, conn: Connection, kind: int) -> None:
-        st: _State = conn.context
-        if st.timer_kind != kind or st.phase == CLOSED:
-            return
-        st.timer = None
-        st.timer_kind = -1
-        if kind == T_BODY:
-            idle = time.monotonic() - st.last_rx
-            if idle < self.config.body_timeout:  # progress since armed: wait the rest
-                st.timer_kind = T_BODY
-                st.timer = conn.rearm(self.config.body_timeout - idle, _fire_phase)
-                return
-            self._fail(conn, st, RequestTimeout("request body stalled"))
-        elif kind == T_HEADER and _in_head(st):
-            self._fail(conn, st, RequestTimeout("request head incomplete"))
-        else:
-            self._close(conn, st)
-
-
-def _in_head(st: _State) -> bool:
-    """A request head has begun arriving on this connection and is not complete."""
-    proto = st.proto
-    return proto is not None and proto.in_head
-
-
-def _fire_phase(conn: Connection) -> None:
-    """The connection's phase deadline fell due: run it for the phase armed last."""
-    st = conn.context
-    kind = st.timer_kind
-    if kind >= 0:
-        _fire_timer(conn, kind)
-
-
-def _fire_timer(conn: Connection, kind: int) -> None:
-    """Run a timer on the handler of whichever worker serves ``conn`` now.
-
-    The worker that fires a timer sets ``conn.handler`` to its own handler first, so
-    a handler instance is only ever used by its own thread.
-    """
-    handler = conn.handler
-    assert isinstance(handler, HttpHandler)
-    handler.on_timer(conn, kind)
