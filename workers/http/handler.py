@@ -60,7 +60,7 @@ from .body import EMPTY_BODY, InputBody
 from .deadlines import Deadlines, fire_phase
 from .errors import HTTPError
 from .express import CLOSE as _X_CLOSE
-from .express import match as express_match
+from .express import match_next as express_next
 from .limits import HttpConfig
 from .protocol import END_OF_MESSAGE, HttpProtocol, Request
 from .proxy import parse_proxy_header
@@ -185,43 +185,61 @@ class HttpHandler(Deadlines, Responder):
 
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
-        # The express lane (``mioreactor.workers.http.express``), inline: the common read, one
-        # whole bodiless head on a connection at rest (no parser held, nothing
-        # queued), is served here, in this one frame. Anything else: ``_receive``.
+        # The express lane (``mioreactor.workers.http.express``), inline: whole bodiless
+        # heads on a connection at rest (no parser held, nothing queued) are served
+        # here, in this one frame: the common read of one head, and a pipelined read
+        # head after head, answered in one write. The first head the lane declines
+        # (a body, an odd field, a head cut by the read's end) and all after it go the
+        # general way (``_receive``), in order.
         if not (st.express and st.proto is None and not st.phase):
             self._receive(conn, st, data)
             return
-        found = express_match(data, st.base, self._express_max, self._max_headers)
+        text = data.decode("latin-1")
+        found = express_next(text, 0, st.base, self._express_max, self._max_headers)
         if found is None:
             self._receive(conn, st, data)
             return
-        environ, extra = found  # its wsgi.input is the base's EMPTY_BODY
-        st.fresh = False
-        st.environ = environ  # for the watchdog's describe()
-        st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
-        started = perf_counter()
-        start = st.start  # reset for this request (as _begin_start, inline)
-        start.status = ""
-        start.headers_sent = False
-        if start.written:
-            start.written = []
-        try:
-            result = self._call(self.app, environ, st.start_call)
-        except Exception as exc:
-            self._express_request(st, environ, extra, started)
-            self._app_error(conn, st, exc, environ)
-            return
-        # The common result, framed here: one ``bytes`` in a list, a validated status
-        # that allows a body, a Content-Length (if any) that matches, not HEAD.
-        if (
-            type(result) is list
-            and len(result) == 1
-            and type(body := result[0]) is bytes
-            and (index := _BODY_INDEX.get(status := start.status)) is not None
-            and not start.written
-            and (start.content_length is None or start.content_length == len(body))
-            and environ["REQUEST_METHOD"] != "HEAD"
-        ):
+        size = len(text)
+        out: list[bytes] = []  # the answers so far: one write for the whole read
+        while True:
+            environ, extra, end = found  # its wsgi.input is the base's EMPTY_BODY
+            st.fresh = False
+            st.environ = environ  # for the watchdog's describe()
+            st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
+            started = perf_counter()
+            start = st.start  # reset for this request (as _begin_start, inline)
+            start.status = ""
+            start.headers_sent = False
+            if start.written:
+                start.written = []
+            try:
+                result = self._call(self.app, environ, st.start_call)
+            except Exception as exc:
+                if out:
+                    conn.write(b"".join(out))
+                self._express_request(st, environ, extra, started)
+                self._app_error(conn, st, exc, environ)
+                return
+            # The common result, framed here: one ``bytes`` in a list, a validated status
+            # that allows a body, a Content-Length (if any) that matches, not HEAD.
+            if not (
+                type(result) is list
+                and len(result) == 1
+                and type(body := result[0]) is bytes
+                and (index := _BODY_INDEX.get(status := start.status)) is not None
+                and not start.written
+                and (start.content_length is None or start.content_length == len(body))
+                and environ["REQUEST_METHOD"] != "HEAD"
+            ):
+                # Any other result: the general response path, with a Request made for
+                # it, after the answers before it; what follows it waits its turn.
+                if out:
+                    conn.write(b"".join(out))
+                request = self._express_request(st, environ, extra, started)
+                self._respond(conn, st, request, environ, start, result)
+                if end < size:
+                    self._receive(conn, st, data[end:])
+                return
             if start.close:
                 extra = _X_CLOSE
             length = len(body)
@@ -231,7 +249,7 @@ class HttpHandler(Deadlines, Responder):
             date = encoder._date
             if not date._second <= _time() < date._until:
                 date.line()
-            conn.write(
+            out.append(
                 b"".join((
                     line, date._line, encoder._server, start.headers,
                     _LENGTH_LINES.get(length) or _length_line(length), extra, b"\r\n", body,
@@ -241,16 +259,21 @@ class HttpHandler(Deadlines, Responder):
             self.response_counts[index + bisect_left(DURATION_BOUNDS, elapsed)] += 1
             self.response_seconds += elapsed
             st.environ = None
-            if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
-                self._close(conn, st)
-            elif st.write_paused:
-                st.timer = None  # the send timer governs; resume_writing goes on
-            else:
-                st.timer_kind = T_KEEPALIVE
-                st.timer = conn.rearm(self._keepalive, fire_phase)
-            return
-        # Any other result: the general response path, with a Request made for it.
-        self._respond(conn, st, self._express_request(st, environ, extra, started), environ, start, result)
+            if end == size or extra is _X_CLOSE:
+                break
+            found = express_next(text, end, st.base, self._express_max, self._max_headers)
+            if found is None:
+                break
+        conn.write(out[0] if len(out) == 1 else b"".join(out))
+        if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
+            self._close(conn, st)
+        elif end < size:  # a head the lane declined, or one cut by the read's end
+            self._receive(conn, st, data[end:])
+        elif st.write_paused:
+            st.timer = None  # the send timer governs; resume_writing goes on
+        else:
+            st.timer_kind = T_KEEPALIVE
+            st.timer = conn.rearm(self._keepalive, fire_phase)
 
     def _receive(self, conn: Connection, st: _State, data: bytes) -> None:
         """The general path: the bytes go to this connection's ``HttpProtocol``."""
