@@ -62,7 +62,8 @@ CLIENT = r"""
 import selectors, socket, ssl, sys
 port, conns, warm, total = (int(a) for a in sys.argv[1:5])
 tls = sys.argv[5] == "tls"
-req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+depth = int(sys.argv[6])  # requests per write (pipelining); a new write when all are answered
+req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * depth
 sel = selectors.DefaultSelector()
 socks = []
 if tls:
@@ -75,7 +76,7 @@ for _ in range(conns):
     if tls:
         s = ctx.wrap_socket(s)  # the handshake, blocking
     s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ, [b""])
+    sel.register(s, selectors.EVENT_READ, [b"", 0])
     socks.append(s)
 
 
@@ -83,7 +84,8 @@ def run(total):
     sent = done = 0
     for s in socks:
         if sent < total:
-            s.send(req); sent += 1
+            s.send(req); sent += depth
+            sel.get_key(s).data[1] = depth
     while done < total:
         for key, _ in sel.select(10):
             s, buf = key.fileobj, key.data
@@ -99,8 +101,10 @@ def run(total):
             while b"Hello, world!" in buf[0]:
                 head, _, buf[0] = buf[0].partition(b"Hello, world!")
                 done += 1
-                if sent < total:
-                    s.send(req); sent += 1
+                buf[1] -= 1
+                if not buf[1] and sent < total:
+                    s.send(req); sent += depth
+                    buf[1] = depth
     return done
 
 
@@ -216,6 +220,7 @@ def _start_floor() -> tuple[int, Callable[[], None]]:
 
 
 _client = CLIENT  # set by --close
+_depth = 1  # requests per write, set by --pipeline
 
 
 def _drive(port: int, connections: int, requests: int, tls: bool,
@@ -224,14 +229,15 @@ def _drive(port: int, connections: int, requests: int, tls: bool,
     call ``start``, send ``requests`` more on the same connections, call ``stop``,
     then close them: what is counted between ``start`` and ``stop`` is keep-alive
     requests only (no accept, no handshake, no close)."""
+    warm = -(-200 // _depth) * _depth  # whole batches when pipelining
     child = subprocess.Popen(
-        [sys.executable, "-c", _client, str(port), str(connections), "200", str(requests),
-         "tls" if tls else "plain"],
+        [sys.executable, "-c", _client, str(port), str(connections), str(warm), str(requests),
+         "tls" if tls else "plain", str(_depth)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert child.stdin is not None and child.stdout is not None
-        assert int(child.stdout.readline()) == 200
+        assert int(child.stdout.readline()) == warm
         start()
         child.stdin.write("go\n")
         child.stdin.flush()
@@ -272,7 +278,7 @@ class _OpCounter:
         return self
 
 
-_CONN_FILES = ("connection.py", "tlsconn.py")
+_CONN_FILES = {("core", "connection.py"), ("tls", "conn.py")}  # the connection layer
 
 
 def measure_opcodes(which: str, connections: int, requests: int, top: int) -> float:
@@ -296,8 +302,8 @@ def measure_opcodes(which: str, connections: int, requests: int, top: int) -> fl
         for code, n in sorted(ops.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {n / served:7.1f}  {code.co_name} ({Path(code.co_filename).name}:"
                   f"{code.co_firstlineno})")
-    layer = sum(n for code, n in ops.items() if Path(code.co_filename).name in _CONN_FILES
-                and Path(code.co_filename).parent.name == "workers")
+    layer = sum(n for code, n in ops.items()
+                if (Path(code.co_filename).parent.name, Path(code.co_filename).name) in _CONN_FILES)
     print(f"{which:11s} connection layer bytecodes/req {layer / served:7.1f}")
     return sum(ops.values()) / served
 
@@ -470,13 +476,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="one request per connection (Connection: close) instead of keep-alive")
     ap.add_argument("--tls", action="store_true",
                     help="also measure the product over TLS (row product-tls)")
+    ap.add_argument("--pipeline", type=int, default=1, metavar="N",
+                    help="N requests per write, the next write when all N are answered "
+                         "(TechEmpower's plaintext: 16); --requests must be a multiple of N")
     ap.add_argument("--serve", choices=("product", "product-tls", "floor"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.close and (a.tls or a.only == "product-tls"):
         ap.error("--close and --tls: the Connection: close client speaks plain HTTP only")
-    global _client
+    if a.pipeline < 1 or a.requests % a.pipeline:
+        ap.error("--pipeline: N >= 1, and --requests a multiple of it")
+    if a.close and a.pipeline != 1:
+        ap.error("--close and --pipeline: one request per connection cannot pipeline")
+    global _client, _depth
     _client = CLOSE_CLIENT if a.close else CLIENT
+    _depth = a.pipeline
     if a.serve:
         serve(a.serve)
         return 0
