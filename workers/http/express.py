@@ -1,8 +1,9 @@
 """The express lane: the common request recognised whole, in C, without llhttp's callbacks.
 
 Most requests a server sees are one bodiless head that arrives in one read on a
-keep-alive connection at rest. ``HttpHandler`` first offers such a read to ``match``:
-a compiled regular expression (C) checks the *whole* head against a strict subset of
+keep-alive connection at rest (or several, pipelined). ``HttpHandler`` first offers
+such a read to ``match_next``, head by head: a compiled regular expression (C) checks
+each *whole* head against a strict subset of
 the grammar that ``HttpProtocol`` + ``validate`` enforce, and a second one lists its
 fields. What the lane cannot vouch for it declines (returns None), and the read goes
 the general way (llhttp, ``HttpProtocol``, ``validate``), which then answers exactly
@@ -13,7 +14,8 @@ the two paths to that, head by head and on generated heads.
 
 What the lane takes (anything else is declined):
 
-* the read is exactly one head: request line, fields, empty line, nothing after;
+* a whole head: request line, fields, empty line (``match``: and nothing after it;
+  ``match_next``: the next head may follow, and is matched from where this one ends);
 * request line ``METHOD SP origin-form SP HTTP/1.x CRLF`` with single spaces, a
   method from ``_METHODS``, a target that starts with ``/`` and holds only the
   characters llhttp's strict table allows, minus ``%``, ``#`` and ``\\`` (those go
