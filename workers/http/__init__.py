@@ -2,9 +2,8 @@
 
 Owns: ``handler`` (``HttpHandler``: one connection's HTTP life on its worker, with
 ``state``, ``respond`` and ``deadlines``: its per-connection state, its response
-writer and its timers), the
-general path (``protocol``, llhttp via httptools, with ``validate``, ``chunks``,
-``body``), the express lane (``express``: the common request checked whole, linear in
+writer and its timers), the general path (``protocol``, llhttp via httptools, with
+``fields``, ``validate``, ``chunks``, ``body``), the express lane (``express``: the common request checked whole, linear in
 its bytes), ``wsgi`` and ``response`` (PEP 3333 and the bytes of a response),
 ``limits`` (``HttpConfig``), ``errors`` (the 4xx/5xx family), ``proxy`` (PROXY
 protocol, forwarded headers) and ``accesslog``.

@@ -20,12 +20,9 @@ is incomplete, ``feed`` slices its input at the remaining allowance
 size. The target (414), header bytes and field count (431) are also counted exactly
 in the callbacks.
 
-Framing (RFC 9112 section 6): ``Content-Length`` together with ``Transfer-Encoding``,
-several ``Content-Length`` fields and malformed lengths are 400 (llhttp detects them);
-a ``Transfer-Encoding`` whose final coding is not ``chunked``, or which names
-``chunked`` twice, is 400; one which lists codings besides a final ``chunked`` is 501;
-any ``Transfer-Encoding`` on HTTP/1.0 is 400. After an error nothing more is parsed,
-so no second request can be smuggled out of the bytes of one.
+Framing (RFC 9112 section 6) and the connection's fate are read from the fields by
+``fields.read_fields``, the one place for those rules. After an error nothing more is
+parsed, so no second request can be smuggled out of the bytes of one.
 
 Chunk extensions (RFC 9112 7.1.1: "a server ought to limit the total length of chunk
 extensions"): llhttp skips them without a callback, so the parser counts the bytes of
@@ -63,13 +60,10 @@ from .errors import (
     URITooLong,
     VersionNotSupported,
 )
+from .fields import read_fields
 from .limits import HttpConfig
 from .validate import (
-    _GOOD_HOSTS,
     FORBIDDEN_TRAILERS,
-    check_authority,
-    check_content_length,
-    check_expect,
     check_target,
 )
 
@@ -86,8 +80,6 @@ END_OF_MESSAGE = Marker.END_OF_MESSAGE
 
 _CHUNK_OVERHEAD = 64  # framing bytes allowed per chunk, beyond max_header_size
 _MAX_LEAD = 64  # bytes of empty lines tolerated before a request line
-# host, expect, connection, content-length, proxy-connection, transfer-encoding
-_SPECIAL_LENGTHS = frozenset((4, 6, 10, 14, 16, 17))
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -125,17 +117,6 @@ class Request:
 
 
 Event = Request | bytes | Marker | HTTPError
-
-
-def _split_tokens(values: list[bytes]) -> list[bytes]:
-    """Split comma-separated list fields into lower-case tokens, dropping empty ones."""
-    out = []
-    for value in values:
-        for part in value.split(b","):
-            token = part.strip(b" \t").lower()
-            if token:
-                out.append(token)
-    return out
 
 
 class HttpProtocol:
@@ -472,63 +453,13 @@ class HttpProtocol:
                 authority = None  # origin-form with nothing to look at: the common case
             else:
                 authority = check_target(method, url)
-            content_length: int | None = None
-            te: list[bytes] = []
-            connection: list[bytes] = []
-            proxy_close = False
-            expect: list[bytes] | None = None
-            host: bytes | None = None
-            hosts = 0
-            for name, value in self._headers:
-                if len(name) not in _SPECIAL_LENGTHS:
-                    continue
-                lname = name.lower()
-                if lname == b"host":
-                    hosts += 1
-                    host = value
-                elif lname == b"content-length":
-                    content_length = check_content_length(value)  # llhttp: digits, one field
-                elif lname == b"transfer-encoding":
-                    te.append(value)
-                elif lname == b"connection":
-                    connection.append(value)
-                elif lname == b"proxy-connection":
-                    # Not a standard field (RFC 9112 has none such), but llhttp reads
-                    # it as Connection: its "close" closes here too.
-                    proxy_close = proxy_close or b"close" in _split_tokens([value])
-                elif lname == b"expect":
-                    if expect is None:
-                        expect = []
-                    expect.append(value)
-            # RFC 9112 section 3.2: an HTTP/1.1 request without Host, any request with
-            # more than one Host line (equal or not), or an invalid Host value: 400.
-            if hosts != 1:
-                if hosts or version == "1.1":
-                    raise BadRequest(f"{hosts} Host fields")
-            elif host is not None and host not in _GOOD_HOSTS:
-                check_authority(host, "Host")
-            expect_continue = check_expect(expect, version) if expect is not None else False
-            chunked = False
-            if te:
-                if version == "1.0":
-                    raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
-                codings = _split_tokens(te)
-                if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-                    raise BadRequest("chunked is not the final transfer coding")
-                if len(codings) > 1:
-                    raise NotImplemented501("unsupported transfer coding")
-                chunked = True
-            if content_length is not None and content_length > self._config.max_body_size:
-                raise PayloadTooLarge(f"Content-Length {content_length}")
-            tokens = _split_tokens(connection) if connection else []
-            if version == "1.1":
-                keep_alive = b"close" not in tokens
-            else:
-                keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            content_length, chunked, keep_alive, expect_continue = read_fields(
+                self._headers, version, self._config.max_body_size
+            )
             # Keep-alive only when llhttp agrees: a parser that llhttp has closed
             # refuses every later byte, so whichever reading says close wins, and
             # ``at_rest`` never lets a closed parser go back to the pool.
-            keep_alive = keep_alive and not proxy_close and parser.should_keep_alive()
+            keep_alive = keep_alive and parser.should_keep_alive()
             self._reusable = keep_alive
             self._upgrade = parser.should_upgrade()
             if self._upgrade:
