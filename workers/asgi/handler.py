@@ -202,6 +202,10 @@ class AsgiHandler:
         self.driver = driver
         self.loop = driver.loop
         self.lock = driver.lock
+        # The owner of every connection of this handler is whoever holds the loop's
+        # lock (the worker copies it to ``conn.guard``; docs/design.md, "Ownership"):
+        # a coroutine stepped on one worker may write to a connection another served.
+        self.guard = driver.lock
         self.config = config
         self.state = state
         self.encoder = ResponseEncoder(config.server_header)
