@@ -40,8 +40,9 @@ from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
 from .cycle import ASGIApp, Cycle
+from .express import match
 from .loop import LoopDriver, Poster
-from .scope import ConnInfo, http_scope, websocket_scope
+from .scope import ConnInfo, express_scope, http_scope, websocket_scope
 from .wscycle import WS_COUNTERS, WsConfig, WsCycle, run_ws
 
 __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
@@ -207,6 +208,10 @@ class AsgiHandler:
         # a coroutine stepped on one worker may write to a connection another served.
         self.guard = driver.lock
         self.config = config
+        # The express lane (``express.match``), as ``HttpConfig.express`` says for WSGI;
+        # the head's budget is counted as the WSGI lane counts it.
+        self.express = config.express
+        self.head_max = min(config.max_request_line, config.max_header_size)
         self.state = state
         self.encoder = ResponseEncoder(config.server_header)
         self.access = AccessLog(config.access_log_format) if config.access_log else None
@@ -236,6 +241,18 @@ class AsgiHandler:
                 self.driver.step()
             return
         with self.lock:
+            if st.cycle is None and not st.events and self.express and st.proto.at_rest:
+                found = match(data, self.head_max, self.config.max_headers)
+                if found is not None:
+                    method, target, raw_path, query, version, headers, keep_alive = found
+                    self._begin(
+                        conn, st,
+                        Request(method, target, version, headers, None, False, keep_alive, False),
+                        express_scope(st.info, method, raw_path, query, version, headers,
+                                      _EXTENSIONS),
+                    )
+                    self.driver.step()
+                    return
             new = st.proto.feed(data)
             if st.events:
                 st.events.extend(new)
@@ -375,10 +392,12 @@ class AsgiHandler:
         elif st.cycle is None:
             self._idle(conn, st)
 
-    def _begin(self, conn: Connection, st: _State, request: Request) -> None:
+    def _begin(self, conn: Connection, st: _State, request: Request,
+               scope: dict[str, Any] | None = None) -> None:
         st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
-        scope = http_scope(st.info, request)
-        scope["extensions"] = _EXTENSIONS
+        if scope is None:
+            scope = http_scope(st.info, request)
+            scope["extensions"] = _EXTENSIONS
         responder = st.responder
         if responder is None:
             responder = st.responder = _Responder(self, conn, st)
