@@ -56,7 +56,9 @@ _STATUS: dict[int, str] = {}
 # (status, *headers) as the app sent them -> (status line, validated header lines,
 # Content-Length, Connection: close): a response head validated once is not checked
 # again. Only hashable heads (tuples of bytes) are kept, at most _HEADS_MAX of them.
-_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool]] = {}
+# The fifth item: the fields with the app's Content-Length, for a response whole in
+# one message that needs no other framing (``_Responder.start_body``), else None.
+_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool, bytes | None]] = {}
 _HEADS_MAX = 256
 _EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.pathsend": {}}
 
@@ -491,7 +493,8 @@ class AsgiHandler:
             if st.timer_kind != T_HEADER:
                 self._arm(conn, st, T_HEADER, self.config.header_timeout)
         elif st.timer_kind != T_KEEPALIVE:
-            self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
+            st.timer_kind = T_KEEPALIVE  # _arm, inline
+            conn.rearm(self.config.keepalive_timeout, _fire_phase)
         if st.read_paused:
             st.read_paused = False
             conn.resume_reading()  # may call data_received at once: state is consistent
@@ -542,10 +545,15 @@ class AsgiHandler:
                                         for n, v in raw])
             except (AppError, AttributeError, TypeError, ValueError) as exc:
                 raise RuntimeError(f"invalid response head: {exc}") from None
-            known = (start.status, start.headers, start.content_length, start.close)
+            plain: bytes | None = None  # the fields of a whole response (start_body)
+            if 200 <= status and status != 204 and status != 304:
+                plain = start.headers
+                if start.content_length is not None:
+                    plain += b"Content-Length: %d\r\n" % start.content_length
+            known = (start.status, start.headers, start.content_length, start.close, plain)
             if key is not None and len(_HEADS) < _HEADS_MAX:
                 _HEADS[key] = known
-        status_line, header_lines, length, app_close = known
+        status_line, header_lines, length, app_close, _ = known
         request = cycle.request
         keep_alive = (
             request.keep_alive and not app_close and not st.draining
@@ -620,7 +628,10 @@ class AsgiHandler:
             return
         if st.file is not None:
             self._close_file(conn, st)
-        self._process(conn, st)
+        if st.events or st.cycle is not None:
+            self._process(conn, st)
+        else:
+            self._idle(conn, st)  # what _process would do with nothing queued
 
     def send_file(self, conn: Connection, st: _State, cycle: Cycle, path: str) -> None:
         """``http.response.pathsend``: the head, then the file through ``sendfile``."""
@@ -700,6 +711,36 @@ class _Responder:
 
     def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         h = self.handler
+        st = self.st
+        if not more and not st.closed:
+            # The common response, whole in one message: a head validated before
+            # (``_HEADS``), a length known now, keep-alive on HTTP/1.1, not HEAD, no
+            # 1xx/204/304. What ``head`` and ``frame`` would decide, in one frame, and
+            # one ``bytes`` for head and body. Anything else goes the general way.
+            request = cycle.request
+            try:
+                known = _HEADS.get((cycle.status, *cycle.headers))
+            except TypeError:
+                known = None
+            if (known is not None and request.keep_alive and request.version == "1.1"
+                    and not known[3] and not st.draining and not st.eof
+                    and request.method != "HEAD"):
+                lines = known[4]
+                if lines is not None:
+                    status = cycle.status
+                    length = known[2]
+                    size = len(body)
+                    if length is None:
+                        lines += b"Content-Length: %d\r\n" % size
+                    elif length != size:
+                        lines = None
+                    if lines is not None:
+                        cycle.mode = LENGTH
+                        cycle.sent = size
+                        cycle.started = True
+                        self.conn.write(h.encoder.whole(known[0], lines, b"", body))
+                        h.complete(self.conn, st, cycle)
+                        return
         head = h.head(self.conn, self.st, cycle, body, more)
         if not self.st.closed:
             self.conn.write(head + h.frame(cycle, body) if body else head)
