@@ -59,11 +59,23 @@ class Cycle:
         paused: the write buffer is above its high-water mark.
     """
 
-    __slots__ = (
-        "body", "body_done", "body_size", "close", "complete", "continue_due", "disconnected",
-        "done_sent", "headers", "loop", "mode", "paused", "remaining", "request", "responder",
-        "scope", "sent", "start_time", "started", "status", "trailers", "waiter",
-    )
+    # No __slots__: most attributes start from these class defaults, so a request
+    # sets only what is its own (a Cycle is made per request; measured with
+    # bench/calls.py: 80 -> 32 bytecodes for __init__).
+    body_size = 0
+    done_sent = False
+    status = 0
+    headers: Any = ()
+    trailers = False
+    started = False
+    complete = False
+    disconnected = False
+    paused = False
+    close = False
+    mode = 0
+    remaining = 0
+    sent = 0
+    waiter: asyncio.Future[None] | None = None
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, responder: Responder, request: Request,
@@ -75,23 +87,12 @@ class Cycle:
         self.scope = scope
         self.start_time = start_time
         self.body: list[bytes] = []
-        self.body_size = 0
-        has_body = request.chunked or bool(request.content_length)  # Request.has_body, inline
-        self.body_done = not has_body
-        self.done_sent = False
-        self.continue_due = request.expect_continue and has_body
-        self.status = 0
-        self.headers: Any = ()
-        self.trailers = False
-        self.started = False
-        self.complete = False
-        self.disconnected = False
-        self.paused = False
-        self.close = False
-        self.mode = 0
-        self.remaining = 0
-        self.sent = 0
-        self.waiter: asyncio.Future[None] | None = None
+        if request.chunked or request.content_length:  # Request.has_body, inline
+            self.body_done = False
+            self.continue_due = request.expect_continue
+        else:
+            self.body_done = True
+            self.continue_due = False
 
     def wake(self) -> None:
         """Something the app may wait for happened (body, disconnect, write space)."""

@@ -143,12 +143,13 @@ class _State:
 
     __slots__ = (
         "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "responder", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
+        "responder", "rest", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
     )
 
     def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
         self.info = info
         self.proto = proto
+        self.rest = True  # the parser is between messages (HttpProtocol.at_rest, as of its last feed)
         self.events: list[Event] = []
         self.cycle: Cycle | None = None
         self.closed = False
@@ -214,6 +215,7 @@ class AsgiHandler:
         # the head's budget is counted as the WSGI lane counts it.
         self.express = config.express
         self.head_max = min(config.max_request_line, config.max_header_size)
+        self.max_fields = config.max_headers
         self.state = state
         self.encoder = ResponseEncoder(config.server_header)
         self.access = AccessLog(config.access_log_format) if config.access_log else None
@@ -243,19 +245,31 @@ class AsgiHandler:
                 self.driver.step()
             return
         with self.lock:
-            if st.cycle is None and not st.events and self.express and st.proto.at_rest:
-                found = match(data, self.head_max, self.config.max_headers)
-                if found is not None:
+            if st.rest and st.cycle is None and not st.events and self.express:
+                found = match(data, self.head_max, self.max_fields)
+                if found is not None:  # _begin, inline (the common request)
                     method, target, raw_path, query, version, headers, keep_alive = found
-                    self._begin(
-                        conn, st,
+                    st.timer_kind = -1
+                    responder = st.responder
+                    if responder is None:
+                        responder = st.responder = _Responder(self, conn, st)
+                    loop = self.loop
+                    cycle = st.cycle = Cycle(
+                        loop, responder,
                         Request(method, target, version, headers, None, False, keep_alive, False),
                         express_scope(st.info, method, raw_path, query, version, headers,
                                       _EXTENSIONS),
+                        perf_counter(),
                     )
+                    if loop._task_factory is None:  # type: ignore[attr-defined]
+                        Task(self._run(conn, st, cycle), loop=loop)
+                    else:
+                        loop.create_task(self._run(conn, st, cycle))
                     self.driver.step()
                     return
-            new = st.proto.feed(data)
+            proto = st.proto
+            new = proto.feed(data)
+            st.rest = proto.at_rest  # the lane takes a read only from a parser at rest
             if st.events:
                 st.events.extend(new)
                 new.clear()
@@ -727,7 +741,6 @@ class _Responder:
                     and request.method != "HEAD"):
                 lines = known[4]
                 if lines is not None:
-                    status = cycle.status
                     length = known[2]
                     size = len(body)
                     if length is None:

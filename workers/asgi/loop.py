@@ -153,7 +153,7 @@ class LoopDriver:
             return
         loop = self.loop
         with self.lock:
-            if self._closed or loop.is_running() or not ready:
+            if self._closed or loop._thread_id is not None or not ready:  # type: ignore[attr-defined]
                 return  # re-entered from a callback of this very step: it goes on
             loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
             _set_running_loop(loop)
@@ -179,7 +179,8 @@ class LoopDriver:
                 loop._thread_id = None  # type: ignore[attr-defined]
             if ready and self._workers is not None:
                 self._workers.post(self.step)
-            self._arm_timer()
+            if self._scheduled:
+                self._arm_timer()
 
     def full_step(self) -> None:
         """One loop iteration with a selector poll (no waiting), then ``step``."""
