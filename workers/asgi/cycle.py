@@ -66,7 +66,6 @@ class Cycle:
     done_sent = False
     status = 0
     headers: Any = ()
-    trailers = False
     started = False
     complete = False
     disconnected = False
@@ -143,7 +142,7 @@ class Cycle:
             if self.complete:
                 raise RuntimeError("http.response.body after the response was complete")
             body = message.get("body", b"")
-            more = bool(message.get("more_body", False))
+            more = message.get("more_body", False)  # its truth is what counts
             if type(body) is not bytes:
                 body = bytes(body)
             self.continue_due = False
@@ -158,8 +157,7 @@ class Cycle:
             if type(status) is not int or not 100 <= status <= 599:
                 raise RuntimeError(f"invalid status {status!r}")
             self.headers = message.get("headers", ())
-            self.trailers = bool(message.get("trailers", False))
-            self.status = status
+            self.status = status  # "trailers": the extension is not offered, so ignored
             return
         elif kind == "http.response.pathsend":
             if not self.status or self.started:

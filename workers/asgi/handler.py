@@ -499,6 +499,17 @@ class AsgiHandler:
         """No request in progress and nothing queued: wait for the next request."""
         if st.closed:
             return
+        if st.rest:  # the parser between messages: neither broken nor in a head
+            if st.eof or st.draining:
+                self._close(conn, st)
+                return
+            if st.timer_kind != T_KEEPALIVE:
+                st.timer_kind = T_KEEPALIVE
+                conn.rearm(self.config.keepalive_timeout, _fire_phase)
+            if st.read_paused:
+                st.read_paused = False
+                conn.resume_reading()
+            return
         proto = st.proto
         if st.eof or proto.broken or (st.draining and not proto.in_head):
             self._close(conn, st)

@@ -103,6 +103,10 @@ def _new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, int | None]:
     return _SteppedLoop(selector), fileno
 
 
+class _Running(threading.local):
+    running = False
+
+
 class LoopDriver:
     """One asyncio loop, stepped by worker threads (see the module docstring).
 
@@ -122,6 +126,7 @@ class LoopDriver:
         self._timer_at = float("inf")
         self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
         self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
+        self._local = _Running()  # per thread: has step left the running loop set here
 
     def attach(self, workers: Poster) -> None:
         """Let ``workers`` step the loop from now on; starts the watcher once."""
@@ -156,7 +161,14 @@ class LoopDriver:
             if self._closed or loop._thread_id is not None or not ready:  # type: ignore[attr-defined]
                 return  # re-entered from a callback of this very step: it goes on
             loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
-            _set_running_loop(loop)
+            local = self._local
+            if not local.running:
+                # Set once per thread and left set between steps: CPython 3.11 calls
+                # getpid() (a system call) each time it sets the running loop, so
+                # setting and clearing it per step cost two system calls per request.
+                # Cleared before anything else runs a loop here (``_not_running``).
+                _set_running_loop(loop)
+                local.running = True
             try:
                 popleft = ready.popleft
                 for _ in range(_MAX_ROUNDS):
@@ -175,7 +187,6 @@ class LoopDriver:
                     if not ready:
                         break
             finally:
-                _set_running_loop(None)
                 loop._thread_id = None  # type: ignore[attr-defined]
             if ready and self._workers is not None:
                 self._workers.post(self.step)
@@ -188,10 +199,17 @@ class LoopDriver:
         with self.lock:
             if self._closed or loop.is_running():
                 return
+            self._not_running()
             loop.stop()
             loop.run_forever()  # stop() first: exactly one iteration, no waiting
             self.step()
             self._arm_timer()
+
+    def _not_running(self) -> None:
+        """Clear the running loop that ``step`` left set on this thread, if it did."""
+        if self._local.running:
+            _set_running_loop(None)
+            self._local.running = False
 
     def _arm_timer(self) -> None:
         """Make the loop's earliest timer a worker timer (when it is earlier)."""
@@ -243,6 +261,7 @@ class LoopDriver:
         Only while no worker steps the loop: before the server starts, after it stopped.
         """
         with self.lock:
+            self._not_running()
             if timeout is not None:
                 awaitable = asyncio.wait_for(awaitable, timeout)
             return self.loop.run_until_complete(awaitable)
@@ -264,6 +283,7 @@ class LoopDriver:
         if self._watcher is not None:
             self._watcher.join(timeout)
         with self.lock:
+            self._not_running()
             tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for t in tasks:
                 t.cancel()
