@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-from asyncio import Task
 from bisect import bisect_left
 from time import perf_counter
 from typing import Any
@@ -253,19 +252,16 @@ class AsgiHandler:
                     responder = st.responder
                     if responder is None:
                         responder = st.responder = _Responder(self, conn, st)
-                    loop = self.loop
                     cycle = st.cycle = Cycle(
-                        loop, responder,
+                        self.loop, responder,
                         Request(method, target, version, headers, None, False, keep_alive, False),
                         express_scope(st.info, method, raw_path, query, version, headers,
                                       _EXTENSIONS),
                         perf_counter(),
                     )
-                    if loop._task_factory is None:  # type: ignore[attr-defined]
-                        Task(self._run(conn, st, cycle), loop=loop)
-                    else:
-                        loop.create_task(self._run(conn, st, cycle))
-                    self.driver.step()
+                    driver = self.driver
+                    driver.start(self._run(conn, st, cycle))  # usually the whole request
+                    driver.step()
                     return
             proto = st.proto
             new = proto.feed(data)
@@ -420,10 +416,7 @@ class AsgiHandler:
         loop = self.loop
         cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
-        if loop._task_factory is None:  # type: ignore[attr-defined]
-            Task(self._run(conn, st, cycle), loop=loop)  # create_task, without its checks
-        else:
-            loop.create_task(self._run(conn, st, cycle))
+        self.driver.start(self._run(conn, st, cycle))
 
     def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
         """A WebSocket upgrade: check the handshake, then the app gets the connection."""
