@@ -261,7 +261,8 @@ class AsgiHandler:
                     )
                     driver = self.driver
                     driver.start(self._run(conn, st, cycle))  # usually the whole request
-                    driver.step()
+                    if driver.pending:
+                        driver.step()
                     return
             proto = st.proto
             new = proto.feed(data)

@@ -152,6 +152,16 @@ class LoopDriver:
         self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
         self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
         self._local = _Running()  # per thread: has step left the running loop set here
+        self._eager = type(self.loop) is _SteppedLoop  # start() may run a first step at once
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``step`` has anything to do: ready callbacks, or timers to arm.
+
+        True when the loop does not expose them (another loop type): ask ``step``.
+        """
+        ready, scheduled = self._ready, self._scheduled
+        return ready is None or bool(ready) or bool(scheduled)
 
     def attach(self, workers: Poster) -> None:
         """Let ``workers`` step the loop from now on; starts the watcher once."""
@@ -243,7 +253,7 @@ class LoopDriver:
         """
         loop = self.loop
         if (loop._thread_id is not None or loop._task_factory is not None  # type: ignore[attr-defined]
-                or type(loop) is not _SteppedLoop or self._closed):
+                or not self._eager or self._closed):
             loop.create_task(coro)
             return
         if not self._local.running:
