@@ -152,7 +152,8 @@ class LoopDriver:
         self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
         self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
         self._local = _Running()  # per thread: has step left the running loop set here
-        self._eager = type(self.loop) is _SteppedLoop  # start() may run a first step at once
+        # The loop when start() may run a first step at once (our own loop type).
+        self._stepped = self.loop if isinstance(self.loop, _SteppedLoop) else None
 
     @property
     def pending(self) -> bool:
@@ -251,10 +252,10 @@ class LoopDriver:
         with a task factory, or on another loop type, the task is scheduled as usual.
         Call with the loop's lock held.
         """
-        loop = self.loop
-        if (loop._thread_id is not None or loop._task_factory is not None  # type: ignore[attr-defined]
-                or not self._eager or self._closed):
-            loop.create_task(coro)
+        loop = self._stepped
+        if (loop is None or loop._thread_id is not None or loop._task_factory is not None
+                or self._closed):
+            self.loop.create_task(coro)
             return
         if not self._local.running:
             self._enter()
