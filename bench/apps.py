@@ -74,3 +74,29 @@ async def ws_echo_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
         else:
             await send({"type": "websocket.send", "text": message["text"]})
+
+
+def _fastapi_json() -> Any:
+    """A FastAPI app whose one endpoint returns ``{"message": "Hello, World!"}``.
+
+    Made on first use (``__getattr__`` below): the other scenarios' servers need not
+    import FastAPI, and a machine without it fails only the fastapi scenario.
+    """
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/")
+    async def root() -> dict[str, str]:
+        return {"message": "Hello, World!"}
+
+    return api
+
+
+def __getattr__(name: str) -> Any:
+    """``fastapi_json_asgi``: the FastAPI JSON endpoint (the fastapi scenario), made once."""
+    if name == "fastapi_json_asgi":
+        app = _fastapi_json()
+        globals()[name] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,7 @@ counting starts, and counting stops before it closes them.
     .venv/bin/python bench/calls.py                   # product and floor, 20,000 requests
     .venv/bin/python bench/calls.py --only product --top 25   # + the most-called functions
     .venv/bin/python bench/calls.py --tls --opcodes   # + product over TLS
+    .venv/bin/python bench/calls.py --only product-asgi --opcodes   # the ASGI hello
 
 The floor is ``bench/floor.py`` (``FLOOR_LOOP`` overrides the path),
 imported and run in a thread; it only serves 127.0.0.1.
@@ -188,10 +189,25 @@ def _start_product_tls() -> tuple[int, Callable[[], None]]:
     return server.address[1], stop
 
 
+def _start_product_asgi() -> tuple[int, Callable[[], None]]:
+    from mioreactor.workers import Server
+
+    server = Server(apps.hello_asgi, bind="127.0.0.1:0", lifespan="off")
+    server.start()
+    return server.address[1], lambda: server.stop(timeout=2)
+
+
 _STARTS: dict[str, Callable[[], tuple[int, Callable[[], None]]]] = {
     "product": _start_product,
     "product-tls": _start_product_tls,
+    "product-asgi": _start_product_asgi,
 }
+_ROWS = ("product", "product-tls", "product-asgi", "floor")
+
+
+def _app_code(which: str) -> Any:
+    """The code object whose calls count the requests (the app each row serves)."""
+    return (apps.hello_asgi if which == "product-asgi" else apps.hello).__code__
 
 
 def _start_floor() -> tuple[int, Callable[[], None]]:
@@ -330,7 +346,7 @@ def measure_calls(which: str, connections: int, requests: int, top: int) -> dict
     _drive(port, connections, requests, tls, reset, snap)
     stop()
     counter.calls, counter.c_calls = seen["calls"], seen["c_calls"]
-    served = counter.calls[apps.hello.__code__]
+    served = counter.calls[_app_code(which)]
     calls = sum(counter.calls.values())
     c_calls = sum(counter.c_calls.values())
     if top:
@@ -466,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--only", choices=("product", "product-tls", "floor"))
+    ap.add_argument("--only", choices=_ROWS)
     ap.add_argument("--top", type=int, default=0, help="also list the N most-called functions")
     ap.add_argument("--allocs", action="store_true", help="also count allocator calls (perf)")
     ap.add_argument("--opcodes", action="store_true", help="also count bytecodes executed")
@@ -479,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", type=int, default=1, metavar="N",
                     help="N requests per write, the next write when all N are answered "
                          "(TechEmpower's plaintext: 16); --requests must be a multiple of N")
-    ap.add_argument("--serve", choices=("product", "product-tls", "floor"),
+    ap.add_argument("--asgi", action="store_true",
+                    help="also measure the ASGI hello (bench.apps:hello_asgi; row product-asgi)")
+    ap.add_argument("--serve", choices=_ROWS,
                     help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.close and (a.tls or a.only == "product-tls"):
@@ -496,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tls = a.tls or a.only == "product-tls"
     rows = ("product", "product-tls", "floor") if tls else ("product", "floor")
+    if a.asgi or a.only == "product-asgi":
+        rows = (*rows[:-1], "product-asgi", rows[-1])
     for which in rows:
         if a.only and which != a.only:
             continue

@@ -194,6 +194,8 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
                      "uvicorn-asgi", 1.2),
         _p99_check(rows, "WebSocket echo p99 <= uvicorn-asgi's (issue 21)", "websocket",
                    "uvicorn-asgi"),
+        _ratio_check(rows, "FastAPI JSON / uvicorn-asgi >= 1.2 (issue 21)", "fastapi",
+                     "uvicorn-asgi", 1.2),
         _ratio_check(rows, "keep-alive / uvicorn >= 1.35", "keepalive", "uvicorn", 1.35),
         _ratio_check(rows, "keep-alive / waitress >= 2 (issue 4)", "keepalive", "waitress", 2.0),
         _ratio_check(rows, "close / uvicorn >= 1.5", "close", "uvicorn", 1.5),

@@ -67,6 +67,7 @@ PEER_PACKAGES: list[tuple[str, str | None]] = [
     ("gunicorn", "gunicorn"),
     ("granian", "granian"),
     ("a2wsgi", None),
+    ("fastapi", None),  # the fastapi scenario's app (bench.apps.fastapi_json_asgi)
 ]
 SERVER_EXE = {
     "ours": "reactor",
@@ -137,6 +138,8 @@ SCENARIOS: list[Scenario] = [
              app="hello_asgi"),
     Scenario("websocket", "WebSocket echo, 50 clients, 32 B (msg/s)",
              ("ours", "uvicorn-asgi", "granian-asgi"), app="ws_echo_asgi", driver="ws"),
+    Scenario("fastapi", "FastAPI JSON endpoint, keep-alive",
+             ("ours", "uvicorn-asgi", "granian-asgi"), app="fastapi_json_asgi"),
     Scenario("tls", "TLS keep-alive hello (https)",
              ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian"), tls=True),
 ]
@@ -170,7 +173,11 @@ def ensure_venv(venv: Path) -> tuple[Path, dict[str, str]]:
     bin_dir = venv / "bin"
     stamp = venv / ".bench-installed"
     pyproject = REPO / "pyproject.toml"
+    packages = [r for r, _ in PEER_PACKAGES]
     fresh = not stamp.exists() or stamp.stat().st_mtime < pyproject.stat().st_mtime
+    if not fresh:  # a package added to PEER_PACKAGES since: install again
+        with contextlib.suppress(ValueError, OSError):
+            fresh = json.loads(stamp.read_text()).get("packages") != packages
     failures: dict[str, str] = {}
     if fresh:
         if not (bin_dir / "python").exists():
@@ -188,10 +195,10 @@ def ensure_venv(venv: Path) -> tuple[Path, dict[str, str]]:
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 failures[req] = f"pip install failed: {last}"
-        stamp.write_text(json.dumps(failures))
+        stamp.write_text(json.dumps({"failures": failures, "packages": packages}))
     else:
         with contextlib.suppress(ValueError, OSError):
-            failures = json.loads(stamp.read_text())
+            failures = json.loads(stamp.read_text())["failures"]
     skipped: dict[str, str] = {}
     for server, exe in SERVER_EXE.items():
         if not (bin_dir / exe).exists():

@@ -294,3 +294,35 @@ def test_an_asgi2_class_is_served() -> None:
     with Server(Asgi2, bind="127.0.0.1:0") as s, connect(s) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert sock.recv(1000).endswith(b"two")
+
+
+async def _mutating_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    seen = sorted(scope["extensions"])  # what this request was given, before changing it
+    scope["extensions"]["client.said"] = {"path": scope["path"]}  # an app may mutate its scope
+    scope["asgi"]["spoiled"] = True
+    body = ",".join(seen).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("express", [True, False])
+def test_what_an_app_does_to_one_scope_no_other_request_sees(express: bool) -> None:
+    # The scope's dicts are each request's own: a shared one would carry one client's
+    # request into every later scope (issue 19's rule, for ASGI).
+    with Server(_mutating_app, bind="127.0.0.1:0", http=HttpConfig(express=express)) as server:
+        host, port = server.address
+        answers = []
+        for _ in range(3):  # a new connection each time, and on one connection
+            with socket.create_connection((host, port), timeout=5) as s:
+                s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" * 2)
+                data = b""
+                while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"pathsend"):
+                    chunk = s.recv(65536)
+                    assert chunk
+                    data += chunk
+                answers.append(data)
+    for data in answers:
+        assert data.count(b"\r\n\r\nhttp.response.pathsend") == 2, data

@@ -2,7 +2,8 @@
 
 Owns: ``handler`` (``AsgiHandler``: one connection's HTTP life, parsed by the HTTP
 layer's ``HttpProtocol``, served to an app's coroutines), ``cycle`` (one request's
-``receive`` and ``send``), ``scope`` (the ``http`` scope), ``loop`` (``LoopDriver``:
+``receive`` and ``send``), ``express`` (the ASGI express lane: one bodiless head
+per read, read without llhttp's callbacks), ``scope`` (the ``http`` scope), ``loop`` (``LoopDriver``:
 the server's asyncio loop, stepped by the worker that serves the socket; see
 docs/design.md, "ASGI: where coroutines run"), ``lifespan`` (startup, shutdown,
 state), ``app`` (``AsgiServer``: an app made ready to serve; ASGI 2 wrapped) and

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-from asyncio import Task
 from bisect import bisect_left
 from time import perf_counter
 from typing import Any
@@ -40,8 +39,9 @@ from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
 from .cycle import ASGIApp, Cycle
+from .express import match
 from .loop import LoopDriver, Poster
-from .scope import ConnInfo, http_scope, websocket_scope
+from .scope import ConnInfo, express_scope, http_scope, websocket_scope
 from .wscycle import WS_COUNTERS, WsConfig, WsCycle, run_ws
 
 __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
@@ -55,9 +55,10 @@ _STATUS: dict[int, str] = {}
 # (status, *headers) as the app sent them -> (status line, validated header lines,
 # Content-Length, Connection: close): a response head validated once is not checked
 # again. Only hashable heads (tuples of bytes) are kept, at most _HEADS_MAX of them.
-_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool]] = {}
+# The fifth item: the fields with the app's Content-Length, for a response whole in
+# one message that needs no other framing (``_Responder.start_body``), else None.
+_HEADS: dict[tuple[Any, ...], tuple[str, bytes, int | None, bool, bytes | None]] = {}
 _HEADS_MAX = 256
-_EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.pathsend": {}}
 
 
 # Reason phrases (RFC 9110), written out: ``from http import HTTPStatus`` would find
@@ -140,12 +141,13 @@ class _State:
 
     __slots__ = (
         "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "responder", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
+        "responder", "rest", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
     )
 
     def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
         self.info = info
         self.proto = proto
+        self.rest = True  # the parser is between messages (HttpProtocol.at_rest, as of its last feed)
         self.events: list[Event] = []
         self.cycle: Cycle | None = None
         self.closed = False
@@ -202,7 +204,16 @@ class AsgiHandler:
         self.driver = driver
         self.loop = driver.loop
         self.lock = driver.lock
+        # The owner of every connection of this handler is whoever holds the loop's
+        # lock (the worker copies it to ``conn.guard``; docs/design.md, "Ownership"):
+        # a coroutine stepped on one worker may write to a connection another served.
+        self.guard = driver.lock
         self.config = config
+        # The express lane (``express.match``), as ``HttpConfig.express`` says for WSGI;
+        # the head's budget is counted as the WSGI lane counts it.
+        self.express = config.express
+        self.head_max = min(config.max_request_line, config.max_header_size)
+        self.max_fields = config.max_headers
         self.state = state
         self.encoder = ResponseEncoder(config.server_header)
         self.access = AccessLog(config.access_log_format) if config.access_log else None
@@ -232,7 +243,29 @@ class AsgiHandler:
                 self.driver.step()
             return
         with self.lock:
-            new = st.proto.feed(data)
+            if st.rest and st.cycle is None and not st.events and self.express:
+                found = match(data, self.head_max, self.max_fields)
+                if found is not None:  # _begin, inline (the common request)
+                    method, target, raw_path, query, version, headers, keep_alive = found
+                    st.timer_kind = -1
+                    responder = st.responder
+                    if responder is None:
+                        responder = st.responder = _Responder(self, conn, st)
+                    cycle = st.cycle = Cycle(
+                        self.loop, responder,
+                        Request(method, target, version, headers, None, False, keep_alive, False),
+                        express_scope(st.info, method, raw_path, query, version, headers,
+                                      {"http.response.pathsend": {}}),
+                        perf_counter(),
+                    )
+                    driver = self.driver
+                    driver.start(self._run(conn, st, cycle))  # usually the whole request
+                    if driver.pending:
+                        driver.step()
+                    return
+            proto = st.proto
+            new = proto.feed(data)
+            st.rest = proto.at_rest  # the lane takes a read only from a parser at rest
             if st.events:
                 st.events.extend(new)
                 new.clear()
@@ -371,20 +404,19 @@ class AsgiHandler:
         elif st.cycle is None:
             self._idle(conn, st)
 
-    def _begin(self, conn: Connection, st: _State, request: Request) -> None:
+    def _begin(self, conn: Connection, st: _State, request: Request,
+               scope: dict[str, Any] | None = None) -> None:
         st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
-        scope = http_scope(st.info, request)
-        scope["extensions"] = _EXTENSIONS
+        if scope is None:
+            scope = http_scope(st.info, request)
+            scope["extensions"] = {"http.response.pathsend": {}}  # the app's own copy
         responder = st.responder
         if responder is None:
             responder = st.responder = _Responder(self, conn, st)
         loop = self.loop
         cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
-        if loop._task_factory is None:  # type: ignore[attr-defined]
-            Task(self._run(conn, st, cycle), loop=loop)  # create_task, without its checks
-        else:
-            loop.create_task(self._run(conn, st, cycle))
+        self.driver.start(self._run(conn, st, cycle))
 
     def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
         """A WebSocket upgrade: check the handshake, then the app gets the connection."""
@@ -460,6 +492,17 @@ class AsgiHandler:
         """No request in progress and nothing queued: wait for the next request."""
         if st.closed:
             return
+        if st.rest:  # the parser between messages: neither broken nor in a head
+            if st.eof or st.draining:
+                self._close(conn, st)
+                return
+            if st.timer_kind != T_KEEPALIVE:
+                st.timer_kind = T_KEEPALIVE
+                conn.rearm(self.config.keepalive_timeout, _fire_phase)
+            if st.read_paused:
+                st.read_paused = False
+                conn.resume_reading()
+            return
         proto = st.proto
         if st.eof or proto.broken or (st.draining and not proto.in_head):
             self._close(conn, st)
@@ -468,7 +511,8 @@ class AsgiHandler:
             if st.timer_kind != T_HEADER:
                 self._arm(conn, st, T_HEADER, self.config.header_timeout)
         elif st.timer_kind != T_KEEPALIVE:
-            self._arm(conn, st, T_KEEPALIVE, self.config.keepalive_timeout)
+            st.timer_kind = T_KEEPALIVE  # _arm, inline
+            conn.rearm(self.config.keepalive_timeout, _fire_phase)
         if st.read_paused:
             st.read_paused = False
             conn.resume_reading()  # may call data_received at once: state is consistent
@@ -519,10 +563,15 @@ class AsgiHandler:
                                         for n, v in raw])
             except (AppError, AttributeError, TypeError, ValueError) as exc:
                 raise RuntimeError(f"invalid response head: {exc}") from None
-            known = (start.status, start.headers, start.content_length, start.close)
+            plain: bytes | None = None  # the fields of a whole response (start_body)
+            if 200 <= status and status != 204 and status != 304:
+                plain = start.headers
+                if start.content_length is not None:
+                    plain += b"Content-Length: %d\r\n" % start.content_length
+            known = (start.status, start.headers, start.content_length, start.close, plain)
             if key is not None and len(_HEADS) < _HEADS_MAX:
                 _HEADS[key] = known
-        status_line, header_lines, length, app_close = known
+        status_line, header_lines, length, app_close, _ = known
         request = cycle.request
         keep_alive = (
             request.keep_alive and not app_close and not st.draining
@@ -597,7 +646,10 @@ class AsgiHandler:
             return
         if st.file is not None:
             self._close_file(conn, st)
-        self._process(conn, st)
+        if st.events or st.cycle is not None:
+            self._process(conn, st)
+        else:
+            self._idle(conn, st)  # what _process would do with nothing queued
 
     def send_file(self, conn: Connection, st: _State, cycle: Cycle, path: str) -> None:
         """``http.response.pathsend``: the head, then the file through ``sendfile``."""
@@ -677,6 +729,35 @@ class _Responder:
 
     def start_body(self, cycle: Cycle, body: bytes, more: bool) -> None:
         h = self.handler
+        st = self.st
+        if not more and not st.closed:
+            # The common response, whole in one message: a head validated before
+            # (``_HEADS``), a length known now, keep-alive on HTTP/1.1, not HEAD, no
+            # 1xx/204/304. What ``head`` and ``frame`` would decide, in one frame, and
+            # one ``bytes`` for head and body. Anything else goes the general way.
+            request = cycle.request
+            try:
+                known = _HEADS.get((cycle.status, *cycle.headers))
+            except TypeError:
+                known = None
+            if (known is not None and request.keep_alive and request.version == "1.1"
+                    and not known[3] and not st.draining and not st.eof
+                    and request.method != "HEAD"):
+                lines = known[4]
+                if lines is not None:
+                    length = known[2]
+                    size = len(body)
+                    if length is None:
+                        lines += b"Content-Length: %d\r\n" % size
+                    elif length != size:
+                        lines = None
+                    if lines is not None:
+                        cycle.mode = LENGTH
+                        cycle.sent = size
+                        cycle.started = True
+                        self.conn.write(h.encoder.whole(known[0], lines, b"", body))
+                        h.complete(self.conn, st, cycle)
+                        return
         head = h.head(self.conn, self.st, cycle, body, more)
         if not self.st.closed:
             self.conn.write(head + h.frame(cycle, body) if body else head)

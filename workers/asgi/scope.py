@@ -7,11 +7,12 @@ from urllib.parse import unquote
 
 from ..http.protocol import Request
 
-__all__ = ["ASGI_VERSION", "WS_EXTENSIONS", "ConnInfo", "http_scope", "websocket_scope"]
+__all__ = [
+    "ASGI_VERSION", "ConnInfo", "express_scope", "http_scope", "websocket_scope",
+]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _LOWER: dict[bytes, bytes] = {}  # header names as sent -> lower case (bounded)
-WS_EXTENSIONS: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
 
 
 class ConnInfo:
@@ -24,7 +25,7 @@ class ConnInfo:
         state: the lifespan state (each request gets a shallow copy).
     """
 
-    __slots__ = ("client", "scheme", "server", "state")
+    __slots__ = ("base", "client", "scheme", "server", "state")
 
     def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None) -> None:
         self.scheme = scheme
@@ -36,6 +37,12 @@ class ConnInfo:
         else:
             self.server = None
         self.state = state
+        # What every http scope of this connection holds alike: copied per request
+        # (``express_scope``), so an app that changes its scope changes only its own.
+        self.base: dict[str, Any] = {
+            "type": "http", "scheme": scheme, "root_path": "", "client": self.client,
+            "server": self.server,
+        }
 
 
 def _lower(name: bytes) -> bytes:
@@ -94,6 +101,30 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
     return scope
 
 
+def express_scope(info: ConnInfo, method: str, raw_path: bytes, query: bytes, version: str,
+                  headers: list[tuple[bytes, bytes]], extensions: dict[str, Any]) -> dict[str, Any]:
+    """The scope of a head the express lane read (``express.match``), as ``http_scope``.
+
+    The lane takes origin-form targets without ``%`` only, so the path is the raw path
+    decoded as Latin-1 (ASCII here), with nothing to unquote and no authority. The
+    connection's constant keys come from ``info.base`` (one dict copy); ``asgi`` and
+    ``state`` are new per request, as in ``http_scope``.
+    """
+    scope = info.base.copy()
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+    scope["http_version"] = version
+    scope["method"] = method
+    scope["path"] = raw_path.decode("latin-1")
+    scope["raw_path"] = raw_path
+    scope["query_string"] = query
+    get = _LOWER.get
+    scope["headers"] = [(get(n) or _lower(n), v) for n, v in headers]
+    if info.state is not None:
+        scope["state"] = info.state.copy()
+    scope["extensions"] = extensions
+    return scope
+
+
 def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -> dict[str, Any]:
     """The ``websocket`` scope of an upgrade ``request`` (ASGI WebSocket spec 2.4).
 
@@ -115,7 +146,7 @@ def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -
         "client": info.client,
         "server": info.server,
         "subprotocols": subprotocols,
-        "extensions": WS_EXTENSIONS,
+        "extensions": {"websocket.http.response": {}},  # the app's own: it may change it
     }
     if info.state is not None:
         scope["state"] = info.state.copy()

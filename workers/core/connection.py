@@ -5,7 +5,10 @@ worker that is serving it, which sets ``conn.worker`` and ``conn.handler`` to it
 before each use. ``_busy`` marks a connection that a detached worker still serves;
 other workers stash its events in ``_pending`` and its timers in ``_deferred``.
 With ``REACTOR_DEBUG=1`` every entry point asserts that the calling thread is the
-worker the connection was last handed to.
+worker the connection was last handed to, or, for a connection with a ``guard`` (a
+lock its handler set: the ASGI loop's), that the calling thread holds that lock: the
+workers take it around every callback they serve on such a connection, so its holder
+is the one thread that may touch it.
 
 Hot path: ``on_readable`` drains the socket (edge-triggered rule) and hands each
 chunk to the handler; ``write`` sends at once and queues only what the kernel did
@@ -119,6 +122,7 @@ class Conn:
         "_write_paused",
         "_wsize",
         "context",
+        "guard",
         "handler",
         "listener",
         "local",
@@ -151,6 +155,7 @@ class Conn:
         self.worker = worker
         self.handler = handler
         self.context: Any = None
+        self.guard: Any = None  # a lock whose holder owns the connection (ASGI: the loop's)
         self._recv, self._send, self._sendmsg = stream.io_methods()
         self._short = stream.short_io_drains
         # A list, not a deque: an empty deque costs 600 bytes per idle connection, an
@@ -175,6 +180,13 @@ class Conn:
         return f"<Conn token={self.token} peer={self.peer!r} state={self._state}>"
 
     def _check_owner(self) -> None:
+        guard = self.guard
+        if guard is not None:
+            assert guard._is_owned(), (
+                f"connection {self.token} touched from thread {threading.current_thread().name} "
+                f"without holding its guard (docs/design.md, Ownership)"
+            )
+            return
         assert threading.current_thread().name == self.worker.name, (
             f"connection {self.token} touched from thread {threading.current_thread().name}, "
             f"not from {self.worker.name} which serves it"

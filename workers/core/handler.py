@@ -75,12 +75,19 @@ class Connection(Protocol):
         local: the local address.
         context: free for the handler (per-connection protocol state).
         worker: the worker that owns this connection.
+        guard: None, or a re-entrant lock whose holder owns the connection: the
+            handler's own ``guard`` attribute, copied by the worker at adoption. A
+            handler has one when code outside a connection's own callbacks may touch
+            it (the ASGI handler: its loop's lock, as a coroutine may write to any
+            connection); every worker then holds it around each callback it serves
+            on the connection (docs/design.md, "Ownership").
     """
 
     token: int
     peer: Any
     local: Any
     context: Any
+    guard: Any
 
     @property
     def worker(self) -> WorkerContext:

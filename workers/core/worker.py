@@ -335,6 +335,9 @@ class Worker:
             h.current = conn
             conn.worker = self
             conn.handler = handler
+            guard = conn.guard  # its holder owns the connection (an ASGI loop's lock)
+            if guard is not None:
+                guard.acquire()
             try:
                 if bits & _READ_BITS:
                     conn.on_readable(bits)
@@ -344,6 +347,9 @@ class Worker:
                     conn.on_closed(bits)
             except Exception as exc:
                 self._handler_failed(conn, exc)
+            finally:
+                if guard is not None:
+                    guard.release()
             if claim or h.detached:
                 self._release(conn)
         h.current = None
@@ -360,7 +366,10 @@ class Worker:
         detached meanwhile) passes it on through the shared queue.
         """
         item = (conn.token, READABLE)
-        if self._holder.detached:
+        if self._holder.detached or threading.get_ident() != self._thread.ident:
+            # Detached, or called from another thread that holds the connection's
+            # guard (an ASGI coroutine resuming reading): this worker's own list is
+            # not that thread's to touch.
             self.dispatch.queue.put(deque([item]))
         else:
             self._later.append(item)
@@ -392,9 +401,30 @@ class Worker:
         else:
             conn = tls.connection(nc.token, nc.stream, nc.peer, self, handler, local)
         conn.listener = nc.listener
-        self.dispatch.conns[nc.token] = conn
+        guard = conn.guard = getattr(handler, "guard", None)  # an ASGI loop's lock
         self.adopted += 1
         self._holder.current = conn
+        if self._claim:
+            # Several slots: claimed before the table has it, or a worker in another
+            # slot could serve an event for it before connection_made.
+            conn._busy = self._holder
+            if guard is not None:
+                with guard:
+                    self.dispatch.conns[nc.token] = conn
+                    self._start(conn)
+            else:
+                self.dispatch.conns[nc.token] = conn
+                self._start(conn)
+            self._release(conn)
+            return
+        self.dispatch.conns[nc.token] = conn
+        if guard is not None:
+            with guard:
+                self._start(conn)
+            return
+        self._start(conn)
+
+    def _start(self, conn: Conn) -> None:
         try:
             conn.start()
             if self.dispatch.draining:
@@ -431,7 +461,23 @@ class Worker:
             if self._stash_if_busy(conn, call):
                 return True
         self._serve(conn)
-        return False
+        guard = conn.guard
+        if guard is None:
+            return False
+        # Run it here under the connection's guard (run_due would run it bare).
+        try:
+            with guard:
+                if isinstance(timer, Deadline):
+                    on_due = timer.callback
+                    if on_due is not None:
+                        on_due(conn)
+                else:
+                    timer.callback()
+        except Exception as exc:
+            self.handler_errors += 1
+            log.error("timer callback failed in %s", self.name, exc_info=exc)
+            conn.abort()
+        return True
 
     def _stash_if_busy(
         self, conn: Conn, call: Callable[[], None] | None = None, bits: int = 0
@@ -484,8 +530,13 @@ class Worker:
             self._drain_one(conn)
 
     def _drain_one(self, conn: Conn) -> None:
+        guard = conn.guard
         try:
-            conn.close_when_idle()  # the handler's drain, or close (TLS: once made)
+            if guard is None:
+                conn.close_when_idle()  # the handler's drain, or close (TLS: once made)
+            else:
+                with guard:
+                    conn.close_when_idle()
         except Exception as exc:
             self._handler_failed(conn, exc)
 
@@ -493,7 +544,12 @@ class Worker:
         for conn in list(self.dispatch.conns.values()):
             if conn._busy is None or conn._busy is self._holder:
                 conn.worker = self
-                conn.abort()
+                guard = conn.guard
+                if guard is None:
+                    conn.abort()
+                else:
+                    with guard:
+                        conn.abort()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -523,8 +579,13 @@ class _Deferred:
         if conn._busy is not None and worker._stash_if_busy(conn, self.call):
             return
         worker._serve(conn)
+        guard = conn.guard
         try:
-            self.call()
+            if guard is None:
+                self.call()
+            else:
+                with guard:
+                    self.call()
         except Exception as exc:
             worker._handler_failed(conn, exc)
 
