@@ -326,3 +326,33 @@ def test_what_an_app_does_to_one_scope_no_other_request_sees(express: bool) -> N
                 answers.append(data)
     for data in answers:
         assert data.count(b"\r\n\r\nhttp.response.pathsend") == 2, data
+
+
+async def _where_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = f"{scope['root_path']}|{scope['path']}|{scope['raw_path'].decode()}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("express", [True, False])
+def test_root_path_is_in_the_scope_and_in_front_of_the_path_as_uvicorn_gives_it(
+    express: bool,
+) -> None:
+    # uvicorn --root-path /api behind a proxy: ASGI's path includes root_path. A proxy
+    # that strips the prefix sends /items, one that keeps it /api/items: the app sees
+    # /api/items either way.
+    config = HttpConfig(root_path="/api", express=express)
+    with Server(_where_app, bind="127.0.0.1:0", http=config) as server:
+        host, port = server.address
+        for target in ("/items", "/api/items", "/api"):
+            with socket.create_connection((host, port), timeout=5) as s:
+                s.sendall(f"GET {target}?q=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            body = data.partition(b"\r\n\r\n")[2].decode()
+            want = "/api/items" if target != "/api" else "/api"
+            assert body == f"/api|{want}|{want}", (target, body)

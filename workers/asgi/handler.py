@@ -228,7 +228,7 @@ class AsgiHandler:
 
     def connection_made(self, conn: Connection) -> None:
         scheme = "https" if getattr(conn, "tls", None) is not None else self.config.url_scheme
-        info = ConnInfo(conn.peer, conn.local, scheme, self.state)
+        info = ConnInfo(conn.peer, conn.local, scheme, self.state, self.config.root_path)
         conn.context = _State(info, HttpProtocol(self.config))
         self._arm(conn, conn.context, T_HEADER, self.config.header_timeout)
 

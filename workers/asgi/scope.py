@@ -23,12 +23,18 @@ class ConnInfo:
         local: the server address, likewise.
         scheme: ``http`` or ``https``.
         state: the lifespan state (each request gets a shallow copy).
+        root_path: the prefix the app is mounted under behind a proxy (``--root-path``,
+            ``HttpConfig.root_path``): the scope's ``root_path``, and the front of its
+            ``path`` and ``raw_path`` (``with_root``).
     """
 
-    __slots__ = ("base", "client", "scheme", "server", "state")
+    __slots__ = ("base", "client", "root", "root_raw", "scheme", "server", "state")
 
-    def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None) -> None:
+    def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None,
+                 root_path: str = "") -> None:
         self.scheme = scheme
+        self.root = root_path.rstrip("/")
+        self.root_raw = self.root.encode("latin-1")
         self.client = (peer[0], peer[1]) if type(peer) is tuple else None
         if type(local) is tuple:
             self.server: tuple[str, int | None] | None = (local[0], local[1])
@@ -40,9 +46,21 @@ class ConnInfo:
         # What every http scope of this connection holds alike: copied per request
         # (``express_scope``), so an app that changes its scope changes only its own.
         self.base: dict[str, Any] = {
-            "type": "http", "scheme": scheme, "root_path": "", "client": self.client,
+            "type": "http", "scheme": scheme, "root_path": self.root, "client": self.client,
             "server": self.server,
         }
+
+
+def with_root(info: ConnInfo, path: str, raw_path: bytes) -> tuple[str, bytes]:
+    """``path`` and ``raw_path`` under the connection's root path, as uvicorn's
+    ``--root-path`` gives them (ASGI: ``path`` includes ``root_path``). A proxy that
+    strips the prefix sends ``/items``: it becomes ``/api/items``; one that keeps it
+    sends ``/api/items``: left as it is (as ``wsgi.mounted`` reads ``SCRIPT_NAME``)."""
+    root = info.root
+    cut = len(root)
+    if path.startswith(root) and (len(path) == cut or path[cut] == "/"):
+        return path, raw_path
+    return root + path, info.root_raw + raw_path
 
 
 def _lower(name: bytes) -> bytes:
@@ -82,6 +100,8 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
     ``Host`` in the parser); ``OPTIONS *`` has the path ``*``.
     """
     path, raw_path, query, headers = _target(request)
+    if info.root:
+        path, raw_path = with_root(info, path, raw_path)
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -91,7 +111,7 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
         "path": path,
         "raw_path": raw_path,
         "query_string": query,
-        "root_path": "",
+        "root_path": info.root,
         "headers": headers,
         "client": info.client,
         "server": info.server,
@@ -114,8 +134,11 @@ def express_scope(info: ConnInfo, method: str, raw_path: bytes, query: bytes, ve
     scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
     scope["http_version"] = version
     scope["method"] = method
-    scope["path"] = raw_path.decode("latin-1")
-    scope["raw_path"] = raw_path
+    if info.root:
+        scope["path"], scope["raw_path"] = with_root(info, raw_path.decode("latin-1"), raw_path)
+    else:
+        scope["path"] = raw_path.decode("latin-1")
+        scope["raw_path"] = raw_path
     scope["query_string"] = query
     get = _LOWER.get
     scope["headers"] = [(get(n) or _lower(n), v) for n, v in headers]
@@ -133,6 +156,8 @@ def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -
     ``websocket.http.response`` (the app may deny with a whole HTTP response).
     """
     path, raw_path, query, headers = _target(request)
+    if info.root:
+        path, raw_path = with_root(info, path, raw_path)
     scope: dict[str, Any] = {
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -141,7 +166,7 @@ def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -
         "path": path,
         "raw_path": raw_path,
         "query_string": query,
-        "root_path": "",
+        "root_path": info.root,
         "headers": headers,
         "client": info.client,
         "server": info.server,
