@@ -13,6 +13,12 @@ request ends in exactly one bucket:
   second try lands in another bucket;
 * ``lost``: a request sent on a connection the server had accepted got no complete
   response (EOF or RST before or during the response, or a timeout). This must be 0.
+  One exception, counted as ``refused``: after ``stopping()``, a connection whose
+  connect completed after that moment and that is reset before any response byte.
+  The kernel completed its handshake into the accept queue of a listener that was
+  closing; closing a listener resets what is queued, in every server, and the client
+  cannot tell that from a refusal (the server drains its queue right before the close,
+  which narrows the window, docs/reliability.md "Known limits").
 * ``injected``: the client itself reset the connection (the soak's fault injection).
 """
 
@@ -108,6 +114,7 @@ class LoadClient:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(BUCKETS, 0)
         self.lost_details: list[str] = []
+        self._stopping_at = float("inf")
         n_keep = round(clients * keepalive_share)
         self._threads = [
             threading.Thread(
@@ -126,6 +133,11 @@ class LoadClient:
         for t in self._threads:
             t.join(self.timeout + 5)
         return self.totals()
+
+    def stopping(self) -> None:
+        """The server is about to stop: from now on a new connection reset before any
+        response byte was queued at a closing listener (module docstring)."""
+        self._stopping_at = time.monotonic()
 
     def totals(self) -> dict[str, int]:
         with self._lock:
@@ -156,6 +168,7 @@ class LoadClient:
         choices = [r for _, r in self.requests]
         sock: socket.socket | None = None
         reused = False
+        connected_at = 0.0
         while not self._stop.is_set():
             request = rng.choices(choices, weights)[0]
             if not keepalive:
@@ -163,6 +176,7 @@ class LoadClient:
             if sock is None:
                 sock = self._connect()
                 reused = False
+                connected_at = time.monotonic()
                 if sock is None:
                     continue
             if self.reset_share and rng.random() < self.reset_share:
@@ -178,6 +192,9 @@ class LoadClient:
                 got = isinstance(exc, _Lost) and exc.got_bytes
                 if reused and not got:
                     self._count("retried")  # resend on a new connection, next turn
+                    continue
+                if not got and connected_at >= self._stopping_at:
+                    self._count("refused", f"{exc!r}: queued at a closing listener")
                     continue
                 self._count("lost", f"{exc!r} reused={reused}")
                 continue

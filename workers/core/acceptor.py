@@ -239,7 +239,6 @@ class Acceptor:
                     if bl is not None:
                         ready.append(bl)
             if self._stop_requested:
-                self._drain_all(batch)
                 if batch:
                     put(batch)
                 self._shutdown(time.monotonic())
@@ -295,10 +294,6 @@ class Acceptor:
                 wait = step
             else:
                 wait = max(due, 0.0001)  # the next hand-off is due then, not a step later
-
-    def _drain_all(self, batch: deque[Any]) -> None:
-        for bl in self.listeners:
-            self._drain(bl, batch)
 
     def _drain(self, bl: BoundListener, batch: deque[Any]) -> None:
         """accept() until BlockingIOError, capacity, or a resource error."""
@@ -407,12 +402,23 @@ class Acceptor:
 
     # -- graceful stop -------------------------------------------------------------------
     def _shutdown(self, started: float) -> None:
-        """Stop accepting, let workers finish, then stop them and close everything."""
+        """Stop accepting, let workers finish, then stop them and close everything.
+
+        Each listener is drained right before it closes: closing a listener resets the
+        connections still in its accept queue, so the last ``accept()`` comes as late
+        as possible. A connection whose handshake the kernel completes between that
+        last ``accept()`` and the close is still reset (every server has this window;
+        docs/reliability.md, "Known limits").
+        """
         for bl in self.listeners:
             try:
                 self.poll.registry.deregister(bl.listener)
             except (OSError, ValueError):
                 pass
+            batch: deque[Any] = deque()
+            self._drain(bl, batch)
+            if batch:
+                self.dispatch.queue.put(batch)
             bl.listener.close()
             if bl.path:
                 try:
