@@ -42,7 +42,34 @@ class Responder(Protocol):
     def body_taken(self, cycle: Cycle) -> None: ...
 
 
-class Cycle:
+class Waiting:
+    """One future the app's coroutine waits on, woken by the worker (``Cycle``, ``WsCycle``).
+
+    ``_wait`` parks the coroutine until ``wake``: a body chunk, a message, the end,
+    a disconnect or write space. Subclasses set ``loop`` and ``waiter``.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[None] | None
+
+    def wake(self) -> None:
+        """Something the app may wait for happened (body, message, disconnect, write space)."""
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self.waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            if self.waiter is waiter:
+                self.waiter = None
+
+
+class Cycle(Waiting):
     """The state of one request between the app and the connection.
 
     Attributes:
@@ -92,22 +119,6 @@ class Cycle:
         else:
             self.body_done = True
             self.continue_due = False
-
-    def wake(self) -> None:
-        """Something the app may wait for happened (body, disconnect, write space)."""
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        waiter = self.waiter = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            if self.waiter is waiter:
-                self.waiter = None
 
     async def receive(self) -> Message:
         """The next ``http.request`` piece, or ``http.disconnect``."""

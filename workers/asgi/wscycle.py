@@ -50,7 +50,7 @@ from ..websocket import (
     accept,
     deny,
 )
-from .cycle import ASGIApp, ClientDisconnected
+from .cycle import ASGIApp, ClientDisconnected, Waiting
 from .loop import LoopDriver
 
 __all__ = ["WS_COUNTERS", "WS_MODES", "WsConfig", "WsCycle"]
@@ -98,7 +98,7 @@ class WsConfig:
 _DEFLATE = DeflateConfig()
 
 
-class WsCycle:
+class WsCycle(Waiting):
     """The state of one WebSocket connection between the app and the socket.
 
     Args:
@@ -152,22 +152,6 @@ class WsCycle:
         self.deny_body: list[bytes] = []
 
     # -- what the app calls ------------------------------------------------------------
-
-    def wake(self) -> None:
-        """Something the app may wait for happened (a message, the end, write space)."""
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        waiter = self.waiter = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            if self.waiter is waiter:
-                self.waiter = None
 
     async def receive(self) -> dict[str, Any]:
         """``websocket.connect`` first, then each message, then ``websocket.disconnect``."""
