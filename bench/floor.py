@@ -7,16 +7,28 @@ descriptor to this poll cycle's batch, and each cycle puts one batch on the work
 ``SimpleQueue``. The worker reads each ready socket until ``BlockingIOError``, feeds
 httptools, calls the WSGI app with a minimal environ, and sends one buffer per read.
 
+With an ASGI app (``--interface asgi``, or an app whose name ends in ``_asgi``) the
+worker makes the ASGI ``http`` scope instead and runs the app's coroutine as a real
+``asyncio.Task`` per request, its first step run at once inside the task's creation
+(the eager start the product uses on 3.11; ``call_soon`` runs the step it is given).
+An app that awaits anything but ``send`` is outside the floor. ``--asgi-direct``
+drives the coroutine with ``send(None)`` and no task at all: what a task costs, and
+the bound for a server that could do without one (``asyncio.current_task()`` is then
+None inside the app, which anyio, sniffio and ``asyncio.timeout`` refuse).
+
 What it leaves out is the point: no timeouts, limits, keep-alive rules, ``Date``
 header, validation, stats or error handling. It is not a server; ``make bench``'s
 "floor loop" column runs it to show what the product's extra work costs. Linux only.
 
 usage: python bench/floor.py --port PORT [--app MODULE:APP] [--workers N]
+                             [--interface auto|wsgi|asgi] [--asgi-direct]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextvars
 import importlib
 import os
 import select
@@ -89,8 +101,65 @@ def respond(app: App, peer: Peer, port: int) -> bytes:
     return b"".join(out)
 
 
+class EagerLoop(asyncio.SelectorEventLoop):
+    """A loop whose ``call_soon`` runs the callback at once: a new task's first step."""
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        (context or contextvars.copy_context()).run(callback, *args)
+
+
+class AsgiResponder:
+    """Run an ASGI app per request (a task, or a bare coroutine) and frame its answer."""
+
+    def __init__(self, app: Any, port: int, direct: bool) -> None:
+        self.app = app
+        self.direct = direct
+        self.server = ("127.0.0.1", port)
+        self.loop = EagerLoop()
+        asyncio.events._set_running_loop(self.loop)
+        self.out: list[bytes] = []
+
+    async def receive(self) -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            lines = b"".join(b"%s: %s\r\n" % pair for pair in message.get("headers", ()))
+            self.out.append(b"HTTP/1.1 %d OK\r\n%s\r\n" % (message["status"], lines))
+        else:
+            self.out.append(message.get("body", b""))
+
+    def __call__(self, app: Any, peer: Peer, port: int) -> bytes:
+        method = peer.parser.get_method().decode()
+        for target, fields in peer.done:
+            path, _, query = target.partition(b"?")
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": method, "scheme": "http", "path": path.decode("latin-1"),
+                "raw_path": path, "query_string": query, "root_path": "",
+                "headers": [(name.lower(), value) for name, value in fields],
+                "client": None, "server": self.server,
+            }
+            coro = self.app(scope, self.receive, self.send)
+            if self.direct:
+                try:
+                    coro.send(None)
+                except StopIteration:
+                    pass
+            else:
+                asyncio.Task(coro, loop=self.loop)
+        peer.done.clear()
+        out = b"".join(self.out)
+        self.out.clear()
+        return out
+
+
 def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epoll,
-           app: App, port: int) -> None:
+           app: Any, port: int, asgi: AsgiResponder | None = None) -> None:
+    answer: Callable[[Any, Peer, int], bytes] = respond if asgi is None else asgi
     while True:
         for fd in queue.get():
             peer = peers.get(fd)
@@ -116,7 +185,7 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                     peer.sock.close()
                     break
                 if peer.done:
-                    peer.sock.sendall(respond(app, peer, port))
+                    peer.sock.sendall(answer(app, peer, port))
 
 
 def main() -> None:
@@ -124,8 +193,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--app", default=None, help="MODULE:APP (default: a 13-byte hello)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto")
+    parser.add_argument("--asgi-direct", action="store_true",
+                        help="ASGI: drive the coroutine without a task")
     args = parser.parse_args()
-    app: App = hello
+    app: Any = hello
     if args.app:
         sys.path.insert(0, os.getcwd())
         module, _, name = args.app.partition(":")
@@ -139,8 +211,15 @@ def main() -> None:
     ep.register(listener.fileno(), select.EPOLLIN | select.EPOLLET)
     peers: dict[int, Peer] = {}
     queues: list[SimpleQueue[list[int]]] = [SimpleQueue() for _ in range(args.workers)]
+    asgi = args.interface == "asgi" or (args.interface == "auto" and bool(args.app)
+                                        and args.app.endswith("_asgi"))
     for q in queues:
-        threading.Thread(target=worker, args=(q, peers, ep, app, args.port), daemon=True).start()
+        threading.Thread(
+            target=lambda q=q: worker(
+                q, peers, ep, app, args.port,
+                AsgiResponder(app, args.port, args.asgi_direct) if asgi else None),
+            daemon=True,
+        ).start()
     lfd = listener.fileno()
     while True:
         batches: dict[int, list[int]] = {}

@@ -18,6 +18,7 @@ __all__ = [
     "Row",
     "Sample",
     "TargetCheck",
+    "bounds",
     "check_targets",
     "format_table",
     "machine_info",
@@ -225,6 +226,35 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
     return checks
 
 
+#: (scenario, peer, target ratio): targets against a peer that the bare shape
+#: (``bench/floor.py``, a row of the scenario) bounds from above.
+BOUNDED = (
+    ("keepalive", "granian", 0.95),
+    ("json", "granian", 0.95),
+    ("asgi", "uvicorn-asgi", 1.3),
+    ("asgi", "granian-asgi", 0.8),
+)
+
+
+def bounds(rows: Sequence[Row]) -> list[str]:
+    """What the floor itself reaches against a peer, beside the target ours must meet.
+
+    The floor runs the architecture's bare shape in the same process model (one
+    Python thread doing the HTTP work and the app): a target above the floor's own
+    ratio cannot be met by trimming the product, only by changing the shape.
+    """
+    out = []
+    for scenario, peer, need in BOUNDED:
+        floor, other = _row(rows, scenario, "floor"), _row(rows, scenario, peer)
+        if floor is None or other is None or not other.rps:
+            continue
+        reach = floor.rps / other.rps
+        verdict = "within" if reach >= need else "ABOVE"
+        out.append(f"  {scenario}: the floor reaches {reach:.2f}x {peer}; the target "
+                   f"{need}x is {verdict} what the bare shape does")
+    return out
+
+
 def format_checks(checks: Sequence[TargetCheck]) -> str:
     """One line per target: met / MISSED / n/a, name, numbers."""
     mark = {True: "met   ", False: "MISSED", None: "n/a   "}
@@ -275,6 +305,10 @@ def results_markdown(
     ]
     mark = {True: "met", False: "**missed**", None: "not measured"}
     out += [f"- {c.name}: {mark[c.met]} ({c.detail})" for c in checks]
+    bound = bounds(rows)
+    if bound:
+        out += ["", "Bounds (bench/floor.py, the bare shape, against the same peers):", "",
+                *[f"- {b.strip()}" for b in bound]]
     if notes:
         out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"

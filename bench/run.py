@@ -37,6 +37,7 @@ from pathlib import Path
 from bench.report import (
     Row,
     Sample,
+    bounds,
     check_targets,
     format_checks,
     format_table,
@@ -124,7 +125,7 @@ SCENARIOS: list[Scenario] = [
              ("ours", "ours-noexpress", "uvicorn-asgi", "granian"),
              script="bench/pipeline.lua", connections=256),
     Scenario("json", "JSON (json.dumps per request), keep-alive",
-             ("ours", "uvicorn-asgi", "granian"), app="json"),
+             ("ours", "uvicorn-asgi", "granian", "floor"), app="json"),
     Scenario("close", "Connection: close hello", HELLO_PEERS[:-1], headers=("Connection: close",)),
     Scenario("close-loadgen", "close hello (reactor bench)", ("ours", "uvicorn", "uvicorn-asgi"),
              driver="loadgen"),
@@ -134,7 +135,8 @@ SCENARIOS: list[Scenario] = [
              processes=2),
     Scenario("idle", "50 active beside 10k idle", ("ours", "uvicorn"), driver="idle"),
     # ASGI (issue 21): ours serves the app natively, as uvicorn and granian do.
-    Scenario("asgi", "ASGI keep-alive hello", ("ours", "uvicorn-asgi", "granian-asgi"),
+    # The floor serves an ``_asgi`` app as ASGI (a task per request, bench/floor.py).
+    Scenario("asgi", "ASGI keep-alive hello", ("ours", "uvicorn-asgi", "granian-asgi", "floor"),
              app="hello_asgi"),
     Scenario("websocket", "WebSocket echo, 50 clients, 32 B (msg/s)",
              ("ours", "uvicorn-asgi", "granian-asgi"), app="ws_echo_asgi", driver="ws"),
@@ -519,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows, titles))
     print("\nTargets (issues 6, 13 and 14; ratios of medians, per-round range in brackets):")
     print(format_checks(checks))
+    bound = bounds(rows)
+    if bound:
+        print("\nBounds (the floor, bench/floor.py, against the same peers in this run):")
+        print("\n".join(bound))
     for n in notes:
         print(f"note: {n}")
     elapsed = time.monotonic() - started

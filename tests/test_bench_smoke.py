@@ -163,3 +163,51 @@ def test_the_echo_benchmark_serves_every_row_including_the_bare_loops() -> None:
     medians = json.loads(out)["medians"]
     assert {"ours", "asyncio", "bare-drain", "bare-short"} <= set(medians)
     assert all(rate > 0 for rate in medians.values()), medians
+
+
+def test_bounds_say_when_a_target_is_above_what_the_floor_reaches() -> None:
+    from bench.report import bounds
+
+    rows = [Row("asgi", "floor", 40.0, None, None, 3, 0), Row("asgi", "uvicorn-asgi", 50.0,
+                                                            None, None, 3, 0),
+            Row("json", "floor", 96.0, None, None, 3, 0), Row("json", "granian", 100.0,
+                                                            None, None, 3, 0)]
+    lines = bounds(rows)
+    assert any("asgi: the floor reaches 0.80x uvicorn-asgi" in b and "ABOVE" in b for b in lines)
+    assert any("json: the floor reaches 0.96x granian" in b and "within" in b for b in lines)
+    assert not any("granian-asgi" in b for b in lines)  # not measured: no line
+
+
+@pytest.mark.parametrize("extra", [[], ["--asgi-direct"]])
+def test_the_floor_serves_an_asgi_app_with_a_task_or_without(extra: list[str]) -> None:
+    """bench/floor.py with an ``_asgi`` app answers through the ASGI app (its bytes)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
+                              str(port), "--app", "bench.apps:hello_asgi", *extra], cwd=root)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the floor did not start"
+                time.sleep(0.05)
+        with conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            got = b""
+            while got.count(b"Hello, world!") < 2 and time.monotonic() < deadline:
+                got += conn.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n")
+        assert got.count(b"Hello, world!") == 2
+    finally:
+        child.kill()
+        child.wait(10)
