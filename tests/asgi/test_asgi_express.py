@@ -49,14 +49,14 @@ def check_agrees(data: bytes) -> bool:
     found = match(data, MAX, CFG.max_headers)
     if found is None:
         return False
-    method, target, raw_path, query, version, headers, keep_alive = found
+    method, target, raw_path, query, version, headers, lowered, keep_alive = found
     expected = general(data)
     assert expected is not None, f"the lane took {data!r}, which the general path refuses"
     lane = Request(method, target, version, headers, None, False, keep_alive, False)
     assert lane == expected
     expected_scope = http_scope(INFO, expected)
     expected_scope["extensions"] = EXT
-    assert express_scope(INFO, method, raw_path, query, version, headers, EXT) == expected_scope
+    assert express_scope(INFO, method, raw_path, query, version, lowered, EXT) == expected_scope
     return True
 
 

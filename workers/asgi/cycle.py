@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from ..http.protocol import Request
 
-__all__ = ["ClientDisconnected", "Cycle", "Responder"]
+__all__ = ["ClientDisconnected", "Cycle", "LaneCycle", "Responder"]
 
 Message = dict[str, Any]
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]],
@@ -112,6 +112,10 @@ class Cycle(Waiting):
         self.request = request
         self.scope = scope
         self.start_time = start_time
+        # What the response path reads of the head, as the lane's cycle has them.
+        self.method = request.method
+        self.version = request.version
+        self.keep_alive = request.keep_alive
         self.body: list[bytes] = []
         if request.chunked or request.content_length:  # Request.has_body, inline
             self.body_done = False
@@ -119,6 +123,10 @@ class Cycle(Waiting):
         else:
             self.body_done = True
             self.continue_due = False
+
+    method: str
+    version: str
+    keep_alive: bool
 
     async def receive(self) -> Message:
         """The next ``http.request`` piece, or ``http.disconnect``."""
@@ -183,3 +191,30 @@ class Cycle(Waiting):
             await self._wait()
         if self.disconnected and not self.complete:
             raise ClientDisconnected("the client closed the connection")
+
+
+class LaneCycle(Cycle):
+    """The cycle of a head the express lane read: bodiless, its ``Request`` made on demand.
+
+    ``AsgiHandler.data_received`` makes it without ``__init__`` (``LaneCycle.__new__``)
+    and sets ``loop``, ``responder``, ``scope``, ``start_time``, ``method``, ``target``,
+    ``version``, ``raw_headers`` and ``keep_alive`` itself, one frame less per request. No body
+    follows the head, so ``body`` stays the empty tuple and ``receive`` answers the
+    one empty ``http.request`` at once. The ``Request`` (for the access log, an error
+    line, the watchdog) is built from those attributes the first time it is read.
+    """
+
+    body_done = True
+    continue_due = False
+    body: Any = ()
+    target: bytes
+    raw_headers: list[tuple[bytes, bytes]]  # as sent (``headers`` is the response's)
+
+    @property
+    def request(self) -> Request:  # type: ignore[override]
+        request: Request | None = self.__dict__.get("_request")
+        if request is None:
+            request = self.__dict__["_request"] = Request(
+                self.method, self.target, self.version, self.raw_headers, None, False,
+                self.keep_alive, False)
+        return request

@@ -52,6 +52,8 @@ import re
 
 from ..http.errors import HTTPError
 from ..http.validate import check_authority
+from .scope import LOWER as _LOWER
+from .scope import lower_name
 
 __all__ = ["Express", "match"]
 
@@ -70,15 +72,16 @@ _HEAD = re.compile(
 # Each field's name and value, leading OWS off, from where the fields begin.
 _FIELDS = re.compile(rb"(" + _TOKEN + rb"):[\t ]*([^\r\n]*)\r\n").findall
 
-_SPECIAL_LENGTHS = frozenset((4, 6, 7, 10, 14, 16, 17))  # the lengths of the names below
 _DECLINED = frozenset(
     (b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"proxy-connection")
 )
+_SPECIAL = _DECLINED | {b"host", b"connection"}
 _GOOD_HOSTS: set[bytes] = set()
 _GOOD_HOSTS_MAX = 256
 
-#: ``(method, target, raw_path, query_string, version, headers, keep_alive)``
-Express = tuple[str, bytes, bytes, bytes, str, list[tuple[bytes, bytes]], bool]
+#: ``(method, target, raw_path, query_string, version, headers, lowered, keep_alive)``
+Express = tuple[str, bytes, bytes, bytes, str, list[tuple[bytes, bytes]],
+                list[tuple[bytes, bytes]], bool]
 
 
 def match(data: bytes, max_size: int, max_fields: int) -> Express | None:
@@ -93,9 +96,11 @@ def match(data: bytes, max_size: int, max_fields: int) -> Express | None:
         max_fields: ``max_headers``.
 
     Returns:
-        ``(method, target, raw_path, query_string, version, headers, keep_alive)``:
-        ``headers`` are the raw ``(name, value)`` pairs in arrival order (names as
-        sent), as ``Request.headers``; None when the general path must parse ``data``.
+        ``(method, target, raw_path, query_string, version, headers, lowered,
+        keep_alive)``: ``headers`` are the raw ``(name, value)`` pairs in arrival order
+        (names as sent), as ``Request.headers``; ``lowered`` the same with names in
+        lower case, as the scope's ``headers``; None when the general path must parse
+        ``data``.
     """
     length = len(data)
     if length > max_size:
@@ -111,9 +116,13 @@ def match(data: bytes, max_size: int, max_fields: int) -> Express | None:
     host: bytes | None = None
     hosts = 0
     connection: bytes | None = None
+    lowered: list[tuple[bytes, bytes]] = []
+    add = lowered.append
+    get = _LOWER.get
     for name, value in fields:
-        if len(name) in _SPECIAL_LENGTHS:
-            low = name.lower()
+        low = get(name) or lower_name(name)  # a call on a miss only
+        add((low, value))
+        if low in _SPECIAL:
             if low == b"host":
                 hosts += 1
                 host = value
@@ -146,4 +155,4 @@ def match(data: bytes, max_size: int, max_fields: int) -> Express | None:
         else:
             return None
     return (method.decode("ascii"), target, path, query, "1.1" if http11 else "1.0", fields,
-            keep_alive)
+            lowered, keep_alive)

@@ -23,10 +23,14 @@ abort. Either way the traceback goes to the ``mioreactor.asgi`` logger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from asyncio import Task
 from bisect import bisect_left
+from collections.abc import Awaitable
 from time import perf_counter
+from types import CoroutineType
 from typing import Any
 
 from ..core.handler import Connection, Handler, HandlerFactory, TimerHandle, WorkerContext
@@ -38,7 +42,7 @@ from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
-from .cycle import ASGIApp, Cycle
+from .cycle import ASGIApp, Cycle, LaneCycle
 from .express import match
 from .loop import LoopDriver, Poster
 from .scope import ConnInfo, express_scope, http_scope, websocket_scope
@@ -127,6 +131,14 @@ _PHRASES = {
     510: "Not Extended",
     511: "Network Authentication Required",
 }
+
+
+_new_lane = LaneCycle.__new__
+
+
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    """A coroutine for an app that returned another awaitable (a task needs a coroutine)."""
+    await awaitable
 
 
 def _status(code: int) -> str:
@@ -246,20 +258,33 @@ class AsgiHandler:
             if st.rest and st.cycle is None and not st.events and self.express:
                 found = match(data, self.head_max, self.max_fields)
                 if found is not None:  # _begin, inline (the common request)
-                    method, target, raw_path, query, version, headers, keep_alive = found
+                    method, target, raw_path, query, version, headers, lowered, keep_alive = found
                     st.timer_kind = -1
                     responder = st.responder
                     if responder is None:
                         responder = st.responder = _Responder(self, conn, st)
-                    cycle = st.cycle = Cycle(
-                        self.loop, responder,
-                        Request(method, target, version, headers, None, False, keep_alive, False),
-                        express_scope(st.info, method, raw_path, query, version, headers,
-                                      {"http.response.pathsend": {}}),
-                        perf_counter(),
-                    )
+                    # A LaneCycle, its attributes set here (LaneCycle says which).
+                    cycle = st.cycle = _new_lane(LaneCycle)
+                    cycle.loop = self.loop
+                    cycle.responder = responder
+                    cycle.method = method
+                    cycle.target = target
+                    cycle.version = version
+                    cycle.raw_headers = headers
+                    cycle.keep_alive = keep_alive
+                    scope = cycle.scope = express_scope(
+                        st.info, method, raw_path, query, version, lowered,
+                        {"http.response.pathsend": {}})
+                    cycle.start_time = perf_counter()
                     driver = self.driver
-                    driver.start(self._run(conn, st, cycle))  # usually the whole request
+                    # usually the whole request, inside the task's creation
+                    coro: Any = self.app(scope, cycle.receive, cycle.send)
+                    if type(coro) is not CoroutineType:
+                        coro = _awaiting(coro)
+                    task = driver.start(coro)
+                    if not (task.done() and cycle.complete and not task.cancelled()
+                            and task.exception() is None):
+                        self._watch(conn, st, cycle, task)
                     if driver.pending:
                         driver.step()
                     return
@@ -416,7 +441,11 @@ class AsgiHandler:
         loop = self.loop
         cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
-        self.driver.start(self._run(conn, st, cycle))
+        coro: Any = self.app(scope, cycle.receive, cycle.send)
+        task = self.driver.start(coro if type(coro) is CoroutineType else _awaiting(coro))
+        if not (task.done() and cycle.complete and not task.cancelled()
+                and task.exception() is None):
+            self._watch(conn, st, cycle, task)
 
     def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
         """A WebSocket upgrade: check the handshake, then the app gets the connection."""
@@ -453,26 +482,37 @@ class AsgiHandler:
         if self.access is not None:
             self.access.log(_host(st), request, status, size, start)
 
-    async def _run(self, conn: Connection, st: _State, cycle: Cycle) -> None:
-        try:
-            await self.app(cycle.scope, cycle.receive, cycle.send)
-        except BaseException as exc:
+    def _watch(self, conn: Connection, st: _State, cycle: Cycle, task: Task[Any]) -> None:
+        """The app's task is not done, or ended without its response: see it through.
+
+        The common request needs none of this: its task completes inside its creation
+        with the response sent (``data_received`` checks). Otherwise ``_finished``
+        runs now (the task is done) or when the task ends.
+        """
+        if task.done():
+            self._finished(conn, st, cycle, task)
+        else:
+            task.add_done_callback(lambda t: self._finished(conn, st, cycle, t))
+
+    def _finished(self, conn: Connection, st: _State, cycle: Cycle, task: Task[Any]) -> None:
+        """The app's task ended: log its error or its missing response, answer 500 if due."""
+        exc: BaseException | None = (
+            asyncio.CancelledError() if task.cancelled() else task.exception())
+        if exc is not None:
             if cycle.disconnected:
                 log.debug("ASGI app ended with %r after the client left", exc)
                 return
             log.error(
-                "error in ASGI application for %s %s", cycle.request.method,
+                "error in ASGI application for %s %s", cycle.method,
                 cycle.request.target.decode("latin-1")[:200], exc_info=exc,
             )
             self._app_failed(conn, st, cycle)
-            if not isinstance(exc, Exception):
-                raise
             return
         if not cycle.complete and not cycle.disconnected:
             log.error(
                 "ASGI application returned without %s for %s %s",
                 "completing its response" if cycle.started else "a response",
-                cycle.request.method, cycle.request.target.decode("latin-1")[:200],
+                cycle.method, cycle.request.target.decode("latin-1")[:200],
             )
             self._app_failed(conn, st, cycle)
 
@@ -572,14 +612,14 @@ class AsgiHandler:
             if key is not None and len(_HEADS) < _HEADS_MAX:
                 _HEADS[key] = known
         status_line, header_lines, length, app_close, _ = known
-        request = cycle.request
+        method = cycle.method
         keep_alive = (
-            request.keep_alive and not app_close and not st.draining
+            cycle.keep_alive and not app_close and not st.draining
             and not (st.eof and not st.events)
         )
-        if request.method == "HEAD" or status == 204 or status == 304 or status < 200:
+        if method == "HEAD" or status == 204 or status == 304 or status < 200:
             cycle.mode = NO_BODY
-            if length is None and request.method == "HEAD" and not more and (body or size):
+            if length is None and method == "HEAD" and not more and (body or size):
                 length = size if size is not None else len(body)  # what GET would send
             extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
         else:
@@ -589,7 +629,7 @@ class AsgiHandler:
                 cycle.mode = LENGTH
                 cycle.remaining = length
                 extra = b"Content-Length: %d\r\n" % length
-            elif request.version == "1.1":
+            elif cycle.version == "1.1":
                 cycle.mode = CHUNKED
                 extra = b"Transfer-Encoding: chunked\r\n"
             else:
@@ -599,7 +639,7 @@ class AsgiHandler:
         cycle.close = not keep_alive
         if not keep_alive:
             extra += b"Connection: close\r\n"
-        elif request.version == "1.0":
+        elif cycle.version == "1.0":
             extra += b"Connection: keep-alive\r\n"
         cycle.started = True
         return self.encoder.head(status_line, header_lines, extra)
@@ -735,14 +775,13 @@ class _Responder:
             # (``_HEADS``), a length known now, keep-alive on HTTP/1.1, not HEAD, no
             # 1xx/204/304. What ``head`` and ``frame`` would decide, in one frame, and
             # one ``bytes`` for head and body. Anything else goes the general way.
-            request = cycle.request
             try:
                 known = _HEADS.get((cycle.status, *cycle.headers))
             except TypeError:
                 known = None
-            if (known is not None and request.keep_alive and request.version == "1.1"
+            if (known is not None and cycle.keep_alive and cycle.version == "1.1"
                     and not known[3] and not st.draining and not st.eof
-                    and request.method != "HEAD"):
+                    and cycle.method != "HEAD"):
                 lines = known[4]
                 if lines is not None:
                     length = known[2]

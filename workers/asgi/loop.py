@@ -79,8 +79,22 @@ class _SteppedLoop(asyncio.SelectorEventLoop):
         context: contextvars.Context | None = None,
     ) -> Handle:
         if self._eager:
+            # A new task's first step, run inside ``Task.__init__`` (an eager start,
+            # ``LoopDriver.start``). The loop counts as running meanwhile
+            # (``_thread_id``), so a step asked for from inside (a resumed read feeding
+            # another request) waits for the caller's.
             self._eager = False
-            return self._run_now(callback, args, context)
+            self._thread_id = threading.get_ident()
+            try:
+                (context if context is not None else copy_context()).run(callback, *args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler({"message": f"Exception in callback {callback!r}",
+                                             "exception": exc})
+            finally:
+                self._thread_id = None  # type: ignore[assignment]
+            return _RAN
         if self._closed or self._debug:  # type: ignore[attr-defined]
             return super().call_soon(callback, *args, context=context)
         handle: Any = _new_handle(Handle)
@@ -93,25 +107,6 @@ class _SteppedLoop(asyncio.SelectorEventLoop):
         handle._source_traceback = None
         self._ready.append(handle)  # type: ignore[attr-defined]
         return handle  # type: ignore[no-any-return]
-
-    def _run_now(self, callback: Callable[..., object], args: tuple[Any, ...],
-                 context: contextvars.Context | None) -> Handle:
-        """A new task's first step, run inside ``Task.__init__`` (an eager start).
-
-        The loop counts as running meanwhile (``_thread_id``), so a step asked for
-        from inside (a resumed read feeding another request) waits for the caller's.
-        """
-        self._thread_id = threading.get_ident()
-        try:
-            (context if context is not None else copy_context()).run(callback, *args)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.call_exception_handler({"message": f"Exception in callback {callback!r}",
-                                         "exception": exc})
-        finally:
-            self._thread_id = None  # type: ignore[assignment]
-        return _RAN
 
 
 def _new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, int | None]:
@@ -239,7 +234,7 @@ class LoopDriver:
             self.step()
             self._arm_timer()
 
-    def start(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def start(self, coro: Coroutine[Any, Any, Any]) -> Task[Any]:
         """A task for ``coro`` (a request's), its first step run at once when it may.
 
         CPython 3.12's eager tasks, by hand for 3.11: the worker feeding a request
@@ -250,18 +245,18 @@ class LoopDriver:
         runs (anyio, sniffio); what differs from a scheduled task is only that
         ``asyncio.all_tasks()`` lists it from the end of that first step. Inside a step,
         with a task factory, or on another loop type, the task is scheduled as usual.
-        Call with the loop's lock held.
+        Returns the task (done already when the app awaited nothing else). Call with
+        the loop's lock held.
         """
         loop = self._stepped
         if (loop is None or loop._thread_id is not None or loop._task_factory is not None
                 or self._closed):
-            self.loop.create_task(coro)
-            return
+            return self.loop.create_task(coro)
         if not self._local.running:
             self._enter()
         loop._eager = True
         try:
-            Task(coro, loop=loop)
+            return Task(coro, loop=loop)
         finally:
             loop._eager = False
 

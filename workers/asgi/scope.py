@@ -8,11 +8,15 @@ from urllib.parse import unquote
 from ..http.protocol import Request
 
 __all__ = [
-    "ASGI_VERSION", "ConnInfo", "express_scope", "http_scope", "websocket_scope",
+    "ASGI_VERSION", "LOWER", "ConnInfo", "express_scope", "http_scope", "lower_name",
+    "websocket_scope",
 ]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-_LOWER: dict[bytes, bytes] = {}  # header names as sent -> lower case (bounded)
+#: Header names as sent -> lower case (bounded; a pure function of the key, so what
+#: one client's names put in it never changes what another client's scope holds).
+LOWER: dict[bytes, bytes] = {}
+_LOWER = LOWER
 
 
 class ConnInfo:
@@ -28,7 +32,7 @@ class ConnInfo:
             ``path`` and ``raw_path`` (``with_root``).
     """
 
-    __slots__ = ("base", "client", "root", "root_raw", "scheme", "server", "state")
+    __slots__ = ("client", "root", "root_raw", "scheme", "server", "state")
 
     def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None,
                  root_path: str = "") -> None:
@@ -43,12 +47,6 @@ class ConnInfo:
         else:
             self.server = None
         self.state = state
-        # What every http scope of this connection holds alike: copied per request
-        # (``express_scope``), so an app that changes its scope changes only its own.
-        self.base: dict[str, Any] = {
-            "type": "http", "scheme": scheme, "root_path": self.root, "client": self.client,
-            "server": self.server,
-        }
 
 
 def with_root(info: ConnInfo, path: str, raw_path: bytes) -> tuple[str, bytes]:
@@ -63,7 +61,8 @@ def with_root(info: ConnInfo, path: str, raw_path: bytes) -> tuple[str, bytes]:
     return root + path, info.root_raw + raw_path
 
 
-def _lower(name: bytes) -> bytes:
+def lower_name(name: bytes) -> bytes:
+    """``name.lower()``, kept in ``LOWER`` (up to 1,024 names of up to 64 bytes)."""
     low = _LOWER.get(name)
     if low is None:
         low = name.lower()
@@ -86,7 +85,7 @@ def _target(request: Request) -> tuple[str, bytes, bytes, list[tuple[bytes, byte
     else:
         path = raw_path.decode("latin-1")
     get = _LOWER.get
-    headers = [(get(n) or _lower(n), v) for n, v in request.headers]  # a call on a miss only
+    headers = [(get(n) or lower_name(n), v) for n, v in request.headers]  # a call on a miss only
     if authority is not None:
         headers = [h for h in headers if h[0] != b"host"]
         headers.append((b"host", authority))
@@ -126,25 +125,32 @@ def express_scope(info: ConnInfo, method: str, raw_path: bytes, query: bytes, ve
     """The scope of a head the express lane read (``express.match``), as ``http_scope``.
 
     The lane takes origin-form targets without ``%`` only, so the path is the raw path
-    decoded as Latin-1 (ASCII here), with nothing to unquote and no authority. The
-    connection's constant keys come from ``info.base`` (one dict copy); ``asgi`` and
-    ``state`` are new per request, as in ``http_scope``.
+    decoded as Latin-1 (ASCII here), with nothing to unquote and no authority;
+    ``headers`` come lower-cased from the lane (its ``lowered``), a list of the
+    request's own. One dict display, sized once; ``asgi`` and ``state`` are new per
+    request, as in ``http_scope``.
     """
-    scope = info.base.copy()
-    scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
-    scope["http_version"] = version
-    scope["method"] = method
     if info.root:
-        scope["path"], scope["raw_path"] = with_root(info, raw_path.decode("latin-1"), raw_path)
+        path, raw_path = with_root(info, raw_path.decode("latin-1"), raw_path)
     else:
-        scope["path"] = raw_path.decode("latin-1")
-        scope["raw_path"] = raw_path
-    scope["query_string"] = query
-    get = _LOWER.get
-    scope["headers"] = [(get(n) or _lower(n), v) for n, v in headers]
+        path = raw_path.decode("latin-1")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": version,
+        "method": method,
+        "scheme": info.scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": info.root,
+        "headers": headers,
+        "client": info.client,
+        "server": info.server,
+        "extensions": extensions,
+    }
     if info.state is not None:
         scope["state"] = info.state.copy()
-    scope["extensions"] = extensions
     return scope
 
 
