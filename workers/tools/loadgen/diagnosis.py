@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..doctor import count_states, explain_connect_error
 from ..hostinfo import DEFAULT_PROC_ROOT, Unavailable, host_source
 from .config import BenchConfig, Target
-from .result import BenchResult
+from .result import BenchResult, listed
 
 __all__ = ["HostProbe", "diagnose", "raise_nofile", "restore_nofile"]
 
@@ -151,7 +151,7 @@ def diagnose(
             "racing a new request)."
         )
     if result.tls_errors:
-        reasons = ", ".join(f"{why} {n}" for why, n in sorted(result.tls_errors.items()))
+        reasons = listed(result.tls_errors)
         hint = ""
         if any("VERIFY" in why for why in result.tls_errors):
             hint = (" The server's certificate is not trusted here: pass --cacert CA.pem (the "

@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram"]
+__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram", "failure_kind", "listed"]
 
 _SUB_BITS = 7
 _SUB = 1 << _SUB_BITS  # 128 buckets per power of two
@@ -94,6 +94,18 @@ class LatencyHistogram:
         return self.sum_s / self.count * 1000.0 if self.count else 0.0
 
 
+def failure_kind(exc: OSError | None, kind: str | None = None) -> str:
+    """The category of one failed connection (see ``ConnectionCounts.count_failure``)."""
+    code = exc.errno if exc is not None else None
+    if kind == "eof" or code in _RESET_ERRNOS:
+        return "reset"
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if kind == "timeout" or code == errno.ETIMEDOUT:
+        return "timed_out"
+    return kind or (errno.errorcode.get(code, str(code)) if code else type(exc).__name__)
+
+
 @dataclass
 class ConnectionCounts:
     """What happened to connections. ``errors`` counts other failures by errno name."""
@@ -121,18 +133,15 @@ class ConnectionCounts:
         Returns:
             ``"reset"``, ``"refused"``, ``"timed_out"`` or the ``errors`` key.
         """
-        code = exc.errno if exc is not None else None
-        if kind == "eof" or code in _RESET_ERRNOS:
+        name = failure_kind(exc, kind)
+        if name == "reset":
             self.reset += 1
-            return "reset"
-        if code == errno.ECONNREFUSED:
+        elif name == "refused":
             self.refused += 1
-            return "refused"
-        if kind == "timeout" or code == errno.ETIMEDOUT:
+        elif name == "timed_out":
             self.timed_out += 1
-            return "timed_out"
-        name = kind or (errno.errorcode.get(code, str(code)) if code else type(exc).__name__)
-        self.errors[name] = self.errors.get(name, 0) + 1
+        else:
+            self.errors[name] = self.errors.get(name, 0) + 1
         return name
 
     def to_json(self) -> dict[str, Any]:
@@ -192,6 +201,9 @@ class BenchResult:
     diagnosis: list[str] = field(default_factory=list)
     finished: bool = True
     interrupted: bool = False
+
+    unit: ClassVar[str] = "responses"
+    """What ``responses`` counts, for progress lines."""
 
     def copy(self) -> BenchResult:
         """An independent copy marked unfinished: a progress snapshot."""
@@ -267,14 +279,25 @@ class BenchResult:
 
     def to_text(self) -> str:
         """A human report: connections, requests, statuses, latency, and the diagnosis."""
-        c = self.connections
-        lat = self.latency_ms()
         cfg = self.config
         mode = "keep-alive" if cfg.get("keepalive", True) else "close (one connection per request)"
         loop = f"open loop at {cfg['rate']:g} req/s" if cfg.get("rate") else "closed loop"
+        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.status.items())) or "none"
+        lines = self._head_lines(f"{cfg.get('method', 'GET')} {cfg.get('url', '?')}",
+                                 f"{mode}, {loop}")
+        lines += [
+            f"requests     sent {self.requests}  responses {self.responses}"
+            + (f"  not sent (behind the rate) {self.not_sent}" if self.not_sent else ""),
+            f"status       {codes}",
+        ]
+        return self._tail_text(lines)
+
+    def _head_lines(self, target: str, mode: str) -> list[str]:
+        """The report's title, the run's shape, and what happened to connections."""
+        c = self.connections
         lines = [
-            f"reactor bench {cfg.get('method', 'GET')} {cfg.get('url', '?')}",
-            f"  {cfg.get('connections', '?')} connections, {mode}, {loop}, "
+            f"reactor bench {target}",
+            f"  {self.config.get('connections', '?')} connections, {mode}, "
             f"{self.duration_s:.2f} s"
             + ("" if self.finished else " (running)")
             + (" (interrupted)" if self.interrupted else ""),
@@ -284,16 +307,17 @@ class BenchResult:
             f"(connect {self.timeouts_connect}, response {self.timeouts_response})",
         ]
         if c.errors:
-            others = ", ".join(f"{name} {n}" for name, n in sorted(c.errors.items()))
-            lines.append(f"  other errors: {others}")
-        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.status.items())) or "none"
+            lines.append(f"  other errors: {listed(c.errors)}")
+        return lines
+
+    def _tail_text(self, lines: list[str]) -> str:
+        """``lines``, then latency, throughput, the client's limits, the diagnosis and
+        the verdict, as one text."""
+        lat = self.latency_ms()
         lines += [
-            f"requests     sent {self.requests}  responses {self.responses}"
-            + (f"  not sent (behind the rate) {self.not_sent}" if self.not_sent else ""),
-            f"status       {codes}",
             f"latency ms   p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
             f"max {lat['max']:.3f}  mean {lat['mean']:.3f}",
-            f"throughput   {self.throughput_rps:,.1f} responses/s, "
+            f"throughput   {self.throughput_rps:,.1f} {self.unit}/s, "
             f"{self.bytes_received / max(self.duration_s, 1e-9) / 1e6:.2f} MB/s "
             f"({self.bytes_received} bytes)",
         ]
@@ -311,3 +335,8 @@ class BenchResult:
         lines.append("")
         lines.append("result: " + ("ok" if self.ok else "FAILED (see the counts above)"))
         return "\n".join(lines) + "\n"
+
+
+def listed(counts: dict[str, int], sep: str = " ") -> str:
+    """``{"a": 1, "b": 2}`` as ``a 1, b 2`` (sorted; ``sep`` between name and count)."""
+    return ", ".join(f"{what}{sep}{n}" for what, n in sorted(counts.items()))
