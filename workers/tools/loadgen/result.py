@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram", "failure_kind", "listed"]
+__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram", "WsBenchResult", "failure_kind"]
 
 _SUB_BITS = 7
 _SUB = 1 << _SUB_BITS  # 128 buckets per power of two
@@ -340,3 +340,87 @@ class BenchResult:
 def listed(counts: dict[str, int], sep: str = " ") -> str:
     """``{"a": 1, "b": 2}`` as ``a 1, b 2`` (sorted; ``sep`` between name and count)."""
     return ", ".join(f"{what}{sep}{n}" for what, n in sorted(counts.items()))
+
+
+@dataclass
+class WsBenchResult(BenchResult):
+    """The outcome of a ``ws://`` run: ``requests`` are messages sent, ``responses``
+    their echoes, ``latency`` send to echo, ``status`` the upgrade responses' codes.
+
+    Attributes:
+        handshakes_ok: upgrades answered ``101`` with the right ``Sec-WebSocket-Accept``.
+        handshake_errors: failed handshakes by reason (``HTTP 403``, ``bad
+            Sec-WebSocket-Accept``, ``reset``, ``timed_out``, ...); a rejection or a bad
+            answer also counts as ``connections.errors["handshake"]``.
+        protocol_errors: connections failed on a broken RFC 6455 rule or a wrong echo,
+            by what (``masked frame from the server``, ``echo mismatch``, ...); each
+            also counts as ``connections.errors["protocol"]``.
+        close_codes: the close codes the server sent (``"1000"``: n), mid-run or in
+            answer to ours at the end; ``"1006"`` counts connections the server closed
+            without a close frame after ours, ``"timeout"`` those that did not answer
+            within the timeout.
+    """
+
+    handshakes_ok: int = 0
+    handshake_errors: dict[str, int] = field(default_factory=dict)
+    protocol_errors: dict[str, int] = field(default_factory=dict)
+    close_codes: dict[str, int] = field(default_factory=dict)
+
+    unit: ClassVar[str] = "messages"
+
+    def copy(self) -> WsBenchResult:
+        snap = super().copy()
+        assert isinstance(snap, WsBenchResult)
+        snap.handshake_errors = dict(self.handshake_errors)
+        snap.protocol_errors = dict(self.protocol_errors)
+        snap.close_codes = dict(self.close_codes)
+        return snap
+
+    @property
+    def handshakes_failed(self) -> int:
+        return sum(self.handshake_errors.values())
+
+    @property
+    def ok(self) -> bool:
+        """Echoes came back, no connection failed, and every close was a 1000."""
+        return super().ok and set(self.close_codes) <= {"1000"}
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP keys less ``requests``, ``responses``, ``status``,
+        ``throughput_rps`` and ``not_sent``; plus ``messages`` (sent, echoed),
+        ``messages_per_s``, ``handshakes`` (ok, failed, status, errors), ``close_codes``
+        and ``protocol_errors``."""
+        data = super().to_json()
+        for key in ("requests", "responses", "status", "throughput_rps", "not_sent"):
+            del data[key]
+        data.update({
+            "messages": {"sent": self.requests, "echoed": self.responses},
+            "messages_per_s": round(self.throughput_rps, 1),
+            "handshakes": {
+                "ok": self.handshakes_ok,
+                "failed": self.handshakes_failed,
+                "status": {str(code): n for code, n in sorted(self.status.items())},
+                "errors": dict(sorted(self.handshake_errors.items())),
+            },
+            "close_codes": dict(sorted(self.close_codes.items())),
+            "protocol_errors": dict(sorted(self.protocol_errors.items())),
+        })
+        return data
+
+    def to_text(self) -> str:
+        """A human report: connections, handshakes, messages, close codes, latency."""
+        cfg = self.config
+        kind = "text" if cfg.get("text") else "binary"
+        lines = self._head_lines(
+            str(cfg.get("url", "?")),
+            f"{kind} messages of {cfg.get('message_size', '?')} bytes, one in flight each")
+        failed = f" ({listed(self.handshake_errors, ': ')})" if self.handshake_errors else ""
+        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.close_codes.items()))
+        lines += [
+            f"handshakes   ok {self.handshakes_ok}  failed {self.handshakes_failed}{failed}",
+            f"messages     sent {self.requests}  echoed {self.responses}",
+            f"close codes  {codes or 'none'}",
+        ]
+        if self.protocol_errors:
+            lines.append(f"  protocol errors: {listed(self.protocol_errors, ': ')}")
+        return self._tail_text(lines)
