@@ -818,7 +818,7 @@ class _Progress:
         failed = c.failed
         goal = f"/{self.duration:g}s" if self.duration else ""
         done = f"/{self.requests:,}" if self.requests else ""
-        line = (f"[{elapsed:6.1f}s{goal}] {snap.responses:,}{done} responses, "
+        line = (f"[{elapsed:6.1f}s{goal}] {snap.responses:,}{done} {snap.unit}, "
                 f"{snap.throughput_rps:,.0f}/s, {c.established:,} connected, {failed:,} failed")
         if self.tty:
             click.echo(f"\r{line}\x1b[K", err=True, nl=False)
@@ -844,8 +844,8 @@ def _check_bench_url(ctx: click.Context, param: click.Parameter, value: str) -> 
               show_default="10 s, or until --requests are done",
               help="Seconds to run.")
 @click.option("--requests", "-n", type=POSITIVE_INT, default=None, show_envvar=True,
-              show_default="no limit", help="Requests to make in total; with --duration, "
-                                            "whichever comes first ends the run.")
+              show_default="no limit", help="Requests (ws://: messages) to make in total; with "
+                                            "--duration, whichever comes first ends the run.")
 @click.option("--keepalive/--close", default=True, show_default=True, show_envvar=True,
               help="Reuse connections, or open a new one per request (Connection: close).")
 @click.option("--method", "-m", default="GET", show_default=True, show_envvar=True,
@@ -867,20 +867,27 @@ def _check_bench_url(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--quiet", "-q", is_flag=True, show_default="off", show_envvar=True,
               help="No progress line on stderr.")
 @click.option("--insecure", "-k", is_flag=True, show_default="off", show_envvar=True,
-              help="https://: do not verify the server's certificate (a test server only).")
+              help="https://, wss://: do not verify the server's certificate (a test server only).")
 @click.option("--cacert", type=click.Path(dir_okay=False), default=None, show_envvar=True,
               show_default="the system's CAs",
-              help="https://: PEM file of the CAs that signed the server's certificate.")
+              help="https://, wss://: PEM file of the CAs that signed the server's certificate.")
+@click.option("--size", type=Size(), default=None, show_envvar=True,
+              show_default="32", help="ws://: bytes per message (64k, 1M: binary units).")
+@click.option("--text", is_flag=True, show_default="off (binary)", show_envvar=True,
+              help="ws://: send text messages instead of binary ones.")
 def bench(url: str, connections: int, duration: float | None, requests: int | None,
           keepalive: bool, method: str, header: tuple[tuple[str, str], ...], body: bytes,
           rate: float | None, timeout: float, as_json: bool, allow_remote: bool,
-          quiet: bool, insecure: bool, cacert: str | None) -> None:
+          quiet: bool, insecure: bool, cacert: str | None, size: int | None,
+          text: bool) -> None:
     """Load URL (http:// or https://HOST:PORT/PATH, or HOST:PORT; loopback unless
-    --allow-remote) and report.
+    --allow-remote) and report; ws:// or wss:// loads a WebSocket echo endpoint.
 
     Reports what happened to connections (attempted, established, refused, reset, timed
     out), requests, status codes, latency percentiles and throughput, and when connects
-    fail, the likely cause. Exits 1 when the run failed (no answer, or failed connections).
+    fail, the likely cause. For ws://: handshakes, messages echoed per second (each
+    connection keeps one in flight), send-to-echo latency, the server's close codes and
+    protocol errors. Exits 1 when the run failed (no answer, or failed connections).
     """
     try:
         from .workers.tools.loadgen import BenchConfig, run_bench
@@ -893,6 +900,7 @@ def bench(url: str, connections: int, duration: float | None, requests: int | No
             url=url, connections=connections, duration=duration, requests=requests,
             keepalive=keepalive, method=method.upper(), headers=header, body=body, rate=rate,
             timeout=timeout, allow_remote=allow_remote, insecure=insecure, cacert=cacert,
+            message_size=size, text=text,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -96,7 +96,7 @@ class Scenario:
         headers: extra request headers for wrk.
         script: a wrk Lua script (relative to the repo).
         driver: ``wrk``, ``loadgen`` (``reactor bench``), ``idle`` (10k idle + wrk) or
-            ``ws`` (``bench/wsload.py``: WebSocket echo, messages per second).
+            ``ws`` (``reactor bench ws://``: WebSocket echo, messages per second).
         tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
             ``ours-plain`` stays plain, to show what TLS costs in the same run).
         connections: wrk's ``-c``.
@@ -264,10 +264,14 @@ def _wrk(scn: Scenario, srv: Launched, duration: float) -> WrkResult:
                    script=script)
 
 
-def _loadgen(bin_dir: Path, srv: Launched, duration: float) -> WrkResult:
-    """``reactor bench --close`` as the second driver; its JSON read into a WrkResult."""
-    argv = [str(bin_dir / "reactor"), "bench", srv.url, "-c", "50", "-d", str(duration),
-            "--close", "--json", "-q"]
+def _loadgen(bin_dir: Path, srv: Launched, duration: float, *, websocket: bool = False,
+             ) -> WrkResult:
+    """``reactor bench`` as a driver, its JSON read into a WrkResult: ``--close`` on HTTP,
+    or (``websocket``) a ``ws://`` echo of 32-byte messages, messages/s as ``rps``."""
+    url = "ws://" + srv.url.split("://", 1)[1] if websocket else srv.url
+    mode = ["--size", "32"] if websocket else ["--close"]
+    argv = [str(bin_dir / "reactor"), "bench", url, "-c", "50", "-d", str(duration), *mode,
+            "--json", "-q"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     try:
         data = json.loads(proc.stdout)
@@ -276,35 +280,21 @@ def _loadgen(bin_dir: Path, srv: Launched, duration: float) -> WrkResult:
     conns = data.get("connections", {})
     errors = sum(int(conns.get(k, 0) or 0) for k in ("refused", "reset", "timed_out"))
     lat = data.get("latency_ms", {})
-    return WrkResult(
-        rps=float(data["throughput_rps"]),
-        requests=int(data.get("responses", 0)),
-        latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
-        errors={"connections": errors} if errors else {},
-    )
-
-
-def _wsload(srv: Launched, duration: float) -> WrkResult:
-    """``bench/wsload.py`` (its own process) against ``srv``: messages/s as ``rps``."""
-    url = "ws://" + srv.url.split("://", 1)[1]
-    argv = [sys.executable, "-m", "bench.wsload", url, "-c", "50", "-d", str(duration),
-            "--size", "32", "--json"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
-                          check=False, cwd=REPO)
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError as exc:
-        raise RuntimeError(f"wsload gave no JSON: {proc.stderr.strip()[-300:]}") from exc
-    errors = dict(data.get("errors") or {})
+    if not websocket:
+        return WrkResult(
+            rps=float(data["throughput_rps"]),
+            requests=int(data.get("responses", 0)),
+            latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
+            errors={"connections": errors} if errors else {},
+        )
+    errors += sum((conns.get("errors") or {}).values())  # failed handshakes, protocol errors
     bad = {c: n for c, n in (data.get("close_codes") or {}).items() if c != "1000"}
-    if bad:
-        errors["close codes"] = sum(bad.values())
-    lat = data.get("latency_ms", {})
     return WrkResult(
         rps=float(data["messages_per_s"]),
-        requests=int(data.get("messages", 0)),
+        requests=int(data["messages"]["echoed"]),
         latency_ms={50: float(lat.get("p50", 0.0)), 99: float(lat.get("p99", 0.0))},
-        errors=errors,
+        errors={k: n for k, n in (("connections", errors), ("close codes", sum(bad.values())))
+                if n},
     )
 
 
@@ -504,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _loadgen(bin_dir, srv, args.duration)
         elif scn.driver == "ws":
             def measure(srv: Launched) -> WrkResult:
-                return _wsload(srv, args.duration)
+                return _loadgen(bin_dir, srv, args.duration, websocket=True)
         else:
             def measure(srv: Launched, scn: Scenario = scn) -> WrkResult:
                 return _wrk(scn, srv, args.duration)

@@ -229,7 +229,7 @@ def test_localhost_is_loopback_and_resolves_to_the_ipv4_listener(
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"url": "ftp://127.0.0.1/"}, "only http:// and https://"),
+        ({"url": "ftp://127.0.0.1/"}, "only http"),
         ({"url": "http://127.0.0.1/", "duration": MAX_DURATION + 1}, "duration"),
         ({"url": "http://127.0.0.1/", "duration": None}, "duration or a number"),
         ({"url": "http://127.0.0.1/", "connections": 0}, "connections"),

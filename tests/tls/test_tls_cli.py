@@ -1,6 +1,6 @@
 """``reactor serve`` with TLS: options and their environment variables, a key that does
 not match, a certificate renewed under SIGHUP (one process) and under the rolling
-restart (``--processes``), and ``reactor bench https://``."""
+restart (``--processes``), and ``reactor bench https://`` and ``wss://``."""
 
 from __future__ import annotations
 
@@ -215,6 +215,31 @@ def test_reactor_bench_loads_an_https_server_with_cacert_or_insecure(pki: Pki) -
         assert "CERTIFICATE_VERIFY_FAILED" in out.output and "--cacert" in out.output
 
 
+def test_reactor_bench_wss_loads_a_websocket_echo_over_tls(pki: Pki) -> None:
+    import json
+
+    from mioreactor.workers import Server
+    from mioreactor.workers.tls.context import TlsConfig
+
+    from bench.apps import ws_echo_asgi
+
+    with Server(ws_echo_asgi, bind="127.0.0.1:0", workers=1,
+                ssl=TlsConfig(certfile=pki.both_pem)) as srv:
+        port = srv.address[1]
+        runner = CliRunner()
+        for extra in (["--cacert", pki.ca_pem], ["--insecure"]):
+            out = runner.invoke(cli.reactor, ["bench", f"wss://localhost:{port}/", "-n", "300",
+                                              "-c", "4", "--json", "-q", *extra])
+            assert out.exit_code == 0, out.output
+            data = json.loads(out.output)
+            assert data["ok"] and data["messages"] == {"sent": 300, "echoed": 300}
+            assert data["close_codes"] == {"1000": 4} and data["handshakes"]["ok"] == 4
+        out = runner.invoke(cli.reactor, ["bench", f"wss://localhost:{port}/", "-n", "4",
+                                          "-c", "2", "-q"])
+        assert out.exit_code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in out.output and "--cacert" in out.output
+
+
 def test_reactor_bench_https_on_the_fallback_backend_gets_every_response(pki: Pki) -> None:
     # The read that finishes a client handshake returns data; the fallback backend
     # re-arms readable only on BlockingIOError, so a client that stops there never
@@ -238,7 +263,7 @@ def test_reactor_bench_https_on_the_fallback_backend_gets_every_response(pki: Pk
 
 
 @pytest.mark.parametrize("args, message", [
-    (["http://127.0.0.1:1/", "--insecure"], "are for https:// URLs"),
+    (["http://127.0.0.1:1/", "--insecure"], "are for https:// and wss:// URLs"),
     (["https://127.0.0.1:1/", "--insecure", "--cacert", __file__], "not both"),
     (["https://127.0.0.1:1/", "--cacert", "/nonexistent/ca.pem"], "no such file"),
 ])

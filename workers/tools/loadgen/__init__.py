@@ -10,8 +10,11 @@
 One thread, one ``Poll``, non-blocking connects, edge-triggered drains, responses
 parsed by ``httptools``. Unlike wrk and siege it says what happened to connections
 (attempted, established, refused, reset, timed out, other errors by errno) and, when
-connects fail, the likely host-side cause (``BenchResult.diagnosis``). Loopback only
-unless ``allow_remote``; every run is bounded in time and count. See docs/bench.md.
+connects fail, the likely host-side cause (``BenchResult.diagnosis``). A ``ws://`` (or
+``wss://``) URL loads a WebSocket echo endpoint instead (``websocket.WsEngine``): a
+``WsBenchResult`` with messages per second, send-to-echo latency, handshakes, close
+codes and protocol errors. Loopback only unless ``allow_remote``; every run is bounded
+in time and count. See docs/bench.md.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from .config import (
 )
 from .diagnosis import HostProbe, diagnose, raise_nofile, restore_nofile
 from .engine import Engine, ProgressCallback
-from .result import BenchResult, ConnectionCounts, LatencyHistogram
+from .result import BenchResult, ConnectionCounts, LatencyHistogram, WsBenchResult
+from .websocket import WsEngine
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -38,6 +42,7 @@ __all__ = [
     "LatencyHistogram",
     "ProgressCallback",
     "Target",
+    "WsBenchResult",
     "resolve_target",
     "run_bench",
 ]
@@ -67,7 +72,8 @@ def run_bench(config: BenchConfig, progress: ProgressCallback | None = None) -> 
     probe = HostProbe()
     probe.start()
     try:
-        result = Engine(config, target, progress).run()
+        engine = (WsEngine if config.websocket else Engine)(config, target, progress)
+        result = engine.run()
     finally:
         if raised_from is not None:
             restore_nofile(raised_from)

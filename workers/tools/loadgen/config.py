@@ -3,7 +3,9 @@
 Every run is bounded in time and in count (``MAX_DURATION``, ``MAX_REQUESTS``,
 ``MAX_CONNECTIONS``) and aimed at loopback unless ``allow_remote`` says otherwise.
 ``Target`` is the resolved form: the address to connect to and the exact request bytes
-sent for every request (built once, sent with one ``send``).
+sent for every request (built once, sent with one ``send``). A ``ws://`` or ``wss://``
+URL loads a WebSocket echo endpoint instead (``websocket.py``): the request is then the
+upgrade, less the key each connection adds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "MAX_CONNECTIONS",
     "MAX_DURATION",
+    "MAX_MESSAGE_SIZE",
     "MAX_REQUESTS",
     "BenchConfig",
     "Target",
@@ -34,7 +37,14 @@ MAX_REQUESTS = 100_000_000
 MAX_CONNECTIONS = 60_000
 """The most concurrent connections: one client address has at most ~64k ports per target."""
 
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+"""The largest WebSocket message a run may send (our server's default limit, 16 MiB)."""
+
+DEFAULT_MESSAGE_SIZE = 32
+
 USER_AGENT = "mioreactor-bench/0.1"
+
+_SCHEMES = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -50,13 +60,15 @@ class BenchConfig:
     """One load-generator run. Invalid values raise ``ValueError`` at construction.
 
     Args:
-        url: ``http://HOST[:PORT]/PATH?QUERY``; HOST must be loopback (127.0.0.0/8,
+        url: ``http://HOST[:PORT]/PATH?QUERY`` (or ``https://``; ``ws://`` and ``wss://``
+            for a WebSocket echo endpoint); HOST must be loopback (127.0.0.0/8,
             ``::1``, ``localhost``) unless ``allow_remote``.
         connections: concurrent connections (slots) kept busy.
         duration: seconds to run, at most ``MAX_DURATION``; ``None`` with ``requests``
             runs until that many requests are done (still bounded by ``MAX_DURATION``).
-        requests: requests to make in total (each ends with a response or an error);
-            with ``duration`` too, whichever comes first ends the run.
+        requests: requests (WebSocket: messages) to make in total (each ends with a
+            response or an error); with ``duration`` too, whichever comes first ends
+            the run.
         keepalive: reuse each connection (reconnect when the server closes it); False
             opens a new connection per request and sends ``Connection: close``.
         method: the request method (``HEAD`` responses have no body).
@@ -68,13 +80,17 @@ class BenchConfig:
         timeout: seconds a connect, and then a response, may take before it counts as
             timed out.
         allow_remote: allow a host that is not loopback (an explicit, deliberate target).
-        insecure: https:// only: do not verify the server's certificate.
-        cacert: https:// only: PEM file of the CAs to trust (default: the system's).
+        insecure: https:// and wss:// only: do not verify the server's certificate.
+        cacert: https:// and wss:// only: PEM file of the CAs to trust (default: the
+            system's).
+        message_size: ws:// only: bytes per message (``None``: 32).
+        text: ws:// only: send text messages (ASCII) instead of binary ones.
 
     Raises:
-        ValueError: a value out of range, a URL that is not ``http://`` or ``https://``,
-            ``--cacert``/``--insecure`` without ``https://``, a header with
-            CR/LF, or a remote host without ``allow_remote``.
+        ValueError: a value out of range, a URL that is not ``http(s)://`` or
+            ``ws(s)://``, ``--cacert``/``--insecure`` without TLS, an HTTP-only setting
+            (method, body, rate, ``--close``) with ``ws://`` or a message setting
+            without it, a header with CR/LF, or a remote host without ``allow_remote``.
     """
 
     url: str
@@ -90,6 +106,8 @@ class BenchConfig:
     allow_remote: bool = False
     insecure: bool = False
     cacert: str | None = None
+    message_size: int | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.connections <= MAX_CONNECTIONS:
@@ -115,9 +133,10 @@ class BenchConfig:
                 raise ValueError(f"not a valid header name: {name!r}")
             if any(c in value for c in "\r\n\0"):
                 raise ValueError(f"header {name} has CR, LF or NUL in its value")
-        _parse_url(self.url)  # syntax, scheme and loopback check (literal addresses)
-        if (self.insecure or self.cacert) and not self.url.lower().startswith("https://"):
-            raise ValueError("--insecure and --cacert are for https:// URLs")
+        scheme = _parse_url(self.url)[0]  # syntax, scheme and loopback check (literals)
+        if (self.insecure or self.cacert) and scheme not in ("https", "wss"):
+            raise ValueError("--insecure and --cacert are for https:// and wss:// URLs")
+        self._check_websocket()
         if self.insecure and self.cacert:
             raise ValueError("give --cacert or --insecure, not both")
         if self.cacert is not None and not os.path.isfile(self.cacert):
@@ -130,6 +149,29 @@ class BenchConfig:
                     "localhost); allow a remote target (reactor bench --allow-remote) only "
                     "for a host you are responsible for"
                 )
+
+    def _check_websocket(self) -> None:
+        if not self.websocket:
+            if self.message_size is not None or self.text:
+                raise ValueError("--size and --text are for ws:// and wss:// URLs")
+            return
+        if self.message_size is not None and not 0 <= self.message_size <= MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"message size must be 0..{MAX_MESSAGE_SIZE} bytes, got {self.message_size}")
+        for given, option in ((self.method.upper() != "GET", "--method"), (self.body, "--body"),
+                              (self.rate is not None, "--rate"), (not self.keepalive, "--close")):
+            if given:
+                raise ValueError(f"{option} is for http:// and https:// URLs, not ws://")
+
+    @property
+    def websocket(self) -> bool:
+        """A ``ws://`` or ``wss://`` URL: load a WebSocket echo endpoint."""
+        return self.url.lower().startswith(("ws://", "wss://"))
+
+    @property
+    def size(self) -> int:
+        """Bytes per WebSocket message (``message_size``, 32 when not given)."""
+        return DEFAULT_MESSAGE_SIZE if self.message_size is None else self.message_size
 
     @property
     def time_limit(self) -> float:
@@ -152,6 +194,7 @@ class BenchConfig:
             "allow_remote": self.allow_remote,
             "insecure": self.insecure,
             "cacert": self.cacert,
+            **({"message_size": self.size, "text": self.text} if self.websocket else {}),
         }
 
 
@@ -172,16 +215,16 @@ def bench_url(target: str) -> str:
     return text if "://" in text else f"http://{text}"
 
 
-def _parse_url(url: str) -> tuple[str, int, str]:
-    """Split an ``http://`` URL into ``(host, port, path_and_query)``."""
+def _parse_url(url: str) -> tuple[str, str, int, str]:
+    """Split a URL into ``(scheme, host, port, path_and_query)``."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"bad URL {url!r}: {exc}") from exc
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError(f"only http:// and https:// URLs can be loaded, got {url!r}")
+    if scheme not in _SCHEMES:
+        raise ValueError(f"only http(s):// and ws(s):// URLs can be loaded, got {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in URL {url!r}")
     if any(c in url for c in " \r\n\t\0"):
@@ -189,7 +232,7 @@ def _parse_url(url: str) -> tuple[str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return parts.hostname, port if port is not None else (443 if scheme == "https" else 80), path
+    return scheme, parts.hostname, port if port is not None else _SCHEMES[scheme], path
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +245,8 @@ class Target:
         port: the server port.
         request: the exact bytes of one request.
         head: the method is HEAD (responses carry no body).
-        tls: an ``https://`` URL (``host`` is the SNI name and the name checked).
+        tls: an ``https://`` or ``wss://`` URL (``host`` is the SNI name and the name
+            checked).
     """
 
     host: str
@@ -218,12 +262,14 @@ def resolve_target(config: BenchConfig) -> Target:
 
     A name is resolved with ``getaddrinfo`` (an IPv4 answer is preferred); without
     ``allow_remote`` every answer must be a loopback address (``localhost`` mapped
-    elsewhere is refused).
+    elsewhere is refused). For ``ws://`` the request is the upgrade request without
+    its ``Sec-WebSocket-Key`` (random per connection, added by the engine) and
+    without the empty line that ends the head.
 
     Raises:
         ValueError: the host cannot be resolved, or resolves to a remote address.
     """
-    host, port, path = _parse_url(config.url)
+    scheme, host, port, path = _parse_url(config.url)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -232,8 +278,8 @@ def resolve_target(config: BenchConfig) -> Target:
     ip = str(infos[0][4][0])
     if not config.allow_remote and not all(_is_loopback_literal(str(i[4][0])) for i in infos):
         raise ValueError(f"{host!r} resolves to {ip}, not a loopback address; refusing")
-    tls = config.url.lower().startswith("https://")
-    default_port = port == (443 if tls else 80)
+    tls = scheme in ("https", "wss")
+    default_port = port == _SCHEMES[scheme]
     host_header = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
     names = {name.lower() for name, _ in config.headers}
     lines = [f"{config.method} {path} HTTP/1.1"]
@@ -246,5 +292,9 @@ def resolve_target(config: BenchConfig) -> Target:
         lines.append(f"Content-Length: {len(config.body)}")
     if not config.keepalive and "connection" not in names:
         lines.append("Connection: close")
+    if config.websocket:
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"]
+        head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        return Target(host, (ip, port), port, head, False, tls)
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + config.body
     return Target(host, (ip, port), port, request, config.method.upper() == "HEAD", tls)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..doctor import count_states, explain_connect_error
 from ..hostinfo import DEFAULT_PROC_ROOT, Unavailable, host_source
 from .config import BenchConfig, Target
-from .result import BenchResult
+from .result import BenchResult, WsBenchResult, listed
 
 __all__ = ["HostProbe", "diagnose", "raise_nofile", "restore_nofile"]
 
@@ -137,13 +137,15 @@ def diagnose(
             f"{result.timeouts_connect} connects got no answer within {config.timeout:g} s. "
             + _explain(errno.ETIMEDOUT, port, proc_root)
         )
-    if result.timeouts_response:
+    if isinstance(result, WsBenchResult):
+        out += _websocket(result, config, where)
+    elif result.timeouts_response:
         out.append(
             f"{result.timeouts_response} requests got no response within {config.timeout:g} s: "
             "the server is overloaded or blocked (a slow app, too few workers), or does not "
             "speak HTTP/1.1 on this port."
         )
-    if c.reset:
+    if c.reset and not isinstance(result, WsBenchResult):
         out.append(
             f"{c.reset} connections were reset or closed by the server before a complete "
             "response (ECONNRESET, EPIPE, or end of stream mid-response): the server crashed "
@@ -151,7 +153,7 @@ def diagnose(
             "racing a new request)."
         )
     if result.tls_errors:
-        reasons = ", ".join(f"{why} {n}" for why, n in sorted(result.tls_errors.items()))
+        reasons = listed(result.tls_errors)
         hint = ""
         if any("VERIFY" in why for why in result.tls_errors):
             hint = (" The server's certificate is not trusted here: pass --cacert CA.pem (the "
@@ -188,7 +190,69 @@ def diagnose(
     if not config.keepalive and (c.errors.get("EADDRNOTAVAIL") or result.timeouts_connect):
         out.append(_time_wait_sentence(port, proc_root))
     if result.responses == 0 and not out:
-        out.append(f"No response came back from {where} and no error explains it.")
+        what = "echo" if isinstance(result, WsBenchResult) else "response"
+        out.append(f"No {what} came back from {where} and no error explains it.")
+    return out
+
+
+def _websocket(result: WsBenchResult, config: BenchConfig, where: str) -> list[str]:
+    """The sentences of a ``ws://`` run: the upgrade, the frames, the echoes, the closes."""
+    out: list[str] = []
+    shake = result.handshake_errors
+    rejected = {why: n for why, n in shake.items() if why.startswith("HTTP ")}
+    if rejected:
+        out.append(
+            f"{sum(rejected.values())} upgrades were rejected ({listed(rejected, ': ')}): the "
+            "server answered the WebSocket handshake with an HTTP status, not 101. Is the path a "
+            "WebSocket endpoint? A 403 is the app refusing (closing before accept, an Origin "
+            "or authentication check); a 404 a wrong path; a 400 or 426 a request it could "
+            "not take."
+        )
+    bad = {why: n for why, n in shake.items()
+           if why not in rejected and why not in ("reset", "timed_out", "refused")}
+    if bad:
+        out.append(
+            f"{sum(bad.values())} upgrades got a 101 or an answer that breaks RFC 6455 4.1 "
+            f"({listed(bad, ': ')}): not a conforming WebSocket server on {where}, or a proxy "
+            "rewrote the response."
+        )
+    timeouts = shake.get("timed_out", 0)
+    if timeouts:
+        out.append(
+            f"{timeouts} upgrade requests got no answer within {config.timeout:g} s: the "
+            "server is overloaded or blocked, or does not speak HTTP on this port."
+        )
+    if result.timeouts_response > timeouts:
+        out.append(
+            f"{result.timeouts_response - timeouts} messages got no echo within "
+            f"{config.timeout:g} s: the endpoint does not echo, or the server is overloaded "
+            "or blocked (a slow app, too few workers)."
+        )
+    if result.connections.reset:
+        out.append(
+            f"{result.connections.reset} connections were reset or closed without a close "
+            f"frame ({shake.get('reset', 0)} during the upgrade): the server crashed or "
+            "dropped them (a connection limit, an idle timeout)."
+        )
+    if result.protocol_errors:
+        out.append(
+            f"{sum(result.protocol_errors.values())} connections broke RFC 6455 or did not "
+            f"echo ({listed(result.protocol_errors, ': ')}): the server's framing is wrong, or "
+            "the endpoint is not an echo."
+        )
+    mid_run = result.connections.errors.get("closed_by_server", 0)
+    if mid_run:
+        out.append(
+            f"{mid_run} connections were closed by the server during the run (its close "
+            "codes are counted with the others): it shut down (1001), found an error "
+            "(1002, 1007, 1009, 1011), or closes connections on its own."
+        )
+    odd = {code: n for code, n in result.close_codes.items() if code != "1000"}
+    if odd:
+        out.append(
+            f"Close codes other than 1000: {listed(odd, ': ')} (1006: closed without a close "
+            f"frame; timeout: no close within {config.timeout:g} s of ours)."
+        )
     return out
 
 

@@ -69,12 +69,11 @@ class Engine:
         self.poll = Poll()
         self.registry = self.poll.registry
         self.request = target.request
-        self.req_len = len(target.request)
         self.keepalive = config.keepalive
         self.timeout = config.timeout
         self.rate = config.rate
         self.budget = config.requests if config.requests is not None else -1
-        self.slots = [Slot(i, target.head) for i in range(config.connections)]
+        self.slots = [self._new_slot(i) for i in range(config.connections)]
         self.conns: dict[int, Slot] = {}
         self.free: deque[Slot] = deque()
         self.next_token = 1
@@ -92,6 +91,10 @@ class Engine:
             client_context(insecure=config.insecure, cacert=config.cacert) if target.tls else None
         )
 
+    def _new_slot(self, index: int) -> Slot:
+        """Slot ``index`` of the run (a subclass's engine makes its own kind)."""
+        return Slot(index, self.target.head)
+
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> BenchResult:
         """Run until the duration ends or every request is done; then close everything.
@@ -104,14 +107,6 @@ class Engine:
         """
         now = self.t0 = perf_counter()
         end = now + self.config.time_limit
-        tick_every = min(0.1, max(0.01, self.timeout / 4))
-        next_tick = now + tick_every
-        next_progress = now + PROGRESS_EVERY
-        events = Events(1024)
-        raw = events.raw
-        poll = self.poll.poll
-        conns_get = self.conns.get
-        on_read, on_write, on_connect = self._on_read, self._flush, self._on_connect
         open_loop = self.rate is not None
         try:
             if open_loop and self.keepalive:
@@ -123,36 +118,8 @@ class Engine:
                 for slot in self.slots:
                     if self._take():
                         self._open(slot, now, with_request=True)
-            while True:
-                if now >= end or (0 <= self.budget <= self.taken and not self.inflight):
-                    break
-                wait = min(next_tick, end) - now
-                if open_loop:
-                    wait = min(wait, self._dispatch(now))
-                poll(events, wait if wait > 0 else 0)
-                for token, bits in raw:
-                    s = conns_get(token)
-                    if s is None:
-                        continue  # a connection closed earlier in this batch
-                    state = s.state
-                    if state == BUSY:
-                        if bits & WRITABLE and s.pending is not None:
-                            on_write(s)
-                        if bits & _READ_BITS and s.state == BUSY:
-                            on_read(s)
-                    elif state == CONNECTING:
-                        on_connect(s)
-                    elif state == HANDSHAKING:
-                        self._handshake(s)
-                    elif state == READY:
-                        self._on_idle_event(s)
-                now = perf_counter()
-                if now >= next_tick:
-                    next_tick = now + tick_every
-                    self._tick(now)
-                    if now >= next_progress and self.progress is not None:
-                        next_progress = now + PROGRESS_EVERY
-                        self.progress(now - self.t0, self.snapshot(now, finished=False))
+            self._loop(end)
+            self._wind_down()
         except KeyboardInterrupt:
             self.result.interrupted = True  # Ctrl-C ends the run; its numbers still count
         finally:
@@ -168,6 +135,57 @@ class Engine:
                 due = min(due, self.budget)
             self.result.not_sent = max(0, due - self.taken)
         return self.snapshot(now, finished=True)
+
+    def _finished(self) -> bool:
+        """The loop may end before its deadline: every request of the budget is done."""
+        return 0 <= self.budget <= self.taken and not self.inflight
+
+    def _wind_down(self) -> None:
+        """Called once when the run ends normally, before every connection is closed:
+        HTTP has nothing to say first (the WebSocket engine sends its closes here)."""
+
+    def _loop(self, end: float) -> None:
+        """Poll and dispatch events until ``end`` or ``_finished()``."""
+        now = perf_counter()
+        tick_every = min(0.1, max(0.01, self.timeout / 4))
+        next_tick = now + tick_every
+        next_progress = now + PROGRESS_EVERY
+        events = Events(1024)
+        raw = events.raw
+        poll = self.poll.poll
+        conns_get = self.conns.get
+        on_read, on_write, on_connect = self._on_read, self._flush, self._on_connect
+        open_loop = self.rate is not None
+        while True:
+            if now >= end or self._finished():
+                break
+            wait = min(next_tick, end) - now
+            if open_loop:
+                wait = min(wait, self._dispatch(now))
+            poll(events, wait if wait > 0 else 0)
+            for token, bits in raw:
+                s = conns_get(token)
+                if s is None:
+                    continue  # a connection closed earlier in this batch
+                state = s.state
+                if state == BUSY:
+                    if bits & WRITABLE and s.pending is not None:
+                        on_write(s)
+                    if bits & _READ_BITS and s.state == BUSY:
+                        on_read(s)
+                elif state == CONNECTING:
+                    on_connect(s)
+                elif state == HANDSHAKING:
+                    self._handshake(s)
+                elif state == READY:
+                    self._on_idle_event(s)
+            now = perf_counter()
+            if now >= next_tick:
+                next_tick = now + tick_every
+                self._tick(now)
+                if now >= next_progress and self.progress is not None:
+                    next_progress = now + PROGRESS_EVERY
+                    self.progress(now - self.t0, self.snapshot(now, finished=False))
 
     def snapshot(self, now: float, *, finished: bool) -> BenchResult:
         """Fold pending latency samples and return the result as of ``now``.
@@ -224,17 +242,26 @@ class Engine:
         slot.t_req = t_req
         slot.deadline = now + self.timeout
         self.requests_sent += 1
+        self._write(slot, self.request)
+
+    def _write(self, slot: Slot, data: bytes) -> None:
+        """Send ``data`` on a busy connection: one ``send``, the rest on writable events
+        (after what an earlier short write left, if any)."""
+        if slot.pending is not None:
+            slot.pending = memoryview(bytes(slot.pending) + data)  # rare: queue behind it
+            self._flush(slot)
+            return
         try:
-            n = slot.send(self.request)
+            n = slot.send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:
             self._fail(slot, exc)
             return
-        if n < self.req_len:
+        if n < len(data):
             # a short write: keep writing until done or BlockingIOError (the drain rule;
             # only that re-arms writable on the fallback backend)
-            slot.pending = memoryview(self.request)[n:]
+            slot.pending = memoryview(data)[n:]
             self._flush(slot)
 
     def _flush(self, slot: Slot) -> None:
@@ -253,31 +280,9 @@ class Engine:
 
     def _on_read(self, slot: Slot) -> None:
         """Readable: drain ``recv`` until ``BlockingIOError``, feeding the parser."""
-        recv, feed = slot.recv, slot.feed
-        got = 0
-        eof = False
-        while True:
-            try:
-                data = recv(RECV_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                self.bytes_received += got
-                self._fail(slot, exc)
-                return
-            if not data:
-                eof = True
-                break
-            got += len(data)
-            if not slot.headers_done:
-                slot.head.append(data)
-            try:
-                feed(data)
-            except HttpParserError:
-                self.bytes_received += got
-                self._fail(slot, None, kind="bad_response")
-                return
-        self.bytes_received += got
+        eof = self._drain(slot, slot.take)
+        if eof is None:
+            return
         if slot.done:
             self._complete(slot, eof)
         elif eof:
@@ -286,6 +291,33 @@ class Engine:
                 self._complete(slot, eof)
             else:
                 self._fail(slot, None, kind="eof")
+
+    def _drain(self, slot: Slot, take: Callable[[bytes], None]) -> bool | None:
+        """Read until ``BlockingIOError``, handing each read to ``take``.
+
+        Returns:
+            True at the end of the stream, False when drained, None when the connection
+            failed (an ``OSError``, or ``take`` raised ``HttpParserError``: counted).
+        """
+        recv = slot.recv
+        got = 0
+        try:
+            while True:
+                try:
+                    data = recv(RECV_SIZE)
+                except BlockingIOError:
+                    return False
+                if not data:
+                    return True
+                got += len(data)
+                take(data)
+        except OSError as exc:
+            self._fail(slot, exc)
+        except HttpParserError:
+            self._fail(slot, None, kind="bad_response")
+        finally:
+            self.bytes_received += got
+        return None
 
     def _complete(self, slot: Slot, eof: bool) -> None:
         """A final response arrived: count it, then reuse, replace or idle the slot."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram"]
+__all__ = ["BenchResult", "ConnectionCounts", "LatencyHistogram", "WsBenchResult", "failure_kind"]
 
 _SUB_BITS = 7
 _SUB = 1 << _SUB_BITS  # 128 buckets per power of two
@@ -94,6 +94,18 @@ class LatencyHistogram:
         return self.sum_s / self.count * 1000.0 if self.count else 0.0
 
 
+def failure_kind(exc: OSError | None, kind: str | None = None) -> str:
+    """The category of one failed connection (see ``ConnectionCounts.count_failure``)."""
+    code = exc.errno if exc is not None else None
+    if kind == "eof" or code in _RESET_ERRNOS:
+        return "reset"
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if kind == "timeout" or code == errno.ETIMEDOUT:
+        return "timed_out"
+    return kind or (errno.errorcode.get(code, str(code)) if code else type(exc).__name__)
+
+
 @dataclass
 class ConnectionCounts:
     """What happened to connections. ``errors`` counts other failures by errno name."""
@@ -121,18 +133,15 @@ class ConnectionCounts:
         Returns:
             ``"reset"``, ``"refused"``, ``"timed_out"`` or the ``errors`` key.
         """
-        code = exc.errno if exc is not None else None
-        if kind == "eof" or code in _RESET_ERRNOS:
+        name = failure_kind(exc, kind)
+        if name == "reset":
             self.reset += 1
-            return "reset"
-        if code == errno.ECONNREFUSED:
+        elif name == "refused":
             self.refused += 1
-            return "refused"
-        if kind == "timeout" or code == errno.ETIMEDOUT:
+        elif name == "timed_out":
             self.timed_out += 1
-            return "timed_out"
-        name = kind or (errno.errorcode.get(code, str(code)) if code else type(exc).__name__)
-        self.errors[name] = self.errors.get(name, 0) + 1
+        else:
+            self.errors[name] = self.errors.get(name, 0) + 1
         return name
 
     def to_json(self) -> dict[str, Any]:
@@ -192,6 +201,9 @@ class BenchResult:
     diagnosis: list[str] = field(default_factory=list)
     finished: bool = True
     interrupted: bool = False
+
+    unit: ClassVar[str] = "responses"
+    """What ``responses`` counts, for progress lines."""
 
     def copy(self) -> BenchResult:
         """An independent copy marked unfinished: a progress snapshot."""
@@ -267,14 +279,25 @@ class BenchResult:
 
     def to_text(self) -> str:
         """A human report: connections, requests, statuses, latency, and the diagnosis."""
-        c = self.connections
-        lat = self.latency_ms()
         cfg = self.config
         mode = "keep-alive" if cfg.get("keepalive", True) else "close (one connection per request)"
         loop = f"open loop at {cfg['rate']:g} req/s" if cfg.get("rate") else "closed loop"
+        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.status.items())) or "none"
+        lines = self._head_lines(f"{cfg.get('method', 'GET')} {cfg.get('url', '?')}",
+                                 f"{mode}, {loop}")
+        lines += [
+            f"requests     sent {self.requests}  responses {self.responses}"
+            + (f"  not sent (behind the rate) {self.not_sent}" if self.not_sent else ""),
+            f"status       {codes}",
+        ]
+        return self._tail_text(lines)
+
+    def _head_lines(self, target: str, mode: str) -> list[str]:
+        """The report's title, the run's shape, and what happened to connections."""
+        c = self.connections
         lines = [
-            f"reactor bench {cfg.get('method', 'GET')} {cfg.get('url', '?')}",
-            f"  {cfg.get('connections', '?')} connections, {mode}, {loop}, "
+            f"reactor bench {target}",
+            f"  {self.config.get('connections', '?')} connections, {mode}, "
             f"{self.duration_s:.2f} s"
             + ("" if self.finished else " (running)")
             + (" (interrupted)" if self.interrupted else ""),
@@ -284,16 +307,17 @@ class BenchResult:
             f"(connect {self.timeouts_connect}, response {self.timeouts_response})",
         ]
         if c.errors:
-            others = ", ".join(f"{name} {n}" for name, n in sorted(c.errors.items()))
-            lines.append(f"  other errors: {others}")
-        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.status.items())) or "none"
+            lines.append(f"  other errors: {listed(c.errors)}")
+        return lines
+
+    def _tail_text(self, lines: list[str]) -> str:
+        """``lines``, then latency, throughput, the client's limits, the diagnosis and
+        the verdict, as one text."""
+        lat = self.latency_ms()
         lines += [
-            f"requests     sent {self.requests}  responses {self.responses}"
-            + (f"  not sent (behind the rate) {self.not_sent}" if self.not_sent else ""),
-            f"status       {codes}",
             f"latency ms   p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
             f"max {lat['max']:.3f}  mean {lat['mean']:.3f}",
-            f"throughput   {self.throughput_rps:,.1f} responses/s, "
+            f"throughput   {self.throughput_rps:,.1f} {self.unit}/s, "
             f"{self.bytes_received / max(self.duration_s, 1e-9) / 1e6:.2f} MB/s "
             f"({self.bytes_received} bytes)",
         ]
@@ -311,3 +335,92 @@ class BenchResult:
         lines.append("")
         lines.append("result: " + ("ok" if self.ok else "FAILED (see the counts above)"))
         return "\n".join(lines) + "\n"
+
+
+def listed(counts: dict[str, int], sep: str = " ") -> str:
+    """``{"a": 1, "b": 2}`` as ``a 1, b 2`` (sorted; ``sep`` between name and count)."""
+    return ", ".join(f"{what}{sep}{n}" for what, n in sorted(counts.items()))
+
+
+@dataclass
+class WsBenchResult(BenchResult):
+    """The outcome of a ``ws://`` run: ``requests`` are messages sent, ``responses``
+    their echoes, ``latency`` send to echo, ``status`` the upgrade responses' codes.
+
+    Attributes:
+        handshakes_ok: upgrades answered ``101`` with the right ``Sec-WebSocket-Accept``.
+        handshake_errors: failed handshakes by reason (``HTTP 403``, ``bad
+            Sec-WebSocket-Accept``, ``reset``, ``timed_out``, ...); a rejection or a bad
+            answer also counts as ``connections.errors["handshake"]``.
+        protocol_errors: connections failed on a broken RFC 6455 rule or a wrong echo,
+            by what (``masked frame from the server``, ``echo mismatch``, ...); each
+            also counts as ``connections.errors["protocol"]``.
+        close_codes: the close codes the server sent (``"1000"``: n), mid-run or in
+            answer to ours at the end; ``"1006"`` counts connections the server closed
+            without a close frame after ours, ``"timeout"`` those that did not answer
+            within the timeout.
+    """
+
+    handshakes_ok: int = 0
+    handshake_errors: dict[str, int] = field(default_factory=dict)
+    protocol_errors: dict[str, int] = field(default_factory=dict)
+    close_codes: dict[str, int] = field(default_factory=dict)
+
+    unit: ClassVar[str] = "messages"
+
+    def copy(self) -> WsBenchResult:
+        snap = super().copy()
+        assert isinstance(snap, WsBenchResult)
+        snap.handshake_errors = dict(self.handshake_errors)
+        snap.protocol_errors = dict(self.protocol_errors)
+        snap.close_codes = dict(self.close_codes)
+        return snap
+
+    @property
+    def handshakes_failed(self) -> int:
+        return sum(self.handshake_errors.values())
+
+    @property
+    def ok(self) -> bool:
+        """Echoes came back, no connection failed, and every close was a 1000."""
+        return super().ok and set(self.close_codes) <= {"1000"}
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP keys less ``requests``, ``responses``, ``status``,
+        ``throughput_rps`` and ``not_sent``; plus ``messages`` (sent, echoed),
+        ``messages_per_s``, ``handshakes`` (ok, failed, status, errors), ``close_codes``
+        and ``protocol_errors``."""
+        data = super().to_json()
+        for key in ("requests", "responses", "status", "throughput_rps", "not_sent"):
+            del data[key]
+        data.update({
+            "messages": {"sent": self.requests, "echoed": self.responses},
+            "messages_per_s": round(self.throughput_rps, 1),
+            "handshakes": {
+                "ok": self.handshakes_ok,
+                "failed": self.handshakes_failed,
+                "status": {str(code): n for code, n in sorted(self.status.items())},
+                "errors": dict(sorted(self.handshake_errors.items())),
+            },
+            "close_codes": dict(sorted(self.close_codes.items())),
+            "protocol_errors": dict(sorted(self.protocol_errors.items())),
+        })
+        return data
+
+    def to_text(self) -> str:
+        """A human report: connections, handshakes, messages, close codes, latency."""
+        cfg = self.config
+        kind = "text" if cfg.get("text") else "binary"
+        lines = self._head_lines(
+            str(cfg.get("url", "?")),
+            f"{kind} messages of {cfg.get('message_size', '?')} bytes, one in flight each")
+        failed = f" ({listed(self.handshake_errors, ': ')})" if self.handshake_errors else ""
+        codes = "  ".join(f"{code}: {n}" for code, n in sorted(self.close_codes.items()))
+        lines += [
+            f"handshakes   ok {self.handshakes_ok}  failed {self.handshakes_failed}{failed}",
+            f"messages     sent {self.requests}  echoed {self.responses}",
+            f"close codes  {codes or 'none'}",
+        ]
+        if self.protocol_errors:
+            lines.append(f"  protocol errors: {listed(self.protocol_errors, ': ')}")
+        return self._tail_text(lines)

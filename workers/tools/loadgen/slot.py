@@ -120,6 +120,13 @@ class Slot:
         self.keep = self.parser.should_keep_alive()
         self.done = True
 
+    def take(self, data: bytes) -> None:
+        """Bytes read for the current response: kept while its head is incomplete, and
+        fed to the parser (``HttpParserError`` propagates)."""
+        if not self.headers_done:
+            self.head.append(data)
+        self.feed(data)
+
     # -- life cycle --------------------------------------------------------------------
     def attach(self, stream: TcpStream, token: int) -> None:
         """Take a new connection: bind its I/O methods and start a fresh parser."""
