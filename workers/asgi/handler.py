@@ -30,6 +30,7 @@ from asyncio import Task
 from bisect import bisect_left
 from collections.abc import Awaitable
 from time import perf_counter
+from time import time as _time
 from types import CoroutineType
 from typing import Any
 
@@ -285,7 +286,7 @@ class AsgiHandler:
                     if not (task.done() and cycle.complete and not task.cancelled()
                             and task.exception() is None):
                         self._watch(conn, st, cycle, task)
-                    if driver.pending:
+                    if driver.ready or driver.scheduled:  # LoopDriver.pending, inline
                         driver.step()
                     return
             proto = st.proto
@@ -794,8 +795,32 @@ class _Responder:
                         cycle.mode = LENGTH
                         cycle.sent = size
                         cycle.started = True
-                        self.conn.write(h.encoder.whole(known[0], lines, b"", body))
-                        h.complete(self.conn, st, cycle)
+                        conn = self.conn
+                        # ResponseEncoder.whole, inline (one frame less, as the WSGI lane)
+                        encoder = h.encoder
+                        line = encoder._status_lines.get(known[0]) or encoder.status_line(
+                            known[0])
+                        date = encoder._date
+                        if not date._second <= _time() < date._until:
+                            date.line()
+                        conn.write(b"".join(
+                            (line, date._line, encoder._server, lines, b"\r\n", body)))
+                        if (st.rest and not st.events and st.cycle is cycle and cycle.body_done
+                                and h.access is None and cycle.waiter is None
+                                and st.file is None and not st.closed and not st.read_paused):
+                            # complete() and _idle(), for the common case: counted, and
+                            # the keep-alive wait begins; anything else goes there.
+                            cycle.complete = True
+                            elapsed = perf_counter() - cycle.start_time
+                            h.response_counts[cycle.status // 100 * BUCKETS
+                                              + bisect_left(DURATION_BOUNDS, elapsed)] += 1
+                            h.response_seconds += elapsed
+                            st.cycle = None
+                            if st.timer_kind != T_KEEPALIVE:
+                                st.timer_kind = T_KEEPALIVE
+                                conn.rearm(h.config.keepalive_timeout, _fire_phase)
+                            return
+                        h.complete(conn, st, cycle)
                         return
         head = h.head(self.conn, self.st, cycle, body, more)
         if not self.st.closed:

@@ -146,6 +146,10 @@ class LoopDriver:
         self._timer_at = float("inf")
         self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
         self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
+        # What ``pending`` reads, for a caller that reads them inline: ``ready`` is a
+        # deque that is never empty when there is no deque to read (``pending`` True).
+        self.ready: Any = self._ready if self._ready is not None else (True,)
+        self.scheduled: Any = self._scheduled if self._scheduled is not None else ()
         self._local = _Running()  # per thread: has step left the running loop set here
         # The loop when start() may run a first step at once (our own loop type).
         self._stepped = self.loop if isinstance(self.loop, _SteppedLoop) else None
