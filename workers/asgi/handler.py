@@ -253,7 +253,9 @@ class AsgiHandler:
         if ws is not None:
             with self.lock:
                 ws.feed(data)
-                self.driver.step()
+                driver = self.driver
+                if driver.ready or driver.scheduled:  # LoopDriver.pending, inline
+                    driver.step()
             return
         with self.lock:
             if st.rest and st.cycle is None and not st.events and self.express:

@@ -74,6 +74,16 @@ class _SteppedLoop(asyncio.SelectorEventLoop):
 
     _eager = False  # set by ``LoopDriver.start``: the next call_soon runs at once
 
+    def set_debug(self, enabled: bool) -> None:
+        """As CPython's; ``get_debug`` becomes a C callable that returns the setting.
+
+        Every task and future asks its loop ``get_debug()`` when it is made (twice a
+        WebSocket message, once a request): a Python frame each, for a constant.
+        ``BaseEventLoop.__init__`` calls this too, so it holds from the start.
+        """
+        super().set_debug(enabled)
+        self.get_debug = (True).__bool__ if enabled else (False).__bool__  # type: ignore[method-assign]
+
     def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any,
         context: contextvars.Context | None = None,
@@ -261,6 +271,28 @@ class LoopDriver:
         loop._eager = True
         try:
             return Task(coro, loop=loop)
+        finally:
+            loop._eager = False
+
+    def resolve(self, future: asyncio.Future[None]) -> None:
+        """``future.set_result(None)``, its first callback run at once when it may.
+
+        The eager start (``start``) for a task that waits: a WebSocket message that
+        arrives for an app parked in ``receive`` resumes the app inside this call,
+        without a ``Handle``, a trip through the ready queue and a ``step``. Only
+        outside any step, on our own loop type (as ``start``); otherwise, and for any
+        callback after the first, the usual ``call_soon``. Call with the loop's lock
+        held, when what the callback may read is consistent.
+        """
+        loop = self._stepped
+        if loop is None or loop._thread_id is not None or self._closed:
+            future.set_result(None)
+            return
+        if not self._local.running:
+            self._enter()
+        loop._eager = True
+        try:
+            future.set_result(None)
         finally:
             loop._eager = False
 

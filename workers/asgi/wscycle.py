@@ -311,7 +311,11 @@ class WsCycle(Waiting):
             self.read_paused = True
             self.conn.pause_reading()
         if inbox:
-            self.wake()
+            waiter = self.waiter  # wake(), with the app resumed here (LoopDriver.resolve)
+            if waiter is not None:
+                self.waiter = None
+                if not waiter.done():
+                    self.driver.resolve(waiter)
 
     def lost(self) -> None:
         """The connection is gone (closed by either side, or failed)."""
