@@ -199,6 +199,10 @@ def main() -> None:
     args = parser.parse_args()
     app: Any = hello
     if args.app:
+        here = os.path.dirname(os.path.abspath(__file__))
+        # bench/ itself is first on the path (a script's folder): its http.py would
+        # shadow the standard library's for the app (starlette imports http.client).
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
         sys.path.insert(0, os.getcwd())
         module, _, name = args.app.partition(":")
         app = getattr(importlib.import_module(module), name)

@@ -233,6 +233,7 @@ BOUNDED = (
     ("json", "granian", 0.95),
     ("asgi", "uvicorn-asgi", 1.3),
     ("asgi", "granian-asgi", 0.8),
+    ("fastapi", "uvicorn-asgi", 1.2),
 )
 
 

@@ -141,7 +141,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("websocket", "WebSocket echo, 50 clients, 32 B (msg/s)",
              ("ours", "uvicorn-asgi", "granian-asgi"), app="ws_echo_asgi", driver="ws"),
     Scenario("fastapi", "FastAPI JSON endpoint, keep-alive",
-             ("ours", "uvicorn-asgi", "granian-asgi"), app="fastapi_json_asgi"),
+             ("ours", "uvicorn-asgi", "granian-asgi", "floor"), app="fastapi_json_asgi"),
     Scenario("tls", "TLS keep-alive hello (https)",
              ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian"), tls=True),
 ]
