@@ -417,7 +417,10 @@ class AsgiHandler:
             if not st.read_paused:
                 st.read_paused = True
                 conn.pause_reading()
-        elif st.cycle is None:
+        elif st.cycle is None and st.ws is None:
+            # (With ``st.ws`` set, a request that completed during this loop, in its
+            # task's eager start, went on to a pipelined upgrade: the connection is the
+            # WebSocket's now, and the HTTP side has nothing to wait for.)
             self._idle(conn, st)
 
     def _begin(self, conn: Connection, st: _State, request: Request,
@@ -456,10 +459,17 @@ class AsgiHandler:
         ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
                      answered)
         st.ws = ws
+        # What followed the head in its read: the client's first frames (a client may
+        # send them with the handshake). Later reads go to the WebSocket itself.
         rest = st.proto.upgrade_rest
         if rest:
             ws.feed(rest)
         self.loop.create_task(run_ws(self.app, ws))
+        if st.read_paused:
+            # The upgrade waited behind a pipelined request, with reading paused (the
+            # HTTP side's order); the bytes still in the kernel are the WebSocket's.
+            st.read_paused = False
+            conn.resume_reading()  # may feed them at once: ``st.ws`` is set
 
     def _answered(self, st: _State, request: Request, start: float, status: int,
                   size: int) -> None:
