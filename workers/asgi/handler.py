@@ -187,6 +187,8 @@ def make_asgi_handler_factory(
 
     def factory(worker: WorkerContext) -> Handler:
         driver.attach(_as_poster(worker))
+        # On the worker's own thread: its steps count as time in the app (--timeout).
+        driver.watch(getattr(worker.blocking(), "holder", None))
         return AsgiHandler(worker, app, driver, cfg, state, wscfg)
 
     return factory
