@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -28,6 +29,8 @@ LEFT: dict[int, bytes] = {}  # bytes that came with the 101, by socket descripto
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http":
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.3)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"plain http"})
         return
@@ -283,6 +286,106 @@ def test_frames_sent_with_the_handshake_are_kept_for_after_the_accept(server: Se
         data += sock.recv(4096)
     assert data[:7] == b"\x81\x05early"
     sock.close()
+
+
+HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+def read_until(sock: socket.socket, data: bytes, want: bytes) -> bytes:
+    """Read until ``want`` is in what came; all of it."""
+    while want not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"EOF before {want!r}: {data!r}"
+        data += chunk
+    return data
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_the_handshake_and_frames_in_one_write_are_all_read_in_order(server: Server) -> None:
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(HANDSHAKE + b"\r\n" + client_frame(1, b"one") + client_frame(2, b"two")
+                     + client_frame(1, b"three"))
+        data = read_until(sock, b"", b"three")
+        assert data.startswith(b"HTTP/1.1 101 ")
+        assert data.endswith(b"\r\n\r\n\x81\x03one\x82\x03two\x81\x05three")
+        sock.sendall(client_frame(8, (4001).to_bytes(2, "big")))
+        assert read_close(sock) == 4001
+    wait_for(ENDED.is_set)
+    assert SEEN[-1]["code"] == 4001
+    assert server.stats()["websocket"]["messages_in"] == 3
+
+
+@pytest.mark.parametrize("path", ["/", "/slow"])
+def test_an_upgrade_pipelined_behind_a_request_reads_the_frames_sent_after_it(
+    server: Server, path: str
+) -> None:
+    # Reading pauses while a pipelined request waits for the one before it; the
+    # upgrade, once its turn came, left it paused (/slow) or the request before it,
+    # complete in its task's first step, closed the connection under it (/).
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                     + HANDSHAKE + b"\r\n")
+        data = b""
+        if path == "/":
+            data = read_until(sock, data, b"101 Switching Protocols")
+        else:
+            time.sleep(0.1)  # a read of its own, while the slow response is under way
+        sock.sendall(client_frame(1, b"after"))
+        data = read_until(sock, data, b"after")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"plain http" in data
+    assert data.endswith(b"\x81\x05after")
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "body-later"])
+def test_an_upgrade_with_a_body_is_refused_and_no_byte_after_it_is_read(
+    server: Server, split: bool
+) -> None:
+    # RFC 9110 9.3.1: content in a GET has no meaning and may be refused; the new
+    # protocol would begin only after it (RFC 9110 7.8). Refused with 400 and closed,
+    # so the frame and the request after it are read as neither.
+    head = HANDSHAKE + b"Content-Length: 5\r\n\r\n"
+    after = b"hello" + client_frame(1, b"frame") + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(server.address, timeout=10) as sock:
+        if split:
+            sock.sendall(head)
+            time.sleep(0.05)
+            try:
+                sock.sendall(after)
+            except OSError:
+                pass  # refused already
+        else:
+            sock.sendall(head + after)
+        data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.1") == 1, data
+    assert SEEN == []  # the app never saw it
+
+
+def test_a_chunked_upgrade_is_refused_by_the_parser() -> None:
+    with Server(app, bind="127.0.0.1:0", workers=1, lifespan="off") as s:
+        SEEN.clear()
+        with socket.create_connection(s.address, timeout=10) as sock:
+            sock.sendall(HANDSHAKE + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                         + client_frame(1, b"frame"))
+            data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 501 ") and data.count(b"HTTP/1.1") == 1, data
+    assert SEEN == []
+
+
+def test_with_ws_none_an_upgrade_with_a_body_is_one_plain_request_and_the_last() -> None:
+    with Server(app, bind="127.0.0.1:0", workers=1, lifespan="off", ws="none") as s:
+        with socket.create_connection(s.address, timeout=10) as sock:
+            sock.sendall(HANDSHAKE + b"Content-Length: 5\r\n\r\nhello" + client_frame(1, b"x")
+                         + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_to_eof(sock)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.count(b"HTTP/1.1") == 1, data
+    assert b"Connection: close\r\n" in data and data.endswith(b"plain http")
 
 
 def test_an_app_error_after_accept_closes_with_1011(server: Server) -> None:

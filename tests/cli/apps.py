@@ -18,6 +18,16 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     return [body]
 
 
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI 3 app: the same JSON as ``app``."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps({"pid": os.getpid(), "path": scope["path"], "app": "asgi"}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def slow(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """Sleeps ``?seconds`` (default 1) before answering: an in-flight request to drain."""
     query = environ.get("QUERY_STRING", "")

@@ -161,6 +161,26 @@ def test_handler_interface_serves_a_raw_protocol(started: list[ServeProcess]) ->
         assert sock.recv(16) == b"ping"
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize(
+    ("app", "interface"),
+    [
+        (["tests.cli.apps:app"], "wsgi"),
+        (["tests.cli.apps:asgi_app"], "asgi"),
+        ([], "wsgi"),  # the built-in demo app
+        (["mioreactor.workers.core.handler:EchoHandler", "--interface", "handler"], "handler"),
+    ],
+    ids=["wsgi", "asgi", "demo", "handler"],
+)
+def test_the_banner_says_what_the_app_was_found_to_be_with_any_number_of_processes(
+    started: list[ServeProcess], app: list[str], interface: str, processes: str
+) -> None:
+    proc = serve(started, *app, *TEST_APPS, "-b", "127.0.0.1:0", "-p", processes, "-w", "1")
+    proc.wait_serving()
+    summary = proc.wait_for(r"mioreactor \S+ serving ").string
+    assert f" ({interface}): {processes} process(es) x 1 worker thread(s)" in summary, summary
+
+
 # -- app loading -------------------------------------------------------------------------
 def test_factory_is_called_to_make_the_app(started: list[ServeProcess]) -> None:
     proc = serve(started, "tests.cli.apps:create_app", "--factory", *TEST_APPS, "-b", "127.0.0.1:0")

@@ -1,8 +1,10 @@
 """``timeout``: a request stuck in the app is logged once, with its thread's stack, and
-still completes (workers/ops/watchdog.py)."""
+still completes (workers/ops/watchdog.py). For an ASGI app, a coroutine that blocks
+the loop is reported the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import logging
 import threading
@@ -70,6 +72,8 @@ def test_a_stuck_request_is_logged_once_with_the_function_it_is_blocked_in_and_c
     assert "blocked_in_this_function_for_the_watchdog" in message
     assert "time.sleep(seconds)" in message  # the line it is blocked on
     assert "reactor-worker-" in message
+    # The stack starts at the server's call into the app, not at the thread's start.
+    assert "threading.py" not in message and "workers/core/worker.py" not in message
     seconds = float(message.split("inside the app for ")[1].split(" s")[0])
     assert 0.3 <= seconds < SLEEP
 
@@ -96,3 +100,54 @@ def test_timeout_zero_runs_no_watchdog() -> None:
         assert stats["stuck_requests"] == 0 and stats["stuck_now"] == 0
     with pytest.raises(ValueError, match="timeout must not be negative"):
         Server(app, timeout=-1)
+
+
+def blocked_in_this_coroutine_for_the_watchdog(seconds: float) -> None:
+    time.sleep(seconds)  # the app's bug: a blocking call on the event loop
+
+
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":  # blocks in the task's first step (an eager start)
+        blocked_in_this_coroutine_for_the_watchdog(SLEEP)
+    elif scope["path"] == "/later":  # blocks in a step the loop's timer asked for
+        await asyncio.sleep(0.01)
+        blocked_in_this_coroutine_for_the_watchdog(SLEEP)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done " + scope["path"].encode()})
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("path", "described"), [("/slow", "GET /slow"), ("/later", "")])
+def test_a_coroutine_that_blocks_the_loop_is_reported_with_its_stack_and_completes(
+    caplog: pytest.LogCaptureFixture, path: str, described: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mioreactor.watchdog")
+    with Server(asgi_app, bind="127.0.0.1:0", workers=2, timeout=0.3, lifespan="off") as server:
+        assert server.interface == "asgi"
+        results: list[tuple[int, bytes]] = []
+        slow = threading.Thread(target=get, args=(server, path, results))
+        slow.start()
+        deadline = time.monotonic() + 5
+        while server.stats()["stuck_now"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.stats()["stuck_now"] == 1
+        slow.join(10)
+        assert results == [(200, b"done " + path.encode())], "the stuck request still completes"
+        # Steps that do not block leave no mark behind.
+        fast: list[tuple[int, bytes]] = []
+        for _ in range(5):
+            get(server, "/fast", fast)
+        assert fast == [(200, b"done /fast")] * 5
+        assert server._watchdog is not None and server._watchdog.scan() == 0
+        stats = server.stats()
+        assert stats["stuck_requests"] == 1 and stats["stuck_now"] == 0
+    records = watchdog_records(caplog)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert f"stuck request: {described}" in message
+    assert "blocked_in_this_coroutine_for_the_watchdog" in message
+    assert "time.sleep(seconds)  # the app's bug" in message  # the line it is blocked on
+    assert "in asgi_app" in message  # the app's own frame
+    assert "threading.py" not in message  # from the server's call into the app down

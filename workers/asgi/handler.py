@@ -39,6 +39,7 @@ from ..http.accesslog import AccessLog
 from ..http.errors import HTTPError, InternalServerError, RequestTimeout
 from ..http.limits import HttpConfig
 from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
+from ..http.proxy import parse_proxy_header
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
@@ -153,14 +154,19 @@ class _State:
     """Per-connection state (``conn.context``)."""
 
     __slots__ = (
-        "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "read_paused",
-        "responder", "rest", "send_mark", "send_timer", "timer_kind", "write_paused", "ws",
+        "closed", "cycle", "draining", "eof", "events", "file", "info", "proto", "proxy_buf",
+        "read_paused", "responder", "rest", "send_mark", "send_timer", "timer_kind",
+        "write_paused", "ws",
     )
 
-    def __init__(self, info: ConnInfo, proto: HttpProtocol) -> None:
+    def __init__(self, info: ConnInfo, proto: HttpProtocol, proxy: bool = False) -> None:
         self.info = info
         self.proto = proto
-        self.rest = True  # the parser is between messages (HttpProtocol.at_rest, as of its last feed)
+        # The parser is between messages (HttpProtocol.at_rest, as of its last feed).
+        # Not while a PROXY protocol header is awaited: the express lane, which takes
+        # only reads at rest, must not take a head before it (``_proxy_header``).
+        self.rest = not proxy
+        self.proxy_buf: bytearray | None = bytearray() if proxy else None
         self.events: list[Event] = []
         self.cycle: Cycle | None = None
         self.closed = False
@@ -194,6 +200,8 @@ def make_asgi_handler_factory(
 
     def factory(worker: WorkerContext) -> Handler:
         driver.attach(_as_poster(worker))
+        # On the worker's own thread: its steps count as time in the app (--timeout).
+        driver.watch(getattr(worker.blocking(), "holder", None))
         return AsgiHandler(worker, app, driver, cfg, state, wscfg)
 
     return factory
@@ -225,6 +233,7 @@ class AsgiHandler:
         # The express lane (``express.match``), as ``HttpConfig.express`` says for WSGI;
         # the head's budget is counted as the WSGI lane counts it.
         self.express = config.express
+        self.proxies = frozenset(config.forwarded_allow_ips)
         self.head_max = min(config.max_request_line, config.max_header_size)
         self.max_fields = config.max_headers
         self.state = state
@@ -240,10 +249,15 @@ class AsgiHandler:
     # -- Handler protocol ----------------------------------------------------------------
 
     def connection_made(self, conn: Connection) -> None:
-        scheme = "https" if getattr(conn, "tls", None) is not None else self.config.url_scheme
-        info = ConnInfo(conn.peer, conn.local, scheme, self.state, self.config.root_path)
-        conn.context = _State(info, HttpProtocol(self.config))
-        self._arm(conn, conn.context, T_HEADER, self.config.header_timeout)
+        config = self.config
+        scheme = "https" if getattr(conn, "tls", None) is not None else config.url_scheme
+        info = ConnInfo(conn.peer, conn.local, scheme, self.state, config.root_path, self.proxies)
+        # PROXY protocol: on every listener (HttpConfig) or on the one that asks for it.
+        proxy = config.proxy_protocol or bool(
+            getattr(getattr(conn, "listener", None), "proxy_protocol", False)
+        )
+        conn.context = _State(info, HttpProtocol(config), proxy)
+        self._arm(conn, conn.context, T_HEADER, config.header_timeout)
 
     def data_received(self, conn: Connection, data: bytes) -> None:
         st: _State = conn.context
@@ -290,6 +304,10 @@ class AsgiHandler:
                         self._watch(conn, st, cycle, task)
                     if driver.ready or driver.scheduled:  # LoopDriver.pending, inline
                         driver.step()
+                    return
+            if st.proxy_buf is not None:  # a PROXY protocol header first
+                data = self._proxy_header(conn, st, data)
+                if not data:
                     return
             proto = st.proto
             new = proto.feed(data)
@@ -429,7 +447,10 @@ class AsgiHandler:
             if not st.read_paused:
                 st.read_paused = True
                 conn.pause_reading()
-        elif st.cycle is None:
+        elif st.cycle is None and st.ws is None:
+            # (With ``st.ws`` set, a request that completed during this loop, in its
+            # task's eager start, went on to a pipelined upgrade: the connection is the
+            # WebSocket's now, and the HTTP side has nothing to wait for.)
             self._idle(conn, st)
 
     def _begin(self, conn: Connection, st: _State, request: Request,
@@ -472,10 +493,17 @@ class AsgiHandler:
         ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
                      answered)
         st.ws = ws
+        # What followed the head in its read: the client's first frames (a client may
+        # send them with the handshake). Later reads go to the WebSocket itself.
         rest = st.proto.upgrade_rest
         if rest:
             ws.feed(rest)
         self.loop.create_task(run_ws(self.app, ws))
+        if st.read_paused:
+            # The upgrade waited behind a pipelined request, with reading paused (the
+            # HTTP side's order); the bytes still in the kernel are the WebSocket's.
+            st.read_paused = False
+            conn.resume_reading()  # may feed them at once: ``st.ws`` is set
 
     def _answered(self, st: _State, request: Request, start: float, status: int,
                   size: int) -> None:
@@ -586,6 +614,31 @@ class AsgiHandler:
         elapsed = perf_counter() - cycle.start_time
         self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
+
+    def _proxy_header(self, conn: Connection, st: _State, data: bytes) -> bytes:
+        """Consume the PROXY header (v1 or v2); the bytes after it (b"": none yet).
+
+        As the WSGI handler does (``http.proxy.parse_proxy_header`` over the
+        connection's buffer, not a copy per read): the header's addresses become the
+        connection's ``client`` and ``server``; a connection that does not begin with
+        a valid header is answered 400 and closed.
+        """
+        buf = st.proxy_buf
+        assert buf is not None
+        buf += data
+        try:
+            parsed = parse_proxy_header(buf)
+        except HTTPError as exc:
+            st.proxy_buf = None
+            self._fail(conn, st, exc)
+            return b""
+        if parsed is None:
+            return b""
+        consumed, src, dst = parsed
+        st.proxy_buf = None
+        st.rest = True  # the lane may take the next head
+        st.info.proxied(src, dst)
+        return bytes(buf[consumed:])
 
     # -- the response (called by the cycle through _Responder) ---------------------------
 

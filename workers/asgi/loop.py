@@ -24,7 +24,14 @@ Python at a time, so the lock is never contended; with several (free-threaded
 builds) it serialises the coroutines, as a single event loop does.
 
 A coroutine that blocks (``time.sleep``, a blocking driver) stalls every ASGI
-connection of the process, as it would under any event loop: the app's bug.
+connection of the process, as it would under any event loop: the app's bug. The
+watchdog (``--timeout``, ``mioreactor.workers.ops.watchdog``) names it: every step
+(and a task's eager first step) marks the stepping worker's ``app_since`` as a WSGI
+app call's blocking section does, so a step that runs past the timeout is reported
+with the worker thread's stack, down to the line the coroutine blocks on. Only the
+mark: a step is not a blocking section, which would hand the worker's run slot to
+another worker after ``handoff_after``; that worker could do nothing but wait for the
+loop's lock (every ASGI connection's owner) while the step runs.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import copy_context
 from typing import Any, Protocol
 
-__all__ = ["LOOPS", "LoopDriver", "Poster"]
+__all__ = ["LOOPS", "AppTime", "LoopDriver", "Poster"]
 
 log = logging.getLogger("mioreactor.asgi")
 
@@ -57,6 +64,14 @@ class Poster(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
 
 
+class AppTime(Protocol):
+    """Where a worker's time inside the app is marked for the watchdog
+    (``mioreactor.workers.core.scheduler.SlotHolder``): ``monotonic()`` on entry, 0.0 outside."""
+
+    app_since: float
+
+
+_monotonic = time.monotonic
 _new_handle = Handle.__new__
 _RAN: Handle = _new_handle(Handle)  # what call_soon returns for a callback it ran at once
 
@@ -133,8 +148,21 @@ def _new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, int | None]:
     return _SteppedLoop(selector), fileno
 
 
+class _NoMark:
+    """The app time of a thread nobody watches: written, never read (no test for None)."""
+
+    __slots__ = ("app_since",)
+
+    def __init__(self) -> None:
+        self.app_since = 0.0
+
+
+_NO_MARK = _NoMark()
+
+
 class _Running(threading.local):
     running = False
+    mark: AppTime = _NO_MARK  # this worker's app time (``LoopDriver.watch``)
 
 
 class LoopDriver:
@@ -185,6 +213,14 @@ class LoopDriver:
                 )
                 self._watcher.start()
 
+    def watch(self, mark: AppTime | None) -> None:
+        """Count this thread's steps as time inside the app (the watchdog's view).
+
+        Called on each worker thread, with the worker's ``SlotHolder`` (None: not
+        watched, as on the threads that run lifespan and shutdown).
+        """
+        self._local.mark = mark if mark is not None else _NO_MARK
+
     def step(self) -> None:
         """Run the loop's ready callbacks until none is left (bounded; see below).
 
@@ -210,8 +246,13 @@ class LoopDriver:
                     self._arm_timer()  # what an eager start (``start``) left
                 return
             loop._thread_id = threading.get_ident()  # type: ignore[attr-defined]
-            if not self._local.running:
+            local = self._local
+            if not local.running:
                 self._enter()
+            mark = local.mark  # the watchdog's: inside the app from now (unless already)
+            since = mark.app_since
+            if not since:
+                mark.app_since = _monotonic() or 1e-9
             try:
                 popleft = ready.popleft
                 for _ in range(_MAX_ROUNDS):
@@ -231,6 +272,8 @@ class LoopDriver:
                         break
             finally:
                 loop._thread_id = None  # type: ignore[attr-defined]
+                if not since:
+                    mark.app_since = 0.0
             if ready and self._workers is not None:
                 self._workers.post(self.step)
             if self._scheduled:
@@ -243,9 +286,17 @@ class LoopDriver:
             if self._closed or loop.is_running():
                 return
             self._not_running()
-            loop.stop()
-            loop.run_forever()  # stop() first: exactly one iteration, no waiting
-            self.step()
+            mark = self._local.mark  # as in ``step``, around both
+            since = mark.app_since
+            if not since:
+                mark.app_since = _monotonic() or 1e-9
+            try:
+                loop.stop()
+                loop.run_forever()  # stop() first: exactly one iteration, no waiting
+                self.step()
+            finally:
+                if not since:
+                    mark.app_since = 0.0
             self._arm_timer()
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> Task[Any]:
@@ -266,13 +317,19 @@ class LoopDriver:
         if (loop is None or loop._thread_id is not None or loop._task_factory is not None
                 or self._closed):
             return self.loop.create_task(coro)
-        if not self._local.running:
+        local = self._local
+        if not local.running:
             self._enter()
+        # As in ``step``: the first step runs the app. Never inside another step here
+        # (``_thread_id`` is None), so never inside another mark.
+        mark = local.mark
+        mark.app_since = _monotonic() or 1e-9
         loop._eager = True
         try:
             return Task(coro, loop=loop)
         finally:
             loop._eager = False
+            mark.app_since = 0.0
 
     def resolve(self, future: asyncio.Future[None]) -> None:
         """``future.set_result(None)``, its first callback run at once when it may.
@@ -288,13 +345,17 @@ class LoopDriver:
         if loop is None or loop._thread_id is not None or self._closed:
             future.set_result(None)
             return
-        if not self._local.running:
+        local = self._local
+        if not local.running:
             self._enter()
+        mark = local.mark  # as in ``start``
+        mark.app_since = _monotonic() or 1e-9
         loop._eager = True
         try:
             future.set_result(None)
         finally:
             loop._eager = False
+            mark.app_since = 0.0
 
     def _enter(self) -> None:
         """Set this thread's running loop, once (left set: see ``step``).

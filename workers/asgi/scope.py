@@ -1,4 +1,11 @@
-"""The ``http`` connection scope of one request (ASGI 3.0, HTTP spec version 2.4)."""
+"""The ``http`` connection scope of one request (ASGI 3.0, HTTP spec version 2.4).
+
+Behind a proxy the scope says what the proxy saw, as the WSGI environ does
+(docs/http.md, "Proxies"): a PROXY protocol header sets the connection's ``client``
+and ``server`` (``ConnInfo.proxied``); from a peer in ``forwarded_allow_ips``,
+``X-Forwarded-For`` sets a request's ``client`` and ``X-Forwarded-Proto`` its
+``scheme`` (``forwarded``). A peer not trusted changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..http.protocol import Request
+from ..http.wsgi import client_from_forwarded
 
 __all__ = [
-    "ASGI_VERSION", "LOWER", "ConnInfo", "express_scope", "http_scope", "lower_name",
-    "websocket_scope",
+    "ASGI_VERSION", "LOWER", "ConnInfo", "express_scope", "forwarded", "http_scope",
+    "lower_name", "websocket_scope",
 ]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -30,12 +38,16 @@ class ConnInfo:
         root_path: the prefix the app is mounted under behind a proxy (``--root-path``,
             ``HttpConfig.root_path``): the scope's ``root_path``, and the front of its
             ``path`` and ``raw_path`` (``with_root``).
+        proxies: ``HttpConfig.forwarded_allow_ips`` as a set (``"*"``: every peer).
+            When the peer is one of them (``trusted``), its ``X-Forwarded-For`` and
+            ``X-Forwarded-Proto`` set each scope's ``client`` and ``scheme``
+            (``forwarded``), as they set ``REMOTE_ADDR`` and ``wsgi.url_scheme``.
     """
 
-    __slots__ = ("client", "root", "root_raw", "scheme", "server", "state")
+    __slots__ = ("client", "proxies", "root", "root_raw", "scheme", "server", "state", "trusted")
 
     def __init__(self, peer: Any, local: Any, scheme: str, state: dict[str, Any] | None,
-                 root_path: str = "") -> None:
+                 root_path: str = "", proxies: frozenset[str] = frozenset()) -> None:
         self.scheme = scheme
         self.root = root_path.rstrip("/")
         self.root_raw = self.root.encode("latin-1")
@@ -47,6 +59,54 @@ class ConnInfo:
         else:
             self.server = None
         self.state = state
+        self.proxies = proxies
+        # As ``http.wsgi.base_environ`` decides ``mioreactor.trusted_proxy``: by the
+        # socket's peer ("" for a Unix socket, trusted only by "*").
+        self.trusted = bool(proxies) and (
+            "*" in proxies or (peer[0] if type(peer) is tuple else "") in proxies
+        )
+
+    def proxied(self, client: tuple[str, int] | None, server: tuple[str, int] | None) -> None:
+        """The addresses a PROXY protocol header gave (None: keep the socket's)."""
+        if client is not None:
+            self.client = client
+        if server is not None:
+            self.server = server
+
+
+def forwarded(scope: dict[str, Any], info: ConnInfo, secure: str, plain: str) -> None:
+    """Apply a trusted proxy's ``X-Forwarded-For`` and ``X-Forwarded-Proto`` to ``scope``.
+
+    Read as ``http.wsgi.request_environ`` reads them for WSGI: the fields of each
+    name joined in arrival order; the client is ``client_from_forwarded`` of the
+    list (the rightmost address not itself a trusted proxy), with port 0 (unknown,
+    as uvicorn gives it); the scheme is the last entry of the proto list, when it is
+    ``http`` or ``https`` (any case). One pass over the headers, one split of each
+    value: linear in the head (docs/design.md, "Untrusted bytes").
+
+    Args:
+        scope: an ``http`` or ``websocket`` scope with lower-cased ``headers``.
+        info: its connection, ``info.trusted`` (the caller checks it).
+        secure: the scheme for ``https`` (``https``, or ``wss`` for a WebSocket).
+        plain: the scheme for ``http`` (``http`` or ``ws``).
+    """
+    chain: list[bytes] = []
+    proto: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            chain.append(value)
+        elif name == b"x-forwarded-proto":
+            proto = value
+    if chain:
+        client = client_from_forwarded(b", ".join(chain).decode("latin-1"), info.proxies)
+        if client:
+            scope["client"] = (client, 0)
+    if proto:
+        last = proto.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+        if last == "https":
+            scope["scheme"] = secure
+        elif last == "http":
+            scope["scheme"] = plain
 
 
 def with_root(info: ConnInfo, path: str, raw_path: bytes) -> tuple[str, bytes]:
@@ -117,6 +177,8 @@ def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
     }
     if info.state is not None:
         scope["state"] = info.state.copy()
+    if info.trusted:
+        forwarded(scope, info, "https", "http")
     return scope
 
 
@@ -151,6 +213,8 @@ def express_scope(info: ConnInfo, method: str, raw_path: bytes, query: bytes, ve
     }
     if info.state is not None:
         scope["state"] = info.state.copy()
+    if info.trusted:
+        forwarded(scope, info, "https", "http")
     return scope
 
 
@@ -181,4 +245,6 @@ def websocket_scope(info: ConnInfo, request: Request, subprotocols: list[str]) -
     }
     if info.state is not None:
         scope["state"] = info.state.copy()
+    if info.trusted:
+        forwarded(scope, info, "wss", "ws")
     return scope

@@ -234,6 +234,15 @@ class BlockingSection:
         self._lock = lock
         self._depth = 0
 
+    @property
+    def holder(self) -> SlotHolder:
+        """The worker's ``SlotHolder``, whose ``app_since`` the watchdog reads.
+
+        For code that runs an app's code without the section's hand-off (the ASGI
+        loop's steps, ``mioreactor.workers.asgi.loop``): it marks ``app_since`` itself.
+        """
+        return self._h
+
     def __enter__(self) -> None:
         depth = self._depth = self._depth + 1
         if depth == 1:

@@ -10,7 +10,9 @@ job (``mioreactor.workers.process.supervisor``): it is told through ``Watchdog.a
 
 Cost on the request path: none here. Each worker's ``BlockingSection`` stores the
 time it entered the app in ``SlotHolder.app_since`` (one attribute store on entry,
-one on exit; no timer object, no lock). This thread wakes every ``timeout / 4``
+one on exit; no timer object, no lock); for an ASGI app, each step of the loop
+stores it the same way (``mioreactor.workers.asgi.loop``, ``LoopDriver.watch``), so a
+coroutine that blocks the loop is reported like a stuck WSGI call. This thread wakes every ``timeout / 4``
 seconds (at most 1 s, at least 50 ms), reads those marks, and only does work (reading
 ``sys._current_frames()``) for a worker past the limit.
 """
@@ -129,7 +131,9 @@ class Watchdog:
         )
 
 
-_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The server's code: ``workers/`` (this file is in ``workers/ops/``). The stack is cut
+# at its last frame above the app's.
+_OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _app_stack(frame: FrameType) -> str:

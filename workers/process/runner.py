@@ -233,7 +233,11 @@ def _close(listeners: list[BoundListener]) -> None:
 def announce(
     listeners: list[str], backend: str, config: Config, pid: int, interface: str | None = None
 ) -> None:
-    """Log what is served where, and by what: one line per listener, then a summary."""
+    """Log what is served where, and by what: one line per listener, then a summary.
+
+    ``interface`` is what the app was found to be (``Server.interface``: ``wsgi``,
+    ``asgi`` or ``handler``); without it, the configured one (``auto`` unless given).
+    """
     from ..server.demo import version
 
     for where in listeners:
@@ -427,6 +431,7 @@ def _serve_child(
         "pid": os.getpid(),
         "listeners": [bl.describe() for bl in server.listeners],
         "backend": server.backend_name,
+        "interface": server.interface,  # what the app was found to be (the banner)
     })
 
     def lifeline() -> None:

@@ -311,6 +311,8 @@ class Supervisor:
         self.pid_file = PidFile(config.pid_file) if config.pid_file else None
         self.replaced = 0
         self.backend = config.backend or backend_name()
+        # What the children found the app to be (their "ready" message): the banner's.
+        self.interface: str | None = None
         # --metrics-bind: the endpoint is served here, from the children's stats
         # (workers/ops/metrics_server.py); None without it.
         self.child_stats: ChildStats | None = (
@@ -498,6 +500,7 @@ class Supervisor:
             child.state = State.READY
             child.backend = str(message.get("backend", ""))
             self.backend = child.backend or self.backend
+            self.interface = str(message.get("interface") or "") or self.interface
             self._backoff = _BACKOFF_MIN
             log.info("server process %d is serving", child.pid)
         elif event == "error":
@@ -765,7 +768,7 @@ class Supervisor:
         try:
             self.start_metrics()
             self.start()
-            announce(self.described, self.backend, self.config, os.getpid())
+            announce(self.described, self.backend, self.config, os.getpid(), self.interface)
             log.info("supervisor pid %d: SIGHUP restarts the server processes one by one, "
                      "SIGTERM stops gracefully", os.getpid())
             watcher = self._watcher()
