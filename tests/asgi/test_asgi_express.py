@@ -54,8 +54,7 @@ def check_agrees(data: bytes) -> bool:
     assert expected is not None, f"the lane took {data!r}, which the general path refuses"
     lane = Request(method, target, version, headers, None, False, keep_alive, False)
     assert lane == expected
-    expected_scope = http_scope(INFO, expected)
-    expected_scope["extensions"] = EXT
+    expected_scope = http_scope(INFO, expected, EXT)
     assert express_scope(INFO, method, raw_path, query, version, lowered, EXT) == expected_scope
     return True
 

@@ -165,7 +165,6 @@ def test_the_lane_takes_forwarded_heads_and_scopes_them_as_the_general_path() ->
     request, end = HttpProtocol(HttpConfig()).feed(data)
     assert type(request) is Request and end is END_OF_MESSAGE
     general = http_scope(info, request)
-    general["extensions"] = {}
     assert lane == general
     assert lane["client"] == ("9.9.9.9", 0) and lane["scheme"] == "https"
 

@@ -457,8 +457,7 @@ class AsgiHandler:
                scope: dict[str, Any] | None = None) -> None:
         st.timer_kind = -1  # the app's time is the watchdog's (--timeout), not a deadline's
         if scope is None:
-            scope = http_scope(st.info, request)
-            scope["extensions"] = {"http.response.pathsend": {}}  # the app's own copy
+            scope = http_scope(st.info, request, {"http.response.pathsend": {}})  # its own copy
         responder = st.responder
         if responder is None:
             responder = st.responder = _Responder(self, conn, st)

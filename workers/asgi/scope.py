@@ -152,50 +152,34 @@ def _target(request: Request) -> tuple[str, bytes, bytes, list[tuple[bytes, byte
     return path, raw_path, query, headers
 
 
-def http_scope(info: ConnInfo, request: Request) -> dict[str, Any]:
+def http_scope(info: ConnInfo, request: Request,
+               extensions: dict[str, Any] | None = None) -> dict[str, Any]:
     """The scope of ``request``: path percent-decoded as UTF-8, headers lower-cased.
 
     An absolute-form target keeps only its path and query (the authority replaced
-    ``Host`` in the parser); ``OPTIONS *`` has the path ``*``.
+    ``Host`` in the parser); ``OPTIONS *`` has the path ``*``. ``extensions``: the
+    scope's (the app's own dict), ``{}`` when None.
     """
     path, raw_path, query, headers = _target(request)
-    if info.root:
-        path, raw_path = with_root(info, path, raw_path)
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": request.version,
-        "method": request.method,
-        "scheme": info.scheme,
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": info.root,
-        "headers": headers,
-        "client": info.client,
-        "server": info.server,
-    }
-    if info.state is not None:
-        scope["state"] = info.state.copy()
-    if info.trusted:
-        forwarded(scope, info, "https", "http")
-    return scope
+    return express_scope(info, request.method, raw_path, query, request.version, headers,
+                         {} if extensions is None else extensions, path)
 
 
 def express_scope(info: ConnInfo, method: str, raw_path: bytes, query: bytes, version: str,
-                  headers: list[tuple[bytes, bytes]], extensions: dict[str, Any]) -> dict[str, Any]:
+                  headers: list[tuple[bytes, bytes]], extensions: dict[str, Any],
+                  path: str | None = None) -> dict[str, Any]:
     """The scope of a head the express lane read (``express.match``), as ``http_scope``.
 
     The lane takes origin-form targets without ``%`` only, so the path is the raw path
     decoded as Latin-1 (ASCII here), with nothing to unquote and no authority;
     ``headers`` come lower-cased from the lane (its ``lowered``), a list of the
     request's own. One dict display, sized once; ``asgi`` and ``state`` are new per
-    request, as in ``http_scope``.
+    request. ``http_scope`` passes the ``path`` it decoded.
     """
-    if info.root:
-        path, raw_path = with_root(info, raw_path.decode("latin-1"), raw_path)
-    else:
+    if path is None:
         path = raw_path.decode("latin-1")
+    if info.root:
+        path, raw_path = with_root(info, path, raw_path)
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
