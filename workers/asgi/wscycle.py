@@ -53,6 +53,9 @@ from ..websocket import (
 from .cycle import ASGIApp, ClientDisconnected, Waiting
 from .loop import LoopDriver
 
+_Future = asyncio.Future
+_OPEN = State.OPEN
+
 __all__ = ["WS_COUNTERS", "WS_MODES", "WsConfig", "WsCycle"]
 
 log = logging.getLogger("mioreactor.asgi")
@@ -165,7 +168,13 @@ class WsCycle(Waiting):
                 return message
             if self.ended:
                 return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
-            await self._wait()
+            # Waiting._wait, inline: a message resumes this frame alone, not two
+            waiter = self.waiter = _Future(loop=self.loop)
+            try:
+                await waiter
+            finally:
+                if self.waiter is waiter:
+                    self.waiter = None
 
     async def send(self, message: dict[str, Any]) -> None:
         """Take one message from the app; ``websocket.send`` waits while the client lags.
@@ -177,7 +186,7 @@ class WsCycle(Waiting):
         kind = message["type"]
         if kind == "websocket.send":
             ws = self.ws
-            if self.phase != OPEN or ws is None or ws.state is not State.OPEN:
+            if self.phase != OPEN or ws is None or ws.state is not _OPEN:
                 if self.ended or self.phase == OPEN:
                     raise ClientDisconnected("the WebSocket is closed")
                 raise RuntimeError("websocket.send before websocket.accept")
@@ -282,9 +291,8 @@ class WsCycle(Waiting):
                 self.conn.pause_reading()
             return
         events = ws.receive_data(data)
-        out = ws.data_to_send()
-        if out:
-            self.conn.write(out)
+        if ws.outgoing:  # pongs, close replies the codec queued itself
+            self.conn.write(ws.data_to_send())
         inbox = self.inbox
         for event in events:
             kind = type(event)

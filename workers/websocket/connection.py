@@ -25,6 +25,7 @@ from enum import Enum
 
 from .deflate import PerMessageDeflate
 from .events import BytesMessage, CloseReceived, Event, Failed, Ping, Pong, TextMessage
+from .frames import _INT_XOR_MAX as _SHORT_MASK
 from .frames import (
     MAX_CONTROL_PAYLOAD,
     CloseCode,
@@ -45,6 +46,8 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 _KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 _TEXT, _BINARY, _CONT = int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.CONTINUATION)
 _CLOSE, _PING, _PONG = int(Opcode.CLOSE), int(Opcode.PING), int(Opcode.PONG)
+# The two header bytes of a final, unmasked text or binary frame of n < 126 bytes.
+_SHORT_HEADS = {op: [bytes((0x80 | op, n)) for n in range(126)] for op in (_TEXT, _BINARY)}
 
 
 class State(Enum):
@@ -80,6 +83,12 @@ class WebSocketConnection:
         deflate: the permessage-deflate state when it was negotiated, else None.
         auto_pong: answer pings at once (queued in ``data_to_send()``); the ``Ping``
             event is reported either way.
+
+    Attributes (read them; the codec alone changes them):
+        state: ``OPEN``, ``CLOSING`` (ours sent), ``REMOTE_CLOSING`` (theirs came) or
+            ``CLOSED``.
+        outgoing: the frames the codec queued itself (pongs, close replies), which
+            ``data_to_send()`` takes; empty when there is nothing to send.
     """
 
     __slots__ = (
@@ -91,10 +100,10 @@ class WebSocketConnection:
         "_msg_opcode",
         "_msg_parts",
         "_msg_size",
-        "_out",
         "_peer_code",
-        "_state",
         "auto_pong",
+        "outgoing",
+        "state",
     )
 
     def __init__(
@@ -109,10 +118,10 @@ class WebSocketConnection:
         self._max_size = max_size
         self._deflate = deflate
         self.auto_pong = auto_pong
-        self._state = State.OPEN
+        self.state = State.OPEN
         self._peer_code = int(CloseCode.NO_STATUS)
         self._buf = bytearray()
-        self._out = bytearray()
+        self.outgoing = bytearray()
         self._msg_opcode = 0  # 0: no fragmented message in progress
         self._msg_parts: list[bytes] | list[str] = []
         self._msg_size = 0
@@ -120,17 +129,12 @@ class WebSocketConnection:
         self._decoder: codecs.IncrementalDecoder | None = None
 
     @property
-    def state(self) -> State:
-        """``OPEN``, ``CLOSING`` (ours sent), ``REMOTE_CLOSING`` (theirs came) or ``CLOSED``."""
-        return self._state
-
-    @property
     def deflate(self) -> PerMessageDeflate | None:
         """The negotiated permessage-deflate state, if any."""
         return self._deflate
 
     def _move(self, action: str) -> None:
-        self._state = TRANSITIONS[(self._state, action)]
+        self.state = TRANSITIONS[(self.state, action)]
 
     # ---- receiving ---------------------------------------------------------------
 
@@ -139,7 +143,7 @@ class WebSocketConnection:
 
         After a ``CloseReceived`` or ``Failed`` event, input is ignored.
         """
-        if self._state is State.CLOSED or self._state is State.REMOTE_CLOSING:
+        if self.state is State.CLOSED or self.state is State.REMOTE_CLOSING:
             return []
         buf: bytes | bytearray
         if self._buf:
@@ -196,7 +200,12 @@ class WebSocketConnection:
             end = head + length
             if n < end:
                 break
-            payload = apply_mask(buf[head:end], buf[head - 4:head])
+            if 0 < length <= _SHORT_MASK:  # apply_mask's short path, inline (a frame less)
+                key = buf[head - 4:head] * ((length + 3) >> 2)
+                payload = (int.from_bytes(buf[head:end], "little")
+                           ^ int.from_bytes(key[:length], "little")).to_bytes(length, "little")
+            else:
+                payload = apply_mask(buf[head:end], buf[head - 4:head])
             pos = end
             fin = b0 & 0x80
             if opcode == _TEXT and fin and not b0 & 0x40:  # the common case first
@@ -211,8 +220,8 @@ class WebSocketConnection:
                 if failure is not None:
                     return failure
             elif opcode == _PING:
-                if self.auto_pong and self._state is State.OPEN:
-                    self._out += frame_bytes(_PONG, payload)
+                if self.auto_pong and self.state is State.OPEN:
+                    self.outgoing += frame_bytes(_PONG, payload)
                 events.append(Ping(payload))
             elif opcode == _PONG:
                 events.append(Pong(payload))
@@ -288,8 +297,8 @@ class WebSocketConnection:
         return events
 
     def _fail(self, events: list[Event], code: CloseCode, reason: str) -> list[Event]:
-        if self._state is State.OPEN:
-            self._out += frame_bytes(_CLOSE, close_payload(code, reason))
+        if self.state is State.OPEN:
+            self.outgoing += frame_bytes(_CLOSE, close_payload(code, reason))
         self._move("fail")
         self._drop_input()
         events.append(Failed(int(code), reason))
@@ -304,15 +313,15 @@ class WebSocketConnection:
 
     def data_to_send(self) -> bytes:
         """Frames the codec queued itself (pongs, close replies); empties the queue."""
-        if not self._out:
+        if not self.outgoing:
             return b""
-        out = bytes(self._out)
-        self._out.clear()
+        out = bytes(self.outgoing)
+        self.outgoing.clear()
         return out
 
     def _check_can_send(self, what: str) -> None:
-        if self._state is not State.OPEN and self._state is not State.REMOTE_CLOSING:
-            raise LocalProtocolError(f"cannot send {what}: the connection is {self._state.value}")
+        if self.state is not State.OPEN and self.state is not State.REMOTE_CLOSING:
+            raise LocalProtocolError(f"cannot send {what}: the connection is {self.state.value}")
 
     def send(self, data: str | bytes | bytearray | memoryview) -> bytes:
         """The frame of one whole message: text for ``str``, binary for bytes.
@@ -323,14 +332,19 @@ class WebSocketConnection:
         Raises:
             LocalProtocolError: the close frame was sent already.
         """
-        self._check_can_send("a message")
+        state = self.state
+        if state is not State.OPEN and state is not State.REMOTE_CLOSING:
+            self._check_can_send("a message")
         if isinstance(data, str):
             opcode, payload = _TEXT, data.encode()
         else:
-            opcode, payload = _BINARY, bytes(data)
+            opcode, payload = _BINARY, data if type(data) is bytes else bytes(data)
         deflate = self._deflate
         if deflate is not None and len(payload) >= deflate.min_size:
             return frame_bytes(opcode, deflate.compress(payload), rsv1=True)
+        n = len(payload)
+        if n < 126:  # frame_bytes, inline for the common frame: short, final, unmasked
+            return _SHORT_HEADS[opcode][n] + payload
         return frame_bytes(opcode, payload)
 
     def ping(self, payload: bytes = b"") -> bytes:
@@ -358,9 +372,9 @@ class WebSocketConnection:
         Raises:
             ValueError: the code may not be sent, or the reason is over 123 bytes.
         """
-        if self._state is State.OPEN:
+        if self.state is State.OPEN:
             payload = close_payload(1000 if code is None else code, reason)
-        elif self._state is State.REMOTE_CLOSING:
+        elif self.state is State.REMOTE_CLOSING:
             payload = close_payload(self._peer_code if code is None else code, reason)
         else:
             return b""
