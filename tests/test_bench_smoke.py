@@ -211,3 +211,16 @@ def test_the_floor_serves_an_asgi_app_with_a_task_or_without(extra: list[str]) -
     finally:
         child.kill()
         child.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi", "ws"])
+def test_the_handler_cost_harness_serves_and_checks_every_answer(kind: str) -> None:
+    """bench/handler_cost.py's fakes still drive the handlers (what callgrind counts)."""
+    from bench.handler_cost import setup
+
+    one, check = setup(kind)
+    for _ in range(20):
+        one()
+    check(20)
+    with pytest.raises(AssertionError):
+        check(21)  # the count is real: one answer per request
