@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -98,8 +99,8 @@ class _Conn:
     abort = close
 
 
-def setup(kind: str) -> tuple[Callable[[], None], Callable[[int], None]]:
-    """(feed one request or message, check that ``n`` were answered)."""
+def setup(kind: str) -> tuple[Callable[[], None], Callable[[int], None], Callable[[], None]]:
+    """(feed one request or message, check that ``n`` were answered, close)."""
     from mioreactor.workers.asgi.handler import AsgiHandler
     from mioreactor.workers.asgi.loop import LoopDriver
     from mioreactor.workers.http.handler import make_http_handler_factory
@@ -109,6 +110,7 @@ def setup(kind: str) -> tuple[Callable[[], None], Callable[[int], None]]:
 
     worker = _Worker()
     handler: Any
+    driver: LoopDriver | None = None
     if kind == "wsgi":
         handler = make_http_handler_factory(hello, HttpConfig())(worker)  # type: ignore[arg-type]
     else:
@@ -138,14 +140,26 @@ def setup(kind: str) -> tuple[Callable[[], None], Callable[[int], None]]:
             assert conn.last.startswith(b"HTTP/1.1 200 OK\r\n"), conn.last
             assert conn.last.endswith(b"Hello, world!"), conn.last
 
-    return one, check
+    def close() -> None:
+        """Cancel what the app left waiting (a WebSocket's task) and close the loop."""
+        if driver is not None:
+            asgi_log = logging.getLogger("mioreactor.asgi")
+            level = asgi_log.level
+            asgi_log.setLevel(logging.CRITICAL)  # the app's cancelled receive: expected here
+            try:
+                driver.close()
+            finally:
+                asgi_log.setLevel(level)
+
+    return one, check, close
 
 
 def run(kind: str, n: int) -> None:
-    one, check = setup(kind)
+    one, check, close = setup(kind)
     for _ in range(n):
         one()
     check(n)
+    close()
 
 
 def count(kind: str) -> float:
@@ -169,7 +183,7 @@ def count(kind: str) -> float:
 
 def timed(kind: str, n: int = 100_000) -> float:
     """Nanoseconds per request, hot (best of 5): caches warm, so far below a server's."""
-    one, _ = setup(kind)
+    one, _, close = setup(kind)
     for _ in range(2000):
         one()
     best = float("inf")
@@ -178,6 +192,7 @@ def timed(kind: str, n: int = 100_000) -> float:
         for _ in range(n):
             one()
         best = min(best, time.perf_counter() - start)
+    close()
     return best / n * 1e9
 
 

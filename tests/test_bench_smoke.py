@@ -218,9 +218,12 @@ def test_the_handler_cost_harness_serves_and_checks_every_answer(kind: str) -> N
     """bench/handler_cost.py's fakes still drive the handlers (what callgrind counts)."""
     from bench.handler_cost import setup
 
-    one, check = setup(kind)
-    for _ in range(20):
-        one()
-    check(20)
-    with pytest.raises(AssertionError):
-        check(21)  # the count is real: one answer per request
+    one, check, close = setup(kind)
+    try:
+        for _ in range(20):
+            one()
+        check(20)
+        with pytest.raises(AssertionError):
+            check(21)  # the count is real: one answer per request
+    finally:
+        close()
