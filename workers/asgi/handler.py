@@ -351,7 +351,7 @@ class AsgiHandler:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog)."""
         ws = getattr(getattr(conn, "context", None), "ws", None)
         if ws is not None:
-            return f"WebSocket {ws.request.target.decode('latin-1')[:200]}"
+            return f"WebSocket {ws.target.decode('latin-1')[:200]}"
         cycle = getattr(getattr(conn, "context", None), "cycle", None)
         if cycle is None:
             return "a request"
@@ -437,10 +437,11 @@ class AsgiHandler:
         def answered(status: int, size: int) -> None:
             self._answered(st, request, start, status, size)
 
-        ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
-                     answered)
+        ws = WsCycle(conn, self.driver, self.ws_config, request.target, upgrade, scope,
+                     self.ws_counts, answered)
         st.ws = ws
         rest = st.proto.upgrade_rest
+        st.proto.discard()  # llhttp's state is not needed again: an idle WebSocket is lighter
         if rest:
             ws.feed(rest)
         self.loop.create_task(run_ws(self.app, ws))

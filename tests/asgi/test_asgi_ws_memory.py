@@ -1,0 +1,95 @@
+"""What an idle ASGI WebSocket holds in the server's heap (issue 21's memory target).
+
+The server runs in this process under ``tracemalloc``; the clients are one
+``bench.idle --ws`` process (the benchmark's own client), so every traced byte is the
+server's. Counted per connection between two snapshots around the opening of
+``COUNT`` WebSockets that then send nothing. Deterministic: allocation sizes, not
+time, are measured (the bound has room for the amortised growth of shared tables).
+"""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mioreactor import Server
+
+from bench.apps import ws_echo_asgi
+from bench.run import BROWSER_DEFLATE_OFFER
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNT = 200
+# 6.8 KiB a WebSocket after the handshake's pieces are let go (9.7 KiB before:
+# docs/performance.md, "Memory per idle WebSocket"); one zlib context is 7 KiB
+# (a decompressor) to 38 KiB (our compressor), so any made before the first message
+# breaks the bound too.
+BOUND = 8 * 1024
+
+
+@pytest.fixture
+def traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+def _open(port: int, count: int, offer: bool) -> tuple[subprocess.Popen[str], list[str]]:
+    argv = [sys.executable, "-m", "bench.idle", "--port", str(port), "-n", str(count),
+            "--hold", "50", "--ws", "/"]
+    if offer:
+        argv += ["--header", f"Sec-WebSocket-Extensions: {BROWSER_DEFLATE_OFFER}"]
+    client = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert client.stdout is not None
+    return client, client.stdout.readline().split()
+
+
+def _close(client: subprocess.Popen[str]) -> None:
+    assert client.stdin is not None
+    client.stdin.close()
+    client.wait(20)
+
+
+def _settled(server: Server, opened: int) -> None:
+    """Every WebSocket accepted and its app parked in ``receive``."""
+    deadline = time.monotonic() + 20
+    while server.stats()["websocket"]["opened"] < opened:
+        assert time.monotonic() < deadline, server.stats()["websocket"]
+        time.sleep(0.02)
+    time.sleep(0.3)
+    gc.collect()
+
+
+@pytest.mark.parametrize("offer", [False, True], ids=["plain", "deflate-offered"])
+def test_an_idle_websocket_holds_less_than_8_kib_of_heap(traced: None, offer: bool) -> None:
+    with Server(ws_echo_asgi, bind="127.0.0.1:0", workers=2, lifespan="off") as server:
+        port = server.address[1]
+        client, _ = _open(port, 20, offer)  # first-use allocations: pools, caches, tables
+        _settled(server, 20)
+        _close(client)
+        time.sleep(0.3)
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        client, ready = _open(port, COUNT, offer)
+        try:
+            assert ready == ["ready", str(COUNT), "0", str(COUNT if offer else 0)]
+            _settled(server, 20 + COUNT)
+            after = tracemalloc.take_snapshot()
+        finally:
+            _close(client)
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "lineno")
+    per_connection = sum(s.size_diff for s in stats) / COUNT
+    top = "\n".join(f"{s.size_diff / COUNT:8.0f} B  {s.traceback}" for s in stats[:12])
+    assert per_connection < BOUND, f"{per_connection:.0f} B a WebSocket; most by line:\n{top}"
+
