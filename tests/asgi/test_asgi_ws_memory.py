@@ -93,3 +93,42 @@ def test_an_idle_websocket_holds_less_than_8_kib_of_heap(traced: None, offer: bo
     top = "\n".join(f"{s.size_diff / COUNT:8.0f} B  {s.traceback}" for s in stats[:12])
     assert per_connection < BOUND, f"{per_connection:.0f} B a WebSocket; most by line:\n{top}"
 
+
+def _line(client: subprocess.Popen[str], command: str) -> list[str]:
+    assert client.stdin is not None and client.stdout is not None
+    client.stdin.write(command + "\n")
+    client.stdin.flush()
+    return client.stdout.readline().split()
+
+
+def test_a_websocket_quiet_from_one_ping_to_the_next_gives_back_its_compressor(
+        traced: None) -> None:
+    """After one compressed message each way (zlib contexts made), two keep-alive pings
+    without a message let the 38 KiB compressor go; the decompressor stays."""
+    with Server(ws_echo_asgi, bind="127.0.0.1:0", workers=2, lifespan="off",
+                ws_ping_interval=0.2) as server:
+        client, ready = _open(server.address[1], 50, offer=True)
+        try:
+            assert ready == ["ready", "50", "0", "50"]
+            assert _line(client, "echo") == ["echoed", "50"]
+            talked = tracemalloc.get_traced_memory()[0]
+            deadline = time.monotonic() + 20
+            while talked - tracemalloc.get_traced_memory()[0] < 50 * 30_000:
+                assert time.monotonic() < deadline, "the compressors were not let go"
+                time.sleep(0.05)
+            assert _line(client, "echo") == ["echoed", "50"]  # a new one, when needed
+        finally:
+            _close(client)
+
+
+def test_messages_after_the_compressor_was_let_go_inflate_for_a_real_client() -> None:
+    websockets = pytest.importorskip("websockets.sync.client")
+    with Server(ws_echo_asgi, bind="127.0.0.1:0", workers=2, lifespan="off",
+                ws_ping_interval=0.1) as server:
+        host, port = server.address
+        with websockets.connect(f"ws://{host}:{port}/") as ws:  # offers deflate
+            for text in ("first " * 30, "second " * 30, "first " * 30):
+                ws.send(text)
+                assert ws.recv(timeout=5) == text
+                time.sleep(0.35)  # three pings: the compressor goes between messages
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]

@@ -115,10 +115,11 @@ class WsCycle(Waiting):
     Memory: what an open WebSocket keeps is this object, the codec, the app's task
     and its scope. The handshake's pieces (the upgrade request, the ``answered``
     callback and the request head it holds, the HTTP parser) are let go once the
-    handshake is answered; zlib contexts are made on the first message
-    (``PerMessageDeflate``). The inbox is a list read from an index (``taken``) and
-    emptied when all is taken: O(1) a message as a ``deque`` is, without the 600
-    bytes an empty ``deque`` holds.
+    handshake is answered; zlib contexts are made on the first message, and a
+    compressor unused from one keep-alive ping to the next is let go
+    (``PerMessageDeflate.release_idle``). The inbox is a list read from an index
+    (``taken``) and emptied when all is taken: O(1) a message as a ``deque`` is,
+    without the 600 bytes an empty ``deque`` holds.
     """
 
     __slots__ = (
@@ -394,6 +395,9 @@ class WsCycle(Waiting):
             if self.ended or ws is None or ws.state is not State.OPEN:
                 return
             self.conn.write(ws.ping(os.urandom(4)))
+            deflate = ws.deflate
+            if deflate is not None:  # quiet since the last ping: its compressor goes
+                deflate.release_idle()
             timeout = self.config.ping_timeout
             if timeout and self.pong_timer is None:
                 self.pong_timer = self.conn.call_later(timeout, self._pong_missing)
