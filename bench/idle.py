@@ -227,8 +227,9 @@ def hold_idle(socks: list[socket.socket], hold: float) -> None:
 def hold_ws(opened: list[Ws], hold: float, size: int = 64) -> tuple[int, int]:
     """Hold the WebSockets until stdin closes (or ``hold`` seconds), answering pings.
 
-    A line ``echo`` on stdin sends one ``size``-byte text message on each and prints
-    ``echoed N`` once all the open ones have had a message back (or after 60 s).
+    A line ``echo`` on stdin sends one ``size``-byte text message on each (``echo FROM
+    TO``: on ``opened[FROM:TO]``) and prints ``echoed N`` once all of them still open
+    have had a message back (or after 60 s).
 
     Returns:
         (pings answered, connections the server closed or reset while held).
@@ -237,6 +238,7 @@ def hold_ws(opened: list[Ws], hold: float, size: int = 64) -> tuple[int, int]:
     live = {w.sock: w for w in opened}
     pings = lost = 0
     awaiting: set[socket.socket] = set()  # echoes not back yet
+    asked = 0  # WebSockets the last ``echo`` sent on
     echo_deadline = 0.0
     message = (b'{"type":"chat","text":"' + b"x" * size)[:size - 2] + b'"}'
     plain, packed = _masked(_TEXT, message), b""
@@ -245,14 +247,16 @@ def hold_ws(opened: list[Ws], hold: float, size: int = 64) -> tuple[int, int]:
         nonlocal echo_deadline
         if echo_deadline and (not awaiting or time.monotonic() > echo_deadline):
             echo_deadline = 0.0
-            print(f"echoed {len(live) - len(awaiting)}", flush=True)
+            print(f"echoed {asked - len(awaiting)}", flush=True)
 
     def drop(w: Ws) -> None:
-        nonlocal lost
+        nonlocal lost, asked
         lost += 1
         sel.unregister(w.sock)
         del live[w.sock]
-        awaiting.discard(w.sock)
+        if w.sock in awaiting:  # its echo will never come: not counted as echoed
+            awaiting.discard(w.sock)
+            asked -= 1
         w.sock.close()
 
     def frames(w: Ws) -> None:
@@ -284,12 +288,18 @@ def hold_ws(opened: list[Ws], hold: float, size: int = 64) -> tuple[int, int]:
         report_echoes()
 
     def command(line: str) -> None:
-        nonlocal packed, echo_deadline
-        if line != "echo":
+        nonlocal packed, echo_deadline, asked
+        words = line.split()
+        if not words or words[0] != "echo":
             return
+        first, last = (int(words[1]), int(words[2])) if len(words) == 3 else (0, len(opened))
         if not packed:
             packed = _masked(_TEXT, _deflated(message), rsv1=True)
-        for w in list(live.values()):
+        asked = 0
+        for w in opened[first:last]:
+            if w.sock not in live:
+                continue
+            asked += 1
             try:
                 w.sock.send(packed if w.deflate else plain)
             except OSError:

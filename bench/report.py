@@ -137,11 +137,12 @@ def format_memory(rows: Sequence[Row], titles: dict[str, str], markdown: bool = 
     """The idle-WebSocket table (``ws-idle`` rows): RSS and its growth per WebSocket.
 
     "open" is the growth right after the handshakes, "idle" after the hold (past the
-    first keep-alive ping), "echoed" after one message each way; "ours/peer" divides
-    ours by the peer's "idle" figure (below 1: ours holds less).
+    first keep-alive ping), "talked" once every WebSocket echoed one message (half of
+    them, then after another hold the other half); "ours/peer" divides ours by the
+    peer's "idle" figure (below 1: ours holds less).
     """
     head = ["scenario", "server", "RSS before MiB", "RSS held MiB", "KiB/WS open",
-            "KiB/WS idle", "KiB/WS echoed", "ours/peer", "opened", "deflate", "pings",
+            "KiB/WS idle", "KiB/WS talked", "ours/peer", "opened", "deflate", "pings",
             "lost", "rounds"]
     by = {(r.scenario, r.server): r for r in rows}
     lines: list[list[str]] = []

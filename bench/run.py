@@ -449,7 +449,9 @@ def run_ws_idle(
     """Per round and server, on a fresh server: RSS; open ``count`` WebSockets that then
     send nothing (``bench.idle --ws``); RSS; hold them ``ping_wait`` seconds (past both
     servers' first keep-alive ping, which the client answers); RSS; one echoed message
-    on each, and RSS once more. Each figure is the growth per open WebSocket."""
+    on each of the first half, RSS; ``ping_wait`` seconds later the same on the second
+    half (the first half quiet meanwhile), RSS. Each figure is the growth per open
+    WebSocket: the last is what WebSockets that talk now and then come to hold."""
     samples: list[Sample] = []
     for rnd, spec in _rotated(specs, rounds):
         try:
@@ -468,7 +470,8 @@ def run_ws_idle(
             f"  +{extra['rss_per_conn_open_kib']:.2f} KiB/conn open, "
             f"+{extra['rss_per_conn_kib']:.2f} after {ping_wait:g} s "
             f"({extra['pings']:.0f} pings answered, {extra['lost']:.0f} lost), "
-            f"+{extra['rss_per_conn_echo_kib']:.2f} after one echo each")
+            f"+{extra['rss_per_conn_half_kib']:.2f} after one echo on half, "
+            f"+{extra['rss_per_conn_echo_kib']:.2f} after the other half's {ping_wait:g} s later")
     return samples
 
 
@@ -490,11 +493,18 @@ def _ws_idle_round(scn: Scenario, srv: Launched, bin_dir: Path, count: int,
         rss1 = session_rss_kib(srv.proc.pid)
         time.sleep(ping_wait)
         rss2 = session_rss_kib(srv.proc.pid)
-        client.stdin.write("echo\n")
+        half = opened // 2
+        client.stdin.write(f"echo 0 {half}\n")
         client.stdin.flush()
         (echoed,) = _read_line(client, "echoed", 90)
         time.sleep(0.5)
         rss3 = session_rss_kib(srv.proc.pid)
+        time.sleep(ping_wait)  # the first half is quiet now
+        client.stdin.write(f"echo {half} {opened}\n")
+        client.stdin.flush()
+        echoed += _read_line(client, "echoed", 90)[0]
+        time.sleep(0.5)
+        rss4 = session_rss_kib(srv.proc.pid)
         client.stdin.close()
         pings, lost = _read_line(client, "held", 60)
     finally:
@@ -503,7 +513,8 @@ def _ws_idle_round(scn: Scenario, srv: Launched, bin_dir: Path, count: int,
     return {"rss_before_kib": rss0, "rss_idle_kib": rss2, "ws_open": opened,
             "ws_failed": failed, "ws_deflate": deflated, "ws_echoed": echoed, "pings": pings,
             "lost": lost, "rss_per_conn_open_kib": (rss1 - rss0) / n,
-            "rss_per_conn_kib": (rss2 - rss0) / n, "rss_per_conn_echo_kib": (rss3 - rss0) / n}
+            "rss_per_conn_kib": (rss2 - rss0) / n, "rss_per_conn_half_kib": (rss3 - rss0) / n,
+            "rss_per_conn_echo_kib": (rss4 - rss0) / n}
 
 
 def _read_line(proc: subprocess.Popen[str], word: str, timeout: float) -> list[int]:
