@@ -330,7 +330,10 @@ def results_markdown(
         "",
     ]
     mark = {True: "met", False: "**missed**", None: "not measured"}
-    out += [f"- {c.name}: {mark[c.met]} ({c.detail})" for c in checks]
+    out += [f"- {c.name}: {mark[c.met]} ({c.detail})" for c in checks if c.met is not None]
+    unmeasured = sum(c.met is None for c in checks)
+    if unmeasured:
+        out.append(f"- {unmeasured} other targets: not measured in this run")
     if notes:
         out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out) + "\n"

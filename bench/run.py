@@ -103,6 +103,8 @@ class Scenario:
         tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
             ``ours-plain`` stays plain, to show what TLS costs in the same run).
         connections: wrk's ``-c``.
+        default: run when ``--scenarios`` is not given (the ``ws-idle`` ones take
+            about 6 minutes each and are asked for by name).
     """
 
     key: str
@@ -116,6 +118,7 @@ class Scenario:
     driver: str = "wrk"
     tls: bool = False
     connections: int = 50
+    default: bool = True
 
 
 SCENARIOS: list[Scenario] = [
@@ -145,10 +148,10 @@ SCENARIOS: list[Scenario] = [
     # Issue 21's memory target: RSS per idle WebSocket, 10k held open, no offer of
     # permessage-deflate and then the offer Chrome makes (browsers offer it).
     Scenario("ws-idle", "10k idle WebSockets", ("ours", "uvicorn-asgi"), app="ws_echo_asgi",
-             driver="ws-idle"),
+             driver="ws-idle", default=False),
     Scenario("ws-idle-deflate", "10k idle WebSockets, permessage-deflate offered",
              ("ours", "uvicorn-asgi"), app="ws_echo_asgi", driver="ws-idle",
-             headers=(f"Sec-WebSocket-Extensions: {BROWSER_DEFLATE_OFFER}",)),
+             headers=(f"Sec-WebSocket-Extensions: {BROWSER_DEFLATE_OFFER}",), default=False),
     Scenario("fastapi", "FastAPI JSON endpoint, keep-alive",
              ("ours", "uvicorn-asgi", "granian-asgi"), app="fastapi_json_asgi"),
     Scenario("tls", "TLS keep-alive hello (https)",
@@ -444,19 +447,20 @@ def run_ws_idle(
     rounds: int,
     count: int,
     ping_wait: float,
+    quiet: float,
     notes: list[str],
 ) -> list[Sample]:
     """Per round and server, on a fresh server: RSS; open ``count`` WebSockets that then
     send nothing (``bench.idle --ws``); RSS; hold them ``ping_wait`` seconds (past both
     servers' first keep-alive ping, which the client answers); RSS; one echoed message
-    on each of the first half, RSS; ``ping_wait`` seconds later the same on the second
-    half (the first half quiet meanwhile), RSS. Each figure is the growth per open
+    on each of the first half, RSS; ``quiet`` seconds later the same on the second half
+    (the first half quiet meanwhile), RSS. Each figure is the growth per open
     WebSocket: the last is what WebSockets that talk now and then come to hold."""
     samples: list[Sample] = []
     for rnd, spec in _rotated(specs, rounds):
         try:
             with launch(spec, bin_dir, app=scn.app, threads=scn.threads, idle=True) as srv:
-                extra = _ws_idle_round(scn, srv, bin_dir, count, ping_wait)
+                extra = _ws_idle_round(scn, srv, bin_dir, count, ping_wait, quiet)
         except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
             notes.append(f"{scn.key}: {spec.name} round {rnd + 1} failed: "
                          f"{str(exc).splitlines()[0]}")
@@ -471,15 +475,15 @@ def run_ws_idle(
             f"+{extra['rss_per_conn_kib']:.2f} after {ping_wait:g} s "
             f"({extra['pings']:.0f} pings answered, {extra['lost']:.0f} lost), "
             f"+{extra['rss_per_conn_half_kib']:.2f} after one echo on half, "
-            f"+{extra['rss_per_conn_echo_kib']:.2f} after the other half's {ping_wait:g} s later")
+            f"+{extra['rss_per_conn_echo_kib']:.2f} after the other half's {quiet:g} s later")
     return samples
 
 
 def _ws_idle_round(scn: Scenario, srv: Launched, bin_dir: Path, count: int,
-                   ping_wait: float) -> dict[str, float]:
+                   ping_wait: float, quiet: float) -> dict[str, float]:
     """One server's ``ws-idle`` measurement (see ``run_ws_idle``); the figures by name."""
     argv = [str(bin_dir / "python"), "-m", "bench.idle", "--port", str(srv.port), "-n",
-            str(count), "--hold", str(ping_wait + 600), "--ws", "/"]
+            str(count), "--hold", str(ping_wait + quiet + 600), "--ws", "/"]
     for header in scn.headers:
         argv += ["--header", header]
     time.sleep(0.3)
@@ -499,7 +503,7 @@ def _ws_idle_round(scn: Scenario, srv: Launched, bin_dir: Path, count: int,
         (echoed,) = _read_line(client, "echoed", 90)
         time.sleep(0.5)
         rss3 = session_rss_kib(srv.proc.pid)
-        time.sleep(ping_wait)  # the first half is quiet now
+        time.sleep(quiet)  # the first half is quiet now
         client.stdin.write(f"echo {half} {opened}\n")
         client.stdin.flush()
         echoed += _read_line(client, "echoed", 90)[0]
@@ -570,13 +574,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="mioreactor vs peers (see bench/run.py).")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3 for claims)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                   help="comma-separated: " + ",".join(s.key for s in SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS if s.default),
+                   help="comma-separated: " + ",".join(s.key for s in SCENARIOS)
+                   + " (the default: all but " + ",".join(s.key for s in SCENARIOS
+                                                         if not s.default) + ")")
     p.add_argument("--servers", default="", help="only these servers (comma-separated)")
     p.add_argument("--idle-count", type=int, default=10000, help="idle connections to hold")
     p.add_argument("--ws-ping-wait", type=float, default=25.0,
                    help="seconds the idle WebSockets are held before the RSS that counts "
                         "(past the first keep-alive ping: 20 s on both servers)")
+    p.add_argument("--ws-quiet", type=float, default=45.0,
+                   help="seconds between the two halves' echoes in ws-idle (two ping "
+                        "intervals and more: ours lets a compressor go at the second ping "
+                        "without a message)")
     p.add_argument("--budget", type=float, default=540.0,
                    help="seconds after which no new scenario starts")
     p.add_argument("--venv", type=Path, default=VENV)
@@ -619,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if scn.driver == "ws-idle":
             samples += run_ws_idle(scn, specs, bin_dir, args.rounds, args.idle_count,
-                                   args.ws_ping_wait, notes)
+                                   args.ws_ping_wait, args.ws_quiet, notes)
             continue
         if scn.driver == "loadgen":
             def measure(srv: Launched) -> WrkResult:
@@ -661,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"rounds, medians; threads 4 (mixed: 8).")
         if memory:
             settings += (f" Idle WebSockets: {args.idle_count:,} per server, held "
-                         f"{args.ws_ping_wait:g} s (past the first 20 s keep-alive ping).")
+                         f"{args.ws_ping_wait:g} s (past the first 20 s keep-alive ping); "
+                         f"the halves' echoes {args.ws_quiet:g} s apart.")
         block = results_markdown(time.strftime("%Y-%m-%d %H:%M"), machine_info(),
                                  versions(bin_dir), rows, titles, checks, notes, settings,
                                  memory)
