@@ -223,6 +223,10 @@ class AsgiHandler:
         self.drain_grace = 0.0
         self.ws_config = ws if ws is not None else WsConfig()
         self.ws_counts = [0] * len(WS_COUNTERS)  # WebSocket opened, closed, messages in/out
+        # What every upgraded connection keeps as its parser: one discarded protocol,
+        # which takes no byte and changes no more (``HttpProtocol.discard``).
+        self.spent = HttpProtocol(config)
+        self.spent.discard()
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -440,8 +444,10 @@ class AsgiHandler:
         ws = WsCycle(conn, self.driver, self.ws_config, request.target, upgrade, scope,
                      self.ws_counts, answered)
         st.ws = ws
-        rest = st.proto.upgrade_rest
-        st.proto.discard()  # llhttp's state is not needed again: an idle WebSocket is lighter
+        proto = st.proto
+        rest = proto.upgrade_rest
+        proto.discard()  # llhttp's state and this protocol go now, not at a cycle collection
+        st.proto = self.spent
         if rest:
             ws.feed(rest)
         self.loop.create_task(run_ws(self.app, ws))

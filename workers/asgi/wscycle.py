@@ -181,7 +181,7 @@ class WsCycle(Waiting):
                 return message
             if self.ended:
                 return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
-            await self._wait()
+            await self._park()
 
     async def send(self, message: dict[str, Any]) -> None:
         """Take one message from the app; ``websocket.send`` waits while the client lags.
@@ -205,7 +205,7 @@ class WsCycle(Waiting):
             self.conn.write(ws.send(data))
             self.counts[MSG_OUT] += 1
             while self.paused and not self.ended:
-                await self._wait()
+                await self._park()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
