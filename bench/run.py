@@ -243,7 +243,8 @@ def versions(bin_dir: Path) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json\n"
         "out = {}\n"
-        "for p in ('mioreactor','uvicorn','uvloop','httptools','waitress','gunicorn','granian'):\n"
+        "for p in ('mioreactor','uvicorn','uvloop','httptools','websockets','waitress',\n"
+        "          'gunicorn','granian'):\n"
         "    try: out[p] = m.version(p)\n"
         "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))\n"
@@ -668,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([s.__dict__ for s in samples], indent=1))
     if not args.no_docs and (rows or memory):
         settings = (f"wrk -t1 -c50 -d{args.duration:g}s --latency, {args.rounds} interleaved "
-                    f"rounds, medians; threads 4 (mixed: 8).")
+                    f"rounds, medians; threads 4 (mixed: 8)." if rows else
+                    f"{args.rounds} interleaved rounds, medians.")
         if memory:
             settings += (f" Idle WebSockets: {args.idle_count:,} per server, held "
                          f"{args.ws_ping_wait:g} s (past the first 20 s keep-alive ping); "
