@@ -20,6 +20,7 @@ __all__ = [
     "TargetCheck",
     "bounds",
     "check_targets",
+    "format_memory",
     "format_table",
     "machine_info",
     "median",
@@ -133,6 +134,45 @@ def format_table(rows: Sequence[Row], titles: dict[str, str], markdown: bool = F
     return "\n".join(out)
 
 
+def format_memory(rows: Sequence[Row], titles: dict[str, str], markdown: bool = False) -> str:
+    """The idle-WebSocket table (``ws-idle`` rows): RSS and its growth per WebSocket.
+
+    "open" is the growth right after the handshakes, "idle" after the hold (past the
+    first keep-alive ping), "talked" once every WebSocket echoed one message (half of
+    them, then after another hold the other half); "ours/peer" divides ours by the
+    peer's "idle" figure (below 1: ours holds less).
+    """
+    head = ["scenario", "server", "RSS before MiB", "RSS held MiB", "KiB/WS open",
+            "KiB/WS idle", "KiB/WS talked", "ours/peer", "opened", "deflate", "pings",
+            "lost", "rounds"]
+    by = {(r.scenario, r.server): r for r in rows}
+    lines: list[list[str]] = []
+    for r in rows:
+        x = r.extra
+        mine = by.get((r.scenario, "ours"))
+        ratio = "-"
+        if mine is not None and r.server != "ours" and x.get("rss_per_conn_kib"):
+            ratio = f"{mine.extra.get('rss_per_conn_kib', 0.0) / x['rss_per_conn_kib']:.2f}"
+        lines.append([
+            titles.get(r.scenario, r.scenario), r.server,
+            f"{x.get('rss_before_kib', 0.0) / 1024:.1f}", f"{x.get('rss_idle_kib', 0.0) / 1024:.1f}",
+            f"{x.get('rss_per_conn_open_kib', 0.0):.2f}", f"{x.get('rss_per_conn_kib', 0.0):.2f}",
+            f"{x.get('rss_per_conn_echo_kib', 0.0):.2f}", ratio,
+            f"{x.get('ws_open', 0.0):,.0f}", f"{x.get('ws_deflate', 0.0):,.0f}",
+            f"{x.get('pings', 0.0):,.0f}", f"{x.get('lost', 0.0):,.0f}", str(r.rounds),
+        ])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(cells) + " |" for cells in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*cells) for cells in lines]
+    return "\n".join(out)
+
+
 @dataclass
 class TargetCheck:
     """One target of issue 6 and whether this run met it."""
@@ -217,6 +257,20 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
         checks.append(TargetCheck("idle 10k: RSS/conn <= 3 KiB (issue 13)", a <= 3.0, f"{a:.2f} KiB"))
     else:
         checks.append(TargetCheck("idle 10k: RSS/conn <= uvicorn", None, "not measured"))
+    for key, what in (("ws-idle", "idle WebSocket"),
+                      ("ws-idle-deflate", "idle WebSocket, deflate offered")):
+        mine, peer = _row(rows, key, "ours"), _row(rows, key, "uvicorn-asgi")
+        name = f"10k {what}: RSS/conn <= uvicorn-asgi (issue 21)"
+        if mine is None or peer is None or "rss_per_conn_kib" not in peer.extra:
+            checks.append(TargetCheck(name, None, "not measured"))
+            continue
+        a, b = mine.extra["rss_per_conn_kib"], peer.extra["rss_per_conn_kib"]
+        # every WebSocket opened and none lost while held (ping rounds included)
+        whole = not mine.extra.get("ws_failed", 0.0) and not mine.extra.get("lost", 0.0)
+        checks.append(TargetCheck(name, a <= b and whole, f"{a:.2f} KiB vs {b:.2f} KiB; ours "
+                                  f"{mine.extra.get('ws_open', 0.0):,.0f} open, "
+                                  f"{mine.extra.get('lost', 0.0):,.0f} lost"))
+    mine = _row(rows, "idle", "ours")
     if mine is not None and "active_share" in mine.extra:
         share = mine.extra["active_share"]
         checks.append(TargetCheck("idle 10k: active req/s >= 90% of without", share >= 0.9,
@@ -290,8 +344,9 @@ def results_markdown(
     checks: Sequence[TargetCheck],
     notes: Sequence[str],
     settings: str,
+    memory: Sequence[Row] = (),
 ) -> str:
-    """The dated block appended to docs/performance.md."""
+    """The dated block appended to docs/performance.md (``memory``: ``ws-idle`` rows)."""
     vers = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
     out = [
         f"### {date}",
@@ -299,13 +354,17 @@ def results_markdown(
         f"Machine: {machine['nproc']} CPUs ({machine['cpu']}), Linux {machine['kernel']}, "
         f"CPython {machine['python']}. Versions: {vers}. {settings}",
         "",
-        format_table(rows, titles, markdown=True),
-        "",
+        *([format_table(rows, titles, markdown=True), ""] if rows else []),
+        *(["Idle WebSockets (KiB per open WebSocket; \"idle\": after the hold):", "",
+           format_memory(memory, titles, markdown=True), ""] if memory else []),
         "Targets (issues 6, 13 and 14):",
         "",
     ]
     mark = {True: "met", False: "**missed**", None: "not measured"}
-    out += [f"- {c.name}: {mark[c.met]} ({c.detail})" for c in checks]
+    out += [f"- {c.name}: {mark[c.met]} ({c.detail})" for c in checks if c.met is not None]
+    unmeasured = sum(c.met is None for c in checks)
+    if unmeasured:
+        out.append(f"- {unmeasured} other targets: not measured in this run")
     bound = bounds(rows)
     if bound:
         out += ["", "Bounds (bench/floor.py, the bare shape, against the same peers):", "",

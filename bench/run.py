@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from bench.report import (
     bounds,
     check_targets,
     format_checks,
+    format_memory,
     format_table,
     machine_info,
     results_markdown,
@@ -81,6 +82,8 @@ SERVER_EXE = {
     "floor": "python",
 }
 HELLO_PEERS = ("ours", "uvicorn", "uvicorn-asgi", "waitress", "gunicorn", "granian", "floor")
+#: What Chrome offers in ``Sec-WebSocket-Extensions`` (Firefox: ``permessage-deflate``).
+BROWSER_DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,16 @@ class Scenario:
         app: the callable in ``bench/apps.py``.
         threads: worker threads for every server (ours ``-w``, peers' thread pools).
         processes: server processes.
-        headers: extra request headers for wrk.
         script: a wrk Lua script (relative to the repo).
-        driver: ``wrk``, ``loadgen`` (``reactor bench``), ``idle`` (10k idle + wrk) or
-            ``ws`` (``reactor bench ws://``: WebSocket echo, messages per second).
+        driver: ``wrk``, ``loadgen`` (``reactor bench``), ``idle`` (10k idle + wrk),
+            ``ws`` (``reactor bench ws://``: WebSocket echo, messages per second) or
+            ``ws-idle`` (10k idle WebSockets, ``bench/idle.py --ws``: RSS only).
+        headers: extra request headers for wrk (``ws-idle``: for the handshake).
         tls: serve HTTPS (a self-signed ECDSA P-256 certificate made for the run;
             ``ours-plain`` stays plain, to show what TLS costs in the same run).
         connections: wrk's ``-c``.
+        default: run when ``--scenarios`` is not given (the ``ws-idle`` ones take
+            about 6 minutes each and are asked for by name).
     """
 
     key: str
@@ -113,6 +119,7 @@ class Scenario:
     driver: str = "wrk"
     tls: bool = False
     connections: int = 50
+    default: bool = True
 
 
 SCENARIOS: list[Scenario] = [
@@ -140,6 +147,13 @@ SCENARIOS: list[Scenario] = [
              app="hello_asgi"),
     Scenario("websocket", "WebSocket echo, 50 clients, 32 B (msg/s)",
              ("ours", "uvicorn-asgi", "granian-asgi"), app="ws_echo_asgi", driver="ws"),
+    # Issue 21's memory target: RSS per idle WebSocket, 10k held open, no offer of
+    # permessage-deflate and then the offer Chrome makes (browsers offer it).
+    Scenario("ws-idle", "10k idle WebSockets", ("ours", "uvicorn-asgi"), app="ws_echo_asgi",
+             driver="ws-idle", default=False),
+    Scenario("ws-idle-deflate", "10k idle WebSockets, permessage-deflate offered",
+             ("ours", "uvicorn-asgi"), app="ws_echo_asgi", driver="ws-idle",
+             headers=(f"Sec-WebSocket-Extensions: {BROWSER_DEFLATE_OFFER}",), default=False),
     Scenario("fastapi", "FastAPI JSON endpoint, keep-alive",
              ("ours", "uvicorn-asgi", "granian-asgi", "floor"), app="fastapi_json_asgi"),
     Scenario("tls", "TLS keep-alive hello (https)",
@@ -231,7 +245,8 @@ def versions(bin_dir: Path) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json\n"
         "out = {}\n"
-        "for p in ('mioreactor','uvicorn','uvloop','httptools','waitress','gunicorn','granian'):\n"
+        "for p in ('mioreactor','uvicorn','uvloop','httptools','websockets','waitress',\n"
+        "          'gunicorn','granian'):\n"
         "    try: out[p] = m.version(p)\n"
         "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))\n"
@@ -349,6 +364,26 @@ def _read_ready(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline().strip()
 
 
+def _rotated(specs: list[ServerSpec], rounds: int) -> Iterator[tuple[int, ServerSpec]]:
+    """(round, server) for every round, the order rotated by one each round."""
+    for rnd in range(rounds):
+        k = rnd % len(specs)
+        for spec in specs[k:] + specs[:k]:
+            yield rnd, spec
+
+
+def _stop_client(client: subprocess.Popen[str]) -> None:
+    """Close the idle client's stdin (it closes its connections and exits); wait."""
+    if client.stdin is not None:
+        with contextlib.suppress(OSError):
+            client.stdin.close()
+    try:
+        client.wait(30)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        client.wait(5)
+
+
 def run_idle(
     scn: Scenario,
     specs: list[ServerSpec],
@@ -362,49 +397,136 @@ def run_idle(
     keep-alive connections, RSS again, wrk beside them. A fresh server per round keeps
     memory freed by an earlier round from hiding the growth."""
     samples: list[Sample] = []
-    for rnd in range(rounds):
-        k = rnd % len(specs)
-        for spec in specs[k:] + specs[:k]:
-            try:
-                with launch(spec, bin_dir, app=scn.app, threads=scn.threads, idle=True) as srv:
-                    run_wrk(srv.url, duration=1, latency=False)
-                    alone = run_wrk(srv.url, duration=duration)
-                    time.sleep(0.3)
-                    rss0 = session_rss_kib(srv.proc.pid)
-                    client = subprocess.Popen(
-                        [str(bin_dir / "python"), "-m", "bench.idle", "--port", str(srv.port),
-                         "-n", str(count), "--hold", "300"],
-                        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                        env={**os.environ, "PYTHONPATH": str(REPO)},
-                    )
-                    try:
-                        line = _read_ready(client, 120).split()
-                        opened = int(line[1]) if len(line) == 3 else 0
-                        time.sleep(0.5)
-                        rss1 = session_rss_kib(srv.proc.pid)
-                        beside = run_wrk(srv.url, duration=duration)
-                    finally:
-                        if client.stdin is not None:
-                            with contextlib.suppress(OSError):
-                                client.stdin.close()
-                        try:
-                            client.wait(30)
-                        except subprocess.TimeoutExpired:
-                            client.kill()
-                            client.wait(5)
-            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
-                notes.append(f"idle: {spec.name} round {rnd + 1} failed: {str(exc).splitlines()[0]}")
-                log(f"  {spec.name}: failed: {exc}")
-                continue
-            per_conn = (rss1 - rss0) / opened if opened else 0.0
-            share = beside.rps / alone.rps if alone.rps else 0.0
-            s = _sample(scn, spec.name, rnd, beside)
-            s.extra = {"rps_alone": alone.rps, "active_share": share, "rss_per_conn_kib": per_conn,
-                       "idle_open": float(opened)}
-            samples.append(s)
-            log(f"  round {rnd + 1} {spec.name:<13} alone {alone.rps:,.0f}  beside {opened} idle "
-                f"{beside.rps:,.0f} req/s ({share:.0%})  RSS +{per_conn:.2f} KiB/conn")
+    for rnd, spec in _rotated(specs, rounds):
+        try:
+            with launch(spec, bin_dir, app=scn.app, threads=scn.threads, idle=True) as srv:
+                run_wrk(srv.url, duration=1, latency=False)
+                alone = run_wrk(srv.url, duration=duration)
+                time.sleep(0.3)
+                rss0 = session_rss_kib(srv.proc.pid)
+                client = subprocess.Popen(
+                    [str(bin_dir / "python"), "-m", "bench.idle", "--port", str(srv.port),
+                     "-n", str(count), "--hold", "300"],
+                    cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )
+                try:
+                    line = _read_ready(client, 120).split()
+                    opened = int(line[1]) if len(line) == 3 else 0
+                    time.sleep(0.5)
+                    rss1 = session_rss_kib(srv.proc.pid)
+                    beside = run_wrk(srv.url, duration=duration)
+                finally:
+                    _stop_client(client)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            notes.append(f"idle: {spec.name} round {rnd + 1} failed: {str(exc).splitlines()[0]}")
+            log(f"  {spec.name}: failed: {exc}")
+            continue
+        per_conn = (rss1 - rss0) / opened if opened else 0.0
+        share = beside.rps / alone.rps if alone.rps else 0.0
+        s = _sample(scn, spec.name, rnd, beside)
+        s.extra = {"rps_alone": alone.rps, "active_share": share, "rss_per_conn_kib": per_conn,
+                   "idle_open": float(opened)}
+        samples.append(s)
+        log(f"  round {rnd + 1} {spec.name:<13} alone {alone.rps:,.0f}  beside {opened} idle "
+            f"{beside.rps:,.0f} req/s ({share:.0%})  RSS +{per_conn:.2f} KiB/conn")
     return samples
+
+
+def run_ws_idle(
+    scn: Scenario,
+    specs: list[ServerSpec],
+    bin_dir: Path,
+    rounds: int,
+    count: int,
+    ping_wait: float,
+    quiet: float,
+    notes: list[str],
+) -> list[Sample]:
+    """Per round and server, on a fresh server: RSS; open ``count`` WebSockets that then
+    send nothing (``bench.idle --ws``); RSS; hold them ``ping_wait`` seconds (past both
+    servers' first keep-alive ping, which the client answers); RSS; one echoed message
+    on each of the first half, RSS; ``quiet`` seconds later the same on the second half
+    (the first half quiet meanwhile), RSS. Each figure is the growth per open
+    WebSocket: the last is what WebSockets that talk now and then come to hold."""
+    samples: list[Sample] = []
+    for rnd, spec in _rotated(specs, rounds):
+        try:
+            with launch(spec, bin_dir, app=scn.app, threads=scn.threads, idle=True) as srv:
+                extra = _ws_idle_round(scn, srv, bin_dir, count, ping_wait, quiet)
+        except (RuntimeError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
+            notes.append(f"{scn.key}: {spec.name} round {rnd + 1} failed: "
+                         f"{str(exc).splitlines()[0]}")
+            log(f"  {spec.name}: failed: {exc}")
+            continue
+        s = Sample(scn.key, spec.name, rnd, 0.0, extra=extra)
+        samples.append(s)
+        log(f"  round {rnd + 1} {spec.name:<13} {extra['ws_open']:.0f} open "
+            f"({extra['ws_failed']:.0f} failed, {extra['ws_deflate']:.0f} deflate)  "
+            f"RSS {extra['rss_before_kib'] / 1024:.1f} -> {extra['rss_idle_kib'] / 1024:.1f} MiB"
+            f"  +{extra['rss_per_conn_open_kib']:.2f} KiB/conn open, "
+            f"+{extra['rss_per_conn_kib']:.2f} after {ping_wait:g} s "
+            f"({extra['pings']:.0f} pings answered, {extra['lost']:.0f} lost), "
+            f"+{extra['rss_per_conn_half_kib']:.2f} after one echo on half, "
+            f"+{extra['rss_per_conn_echo_kib']:.2f} after the other half's {quiet:g} s later")
+    return samples
+
+
+def _ws_idle_round(scn: Scenario, srv: Launched, bin_dir: Path, count: int,
+                   ping_wait: float, quiet: float) -> dict[str, float]:
+    """One server's ``ws-idle`` measurement (see ``run_ws_idle``); the figures by name."""
+    argv = [str(bin_dir / "python"), "-m", "bench.idle", "--port", str(srv.port), "-n",
+            str(count), "--hold", str(ping_wait + quiet + 600), "--ws", "/"]
+    for header in scn.headers:
+        argv += ["--header", header]
+    time.sleep(0.3)
+    rss0 = session_rss_kib(srv.proc.pid)
+    client = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert client.stdin is not None
+    try:
+        opened, failed, deflated = _read_line(client, "ready", 180)
+        time.sleep(0.5)
+        rss1 = session_rss_kib(srv.proc.pid)
+        time.sleep(ping_wait)
+        rss2 = session_rss_kib(srv.proc.pid)
+        half = opened // 2
+        client.stdin.write(f"echo 0 {half}\n")
+        client.stdin.flush()
+        (echoed,) = _read_line(client, "echoed", 90)
+        time.sleep(0.5)
+        rss3 = session_rss_kib(srv.proc.pid)
+        time.sleep(quiet)  # the first half is quiet now
+        client.stdin.write(f"echo {half} {opened}\n")
+        client.stdin.flush()
+        echoed += _read_line(client, "echoed", 90)[0]
+        time.sleep(0.5)
+        rss4 = session_rss_kib(srv.proc.pid)
+        client.stdin.close()
+        pings, lost = _read_line(client, "held", 60)
+    finally:
+        _stop_client(client)
+    n = opened or 1
+    return {"rss_before_kib": rss0, "rss_idle_kib": rss2, "ws_open": opened,
+            "ws_failed": failed, "ws_deflate": deflated, "ws_echoed": echoed, "pings": pings,
+            "lost": lost, "rss_per_conn_open_kib": (rss1 - rss0) / n,
+            "rss_per_conn_kib": (rss2 - rss0) / n, "rss_per_conn_half_kib": (rss3 - rss0) / n,
+            "rss_per_conn_echo_kib": (rss4 - rss0) / n}
+
+
+def _read_line(proc: subprocess.Popen[str], word: str, timeout: float) -> list[int]:
+    """The numbers of the idle client's next line that starts with ``word``.
+
+    Raises:
+        RuntimeError: no such line within ``timeout`` (or the client ended).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        line = _read_ready(proc, max(0.0, deadline - time.monotonic())).split()
+        if not line:
+            raise RuntimeError(f"the idle client ended before its {word!r} line")
+        if line[0] == word:
+            return [int(v) for v in line[1:]]
 
 
 # -- docs --------------------------------------------------------------------------------
@@ -445,10 +567,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="mioreactor vs peers (see bench/run.py).")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3 for claims)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
-                   help="comma-separated: " + ",".join(s.key for s in SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS if s.default),
+                   help="comma-separated: " + ",".join(s.key for s in SCENARIOS)
+                   + " (the default: all but " + ",".join(s.key for s in SCENARIOS
+                                                         if not s.default) + ")")
     p.add_argument("--servers", default="", help="only these servers (comma-separated)")
     p.add_argument("--idle-count", type=int, default=10000, help="idle connections to hold")
+    p.add_argument("--ws-ping-wait", type=float, default=25.0,
+                   help="seconds the idle WebSockets are held before the RSS that counts "
+                        "(past the first keep-alive ping: 20 s on both servers)")
+    p.add_argument("--ws-quiet", type=float, default=45.0,
+                   help="seconds between the two halves' echoes in ws-idle (two ping "
+                        "intervals and more: ours lets a compressor go at the second ping "
+                        "without a message)")
     p.add_argument("--budget", type=float, default=540.0,
                    help="seconds after which no new scenario starts")
     p.add_argument("--venv", type=Path, default=VENV)
@@ -478,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() - started > args.budget:
             notes.append(f"{scn.key}: not run (time budget of {args.budget:.0f} s spent)")
             continue
-        if wrk is None:
+        if wrk is None and scn.driver != "ws-idle":
             continue
         specs = [PEERS[n] for n in scn.servers if n not in skipped and (not wanted or n in wanted)]
         if "ours" not in [s.name for s in specs]:
@@ -488,6 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         if scn.driver == "idle":
             samples += run_idle(scn, specs, bin_dir, args.rounds, args.duration,
                                 args.idle_count, notes)
+            continue
+        if scn.driver == "ws-idle":
+            samples += run_ws_idle(scn, specs, bin_dir, args.rounds, args.idle_count,
+                                   args.ws_ping_wait, args.ws_quiet, notes)
             continue
         if scn.driver == "loadgen":
             def measure(srv: Launched) -> WrkResult:
@@ -508,7 +643,14 @@ def main(argv: list[str] | None = None) -> int:
     order = {s.key: i for i, s in enumerate(SCENARIOS)}
     rows.sort(key=lambda r: (order.get(r.scenario, 99), r.server != "ours"))
     checks = check_targets(rows)
-    print(format_table(rows, titles))
+    memory_keys = {s.key for s in SCENARIOS if s.driver == "ws-idle"}
+    memory = [r for r in rows if r.scenario in memory_keys]
+    rows = [r for r in rows if r.scenario not in memory_keys]
+    if rows:
+        print(format_table(rows, titles))
+    if memory:
+        print(f"\nIdle WebSockets ({args.idle_count:,} per server; KiB per open WebSocket):")
+        print(format_memory(memory, titles))
     print("\nTargets (issues 6, 13 and 14; ratios of medians, per-round range in brackets):")
     print(format_checks(checks))
     bound = bounds(rows)
@@ -521,11 +663,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(samples)} measurements in {elapsed:.0f} s")
     if args.json:
         args.json.write_text(json.dumps([s.__dict__ for s in samples], indent=1))
-    if not args.no_docs and rows:
+    if not args.no_docs and (rows or memory):
         settings = (f"wrk -t1 -c50 -d{args.duration:g}s --latency, {args.rounds} interleaved "
-                    f"rounds, medians; threads 4 (mixed: 8).")
+                    f"rounds, medians; threads 4 (mixed: 8)." if rows else
+                    f"{args.rounds} interleaved rounds, medians.")
+        if memory:
+            settings += (f" Idle WebSockets: {args.idle_count:,} per server, held "
+                         f"{args.ws_ping_wait:g} s (past the first 20 s keep-alive ping); "
+                         f"the halves' echoes {args.ws_quiet:g} s apart.")
         block = results_markdown(time.strftime("%Y-%m-%d %H:%M"), machine_info(),
-                                 versions(bin_dir), rows, titles, checks, notes, settings)
+                                 versions(bin_dir), rows, titles, checks, notes, settings,
+                                 memory)
         append_results(block)
         log(f"results appended to {DOCS.relative_to(REPO)}")
     return 0

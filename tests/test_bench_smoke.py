@@ -227,3 +227,49 @@ def test_the_handler_cost_harness_serves_and_checks_every_answer(kind: str) -> N
             check(21)  # the count is real: one answer per request
     finally:
         close()
+
+
+def test_the_idle_websocket_table_and_target_come_from_the_rows() -> None:
+    from bench.report import format_memory
+
+    def row(server: str, kib: float, lost: float = 0.0) -> Row:
+        return Row("ws-idle", server, 0.0, None, None, 3, 0, extra={
+            "rss_before_kib": 32768.0, "rss_idle_kib": 32768.0 + kib * 10000,
+            "rss_per_conn_open_kib": kib, "rss_per_conn_kib": kib, "rss_per_conn_echo_kib": kib,
+            "ws_open": 10000.0, "ws_failed": 0.0, "ws_deflate": 0.0, "pings": 10000.0,
+            "lost": lost})
+
+    rows = [row("ours", 7.0), row("uvicorn-asgi", 20.0)]
+    checks = {c.name: c for c in check_targets(rows)}
+    check = checks["10k idle WebSocket: RSS/conn <= uvicorn-asgi (issue 21)"]
+    assert check.met is True and "7.00 KiB vs 20.00 KiB" in check.detail
+    assert checks["10k idle WebSocket, deflate offered: RSS/conn <= uvicorn-asgi (issue 21)"].met is None
+    table = format_memory(rows, {"ws-idle": "10k idle WebSockets"}, markdown=True)
+    assert "| 10k idle WebSockets | uvicorn-asgi | 32.0 | 227.3 | 20.00 | 20.00 | 20.00 | 0.35 |" in table
+    lost = {c.name: c for c in check_targets([row("ours", 7.0, lost=3.0), row("uvicorn-asgi", 20.0)])}
+    assert lost["10k idle WebSocket: RSS/conn <= uvicorn-asgi (issue 21)"].met is False
+
+
+def test_the_idle_websocket_client_speaks_what_the_codec_reads() -> None:
+    """bench/idle.py's handshake, its compressed message and its pong, read by our codec."""
+    from mioreactor.workers.websocket import (
+        DeflateConfig,
+        Pong,
+        TextMessage,
+        accept,
+        frame_bytes,
+        parse_upgrade_request,
+    )
+
+    from bench.idle import _deflated, _frames, _masked, ws_request
+
+    head = ws_request("/", ["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"])
+    lines = head.decode().split("\r\n")[1:-2]
+    headers = [(n.lower().encode(), v.strip().encode()) for n, v in (h.split(":", 1) for h in lines)]
+    response, ws = accept(parse_upgrade_request("GET", "1.1", headers), deflate=DeflateConfig())
+    assert b"permessage-deflate" in response and ws.deflate is not None
+    message = b'{"type":"chat","text":"' + b"x" * 40 + b'"}'
+    events = ws.receive_data(_masked(1, _deflated(message), rsv1=True) + _masked(10, b"p"))
+    assert events == [TextMessage(message.decode()), Pong(b"p")]
+    buf = bytearray(frame_bytes(9, b"ping") + frame_bytes(8, b"\x03\xe8")[:3])
+    assert _frames(buf) == [(9, b"ping")] and len(buf) == 3

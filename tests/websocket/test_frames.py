@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
 import zlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from mioreactor.workers.websocket import (
@@ -27,14 +30,17 @@ from mioreactor.workers.websocket import (
     State,
     TextMessage,
     WebSocketConnection,
+    accept,
     apply_mask,
     close_payload,
     frame_bytes,
+    parse_upgrade_request,
 )
 
 pytestmark = pytest.mark.timeout(30)
 
 MASK = b"\x37\xfa\x21\x3d"
+T = TypeVar("T")
 
 
 def client(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
@@ -298,3 +304,53 @@ def test_garbage_compressed_data_fails_with_1007() -> None:
     conn = _deflate_conn()
     assert conn.receive_data(client(2, b"\xff\xff\xff\xff", rsv1=True)) == [
         Failed(1007, "bad compressed data")]
+
+
+def _traced(make: Callable[[], T]) -> tuple[T, int]:
+    """What ``make()`` returns and the bytes it left allocated (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        made = make()
+        return made, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_deflate_agreed_makes_no_zlib_context_until_a_message_needs_one() -> None:
+    # A browser's offer; a zlib context is 7 KiB (inflate) to 38 KiB (our deflate).
+    request = parse_upgrade_request("GET", "1.1", [
+        (b"host", b"x"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+        (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13"),
+        (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")])
+    (_, conn), size = _traced(lambda: accept(request, deflate=DeflateConfig()))
+    assert conn.deflate is not None and size < 4096
+    c = zlib.compressobj(6, zlib.DEFLATED, -12)
+    message = client(1, _client_compress(c, b"hello " * 20), rsv1=True)
+    _, size = _traced(lambda: [*conn.receive_data(message), conn.send("hello " * 20)])
+    assert size > 40_000  # the decompressor and the compressor, made now
+
+
+def test_a_quiet_connection_lets_its_compressor_go_and_its_messages_still_inflate() -> None:
+    d = zlib.decompressobj(-15)  # the client's: keeps its window across messages
+    tracemalloc.start()  # before the compressor is made, so that its freeing counts
+    try:
+        conn = _deflate_conn()
+        deflate = conn.deflate
+        assert deflate is not None
+
+        def roundtrip(text: str) -> None:
+            (b0, payload), = unframe(conn.send(text))
+            assert b0 == 0xC1 and d.decompress(payload + b"\x00\x00\xff\xff").decode() == text
+
+        roundtrip("a quiet connection " * 10)
+        assert deflate.release_idle() is False  # it compressed since the last call: kept
+        before = tracemalloc.get_traced_memory()[0]
+        assert deflate.release_idle() is True  # quiet from one call to the next
+        assert tracemalloc.get_traced_memory()[0] - before < -30_000  # its 38 KiB are back
+    finally:
+        tracemalloc.stop()
+    assert deflate.release_idle() is False  # nothing left to let go
+    roundtrip("a quiet connection " * 10)  # a new compressor, an empty window
+    roundtrip("talks again " * 10)
+    assert deflate.release_idle() is False

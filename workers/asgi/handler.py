@@ -245,6 +245,10 @@ class AsgiHandler:
         self.drain_grace = 0.0
         self.ws_config = ws if ws is not None else WsConfig()
         self.ws_counts = [0] * len(WS_COUNTERS)  # WebSocket opened, closed, messages in/out
+        # What every upgraded connection keeps as its parser: one discarded protocol,
+        # which takes no byte and changes no more (``HttpProtocol.discard``).
+        self.spent = HttpProtocol(config)
+        self.spent.discard()
 
     # -- Handler protocol ----------------------------------------------------------------
 
@@ -397,7 +401,7 @@ class AsgiHandler:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog)."""
         ws = getattr(getattr(conn, "context", None), "ws", None)
         if ws is not None:
-            return f"WebSocket {ws.request.target.decode('latin-1')[:200]}"
+            return f"WebSocket {ws.target.decode('latin-1')[:200]}"
         cycle = getattr(getattr(conn, "context", None), "cycle", None)
         if cycle is None:
             return "a request"
@@ -489,12 +493,15 @@ class AsgiHandler:
         def answered(status: int, size: int) -> None:
             self._answered(st, request, start, status, size)
 
-        ws = WsCycle(conn, self.driver, self.ws_config, request, upgrade, scope, self.ws_counts,
-                     answered)
+        ws = WsCycle(conn, self.driver, self.ws_config, request.target, upgrade, scope,
+                     self.ws_counts, answered)
         st.ws = ws
         # What followed the head in its read: the client's first frames (a client may
         # send them with the handshake). Later reads go to the WebSocket itself.
-        rest = st.proto.upgrade_rest
+        proto = st.proto
+        rest = proto.upgrade_rest
+        proto.discard()  # llhttp's state and this protocol go now, not at a cycle collection
+        st.proto = self.spent
         if rest:
             ws.feed(rest)
         self.loop.create_task(run_ws(self.app, ws))

@@ -28,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.handler import Connection, TimerHandle
-from ..http.protocol import Request
 from ..ops.metrics import WS_COUNTERS
 from ..websocket import (
     DEFAULT_MAX_SIZE,
@@ -53,7 +51,6 @@ from ..websocket import (
 from .cycle import ASGIApp, ClientDisconnected, Waiting
 from .loop import LoopDriver
 
-_Future = asyncio.Future
 _OPEN = State.OPEN
 
 __all__ = ["WS_COUNTERS", "WS_MODES", "WsConfig", "WsCycle"]
@@ -108,23 +105,34 @@ class WsCycle(Waiting):
         conn: the connection (owned by the handler that made this cycle).
         driver: the server's loop; its lock is held around every call into the cycle.
         config: the WebSocket settings.
-        request: the upgrade request's head.
-        upgrade: the checked handshake (``parse_upgrade_request``).
+        target: the upgrade request's target (for the watchdog's report).
+        upgrade: the checked handshake (``parse_upgrade_request``); dropped once
+            answered.
         scope: the ``websocket`` scope.
         counts: the handler's ``ws_counts`` (``WS_COUNTERS``).
         answered: called with (status, body bytes) once the handshake is answered:
-            101, 403, 500 or the app's denial (the handler counts and logs it).
+            101, 403, 500 or the app's denial (the handler counts and logs it);
+            dropped after that call.
+
+    Memory: what an open WebSocket keeps is this object, the codec, the app's task
+    and its scope. The handshake's pieces (the upgrade request, the ``answered``
+    callback and the request head it holds, the HTTP parser) are let go once the
+    handshake is answered; zlib contexts are made on the first message, and a
+    compressor unused from one keep-alive ping to the next is let go
+    (``PerMessageDeflate.release_idle``). The inbox is a list read from an index
+    (``taken``) and emptied when all is taken: O(1) a message as a ``deque`` is,
+    without the 600 bytes an empty ``deque`` holds.
     """
 
     __slots__ = (
         "answered", "code", "config", "conn", "counts", "deny_body", "deny_headers",
         "deny_status", "driver", "ended", "inbox", "loop", "paused", "pending", "phase",
-        "ping_timer", "pong_timer", "read_paused", "reason", "request", "scope", "timer",
-        "upgrade", "waiter", "ws",
+        "ping_timer", "pong_timer", "read_paused", "reason", "scope", "taken", "target",
+        "timer", "upgrade", "waiter", "ws",
     )
 
     def __init__(
-        self, conn: Connection, driver: LoopDriver, config: WsConfig, request: Request,
+        self, conn: Connection, driver: LoopDriver, config: WsConfig, target: bytes,
         upgrade: UpgradeRequest, scope: dict[str, Any], counts: list[int],
         answered: Callable[[int, int], None],
     ) -> None:
@@ -132,14 +140,15 @@ class WsCycle(Waiting):
         self.driver = driver
         self.loop: asyncio.AbstractEventLoop = driver.loop
         self.config = config
-        self.request = request
-        self.upgrade = upgrade
+        self.target = target
+        self.upgrade: UpgradeRequest | None = upgrade
         self.scope = scope
         self.counts = counts
-        self.answered = answered
+        self.answered: Callable[[int, int], None] | None = answered
         self.phase = CONNECTING
         self.ws: WebSocketConnection | None = None
-        self.inbox: deque[dict[str, Any]] = deque([{"type": "websocket.connect"}])
+        self.inbox: list[dict[str, Any]] = [{"type": "websocket.connect"}]
+        self.taken = 0  # inbox[:taken] went to the app already
         self.pending = b""  # bytes the client sent before the 101 (reading paused)
         self.ended = False  # the disconnect is queued; receive returns it from now on
         self.code = _DISCONNECT_LOST
@@ -151,8 +160,8 @@ class WsCycle(Waiting):
         self.ping_timer: TimerHandle | None = None
         self.pong_timer: TimerHandle | None = None
         self.deny_status = 0
-        self.deny_headers: list[tuple[bytes, bytes]] = []
-        self.deny_body: list[bytes] = []
+        self.deny_headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.deny_body: tuple[bytes, ...] = ()
 
     # -- what the app calls ------------------------------------------------------------
 
@@ -160,21 +169,21 @@ class WsCycle(Waiting):
         """``websocket.connect`` first, then each message, then ``websocket.disconnect``."""
         while True:
             inbox = self.inbox
-            if inbox:
-                message = inbox.popleft()
-                if self.read_paused and len(inbox) <= self.config.max_queue // 2:
+            taken = self.taken
+            if taken < len(inbox):
+                message = inbox[taken]
+                taken += 1
+                if taken == len(inbox):
+                    inbox.clear()
+                    taken = 0
+                self.taken = taken
+                if self.read_paused and len(inbox) - taken <= self.config.max_queue // 2:
                     self.read_paused = False
                     self.conn.resume_reading()  # may feed more at once: state is consistent
                 return message
             if self.ended:
                 return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
-            # Waiting._wait, inline: a message resumes this frame alone, not two
-            waiter = self.waiter = _Future(loop=self.loop)
-            try:
-                await waiter
-            finally:
-                if self.waiter is waiter:
-                    self.waiter = None
+            await self._park()
 
     async def send(self, message: dict[str, Any]) -> None:
         """Take one message from the app; ``websocket.send`` waits while the client lags.
@@ -198,7 +207,7 @@ class WsCycle(Waiting):
             self.conn.write(ws.send(data))
             self.counts[MSG_OUT] += 1
             while self.paused and not self.ended:
-                await self._wait()
+                await self._park()
         elif kind == "websocket.accept":
             self._accept(message)
         elif kind == "websocket.close":
@@ -210,12 +219,12 @@ class WsCycle(Waiting):
             if type(status) is not int or not 200 <= status <= 599:
                 raise RuntimeError(f"invalid denial status {status!r}")
             self.deny_status = status
-            self.deny_headers = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
+            self.deny_headers = tuple((bytes(n), bytes(v)) for n, v in message.get("headers", ()))
             self.phase = DENYING
         elif kind == "websocket.http.response.body":
             if self.phase != DENYING:
                 raise RuntimeError("websocket.http.response.body without a start")
-            self.deny_body.append(bytes(message.get("body", b"")))
+            self.deny_body += (bytes(message.get("body", b"")),)
             if not message.get("more_body", False):
                 self._deny()
         else:
@@ -228,9 +237,11 @@ class WsCycle(Waiting):
             raise RuntimeError("websocket.accept after the handshake was answered")
         headers = [(bytes(n), bytes(v)) for n, v in message.get("headers") or ()]
         config = self.config
+        upgrade = self.upgrade
+        assert upgrade is not None  # kept until the handshake is answered
         try:
             response, ws = accept(
-                self.upgrade, subprotocol=message.get("subprotocol"), headers=headers,
+                upgrade, subprotocol=message.get("subprotocol"), headers=headers,
                 deflate=_DEFLATE if config.per_message_deflate else None,
                 max_size=config.max_size,
             )
@@ -240,7 +251,7 @@ class WsCycle(Waiting):
         self.phase = OPEN
         self.counts[OPENED] += 1
         self.conn.write(response)
-        self.answered(101, 0)
+        self._answer(101, 0)
         self._arm_ping(config.ping_interval)
         rest, self.pending = self.pending, b""
         if rest:  # reading paused while they waited for the 101
@@ -263,6 +274,13 @@ class WsCycle(Waiting):
             raise RuntimeError(f"invalid websocket.close: {exc}") from None
         self._start_close(frame)
 
+    def _answer(self, status: int, size: int) -> None:
+        """The handshake is answered: report it, and let go of what only it needed."""
+        answered = self.answered
+        self.answered = self.upgrade = None
+        if answered is not None:
+            answered(status, size)
+
     def _deny(self) -> None:
         body = b"".join(self.deny_body)
         try:
@@ -277,7 +295,7 @@ class WsCycle(Waiting):
         self.phase = CLOSED
         self._end(_DISCONNECT_LOST, "")
         self.conn.write(response)
-        self.answered(status, size)
+        self._answer(status, size)
         self.conn.close_lingering(self.config.close_timeout, 1 << 20)
 
     # -- what the handler calls --------------------------------------------------------
@@ -315,10 +333,11 @@ class WsCycle(Waiting):
                 assert isinstance(event, Failed)
                 self._end(event.code, event.reason)
                 self.conn.close_lingering(self.config.close_timeout, 1 << 20)
-        if len(inbox) > self.config.max_queue and not self.read_paused and not self.ended:
+        waiting = len(inbox) - self.taken
+        if waiting > self.config.max_queue and not self.read_paused and not self.ended:
             self.read_paused = True
             self.conn.pause_reading()
-        if inbox:
+        if waiting:
             waiter = self.waiter  # wake(), with the app resumed here (LoopDriver.resolve)
             if waiter is not None:
                 self.waiter = None
@@ -381,6 +400,9 @@ class WsCycle(Waiting):
             if self.ended or ws is None or ws.state is not State.OPEN:
                 return
             self.conn.write(ws.ping(os.urandom(4)))
+            deflate = ws.deflate
+            if deflate is not None:  # quiet since the last ping: its compressor goes
+                deflate.release_idle()
             timeout = self.config.ping_timeout
             if timeout and self.pong_timer is None:
                 self.pong_timer = self.conn.call_later(timeout, self._pong_missing)

@@ -118,6 +118,11 @@ class Request:
 
 Event = Request | bytes | Marker | HTTPError
 
+# What a discarded protocol holds instead of its llhttp parser: one for the process,
+# never fed (``feed`` stops at ``_dead``), with no callbacks (httptools looks them up
+# by name on the object it is given).
+_SPENT = HttpRequestParser(object())
+
 
 class HttpProtocol:
     """Turn the bytes of one connection into request events; see the module docstring.
@@ -212,6 +217,21 @@ class HttpProtocol:
         return self._reusable and not (
             self._dead or self._head_raw or self._head_done or self._raw_remaining or self._tail
         )
+
+    def discard(self) -> None:
+        """Parse nothing more: the connection now speaks another protocol (WebSocket).
+
+        Frees llhttp's state and the last head's bytes at once: the parser and this
+        object refer to each other (llhttp holds our callbacks), so without this they
+        would wait for the cycle collector. ``feed`` returns ``[]`` from now on.
+        """
+        self._dead = True
+        self._raw_remaining = 0
+        self._parser = _SPENT
+        self._events = []
+        self._url = []
+        self._headers = []
+        self._tail = self._line_src = self.upgrade_rest = b""
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse ``data`` and return the events it completes.
