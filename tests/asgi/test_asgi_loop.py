@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from mioreactor.workers.asgi.loop import LoopDriver
 
 
@@ -86,3 +87,11 @@ def test_resolve_inside_a_step_waits_for_the_step() -> None:
         assert order == ["resolver went on", "woken"]
     finally:
         driver.close()
+
+
+def test_uvloop_missing_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    with pytest.raises(ValueError, match=r"uvloop is not installed \(pip install uvloop"):
+        LoopDriver("uvloop")

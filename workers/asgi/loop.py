@@ -23,6 +23,12 @@ holds ``LoopDriver.lock``. With one run slot (the GIL default) only one worker r
 Python at a time, so the lock is never contended; with several (free-threaded
 builds) it serialises the coroutines, as a single event loop does.
 
+With ``--loop uvloop`` the same holds, with uvloop's loop: it cannot be stepped
+handle by handle, so each step is one libuv iteration (``LoopDriver.full_step``),
+which polls with a zero timeout: a system call per step that gives up the GIL. That
+makes it the slower loop in this design (docs/asgi.md has the figures); it is there
+for apps that want uvloop's own behaviour.
+
 A coroutine that blocks (``time.sleep``, a blocking driver) stalls every ASGI
 connection of the process, as it would under any event loop: the app's bug. The
 watchdog (``--timeout``, ``mioreactor.workers.ops.watchdog``) names it: every step
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
 import logging
 import select
 import selectors
@@ -134,15 +141,83 @@ class _SteppedLoop(asyncio.SelectorEventLoop):
         return handle  # type: ignore[no-any-return]
 
 
+class _Whens:
+    """The due times of the timers a uvloop loop was asked for (a heap of floats).
+
+    uvloop keeps its timers inside libuv, and a due timer makes no descriptor
+    readable, so the driver arms a worker timer for the earliest one it was told of
+    (``_arm_timer``); a cancelled timer's time stays until it passes and costs one
+    step that finds nothing to do.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[float] = []
+
+    def add(self, when: float) -> None:
+        heapq.heappush(self.heap, when)
+
+    def next(self, now: float) -> float | None:
+        heap = self.heap
+        while heap and heap[0] <= now:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+
+def _uvloop_type() -> type[asyncio.AbstractEventLoop]:
+    """uvloop's ``Loop``, its timers told to ``whens`` (see ``_Whens``), or ValueError."""
+    try:
+        import uvloop
+    except ImportError:
+        raise ValueError(
+            "--loop uvloop: uvloop is not installed (pip install uvloop, or "
+            "pip install 'mioreactor[uvloop]')"
+        ) from None
+    if not hasattr(uvloop.Loop, "_get_backend_id"):
+        raise ValueError(
+            f"--loop uvloop: uvloop {getattr(uvloop, '__version__', '?')} does not give its "
+            "backend descriptor (Loop._get_backend_id); upgrade uvloop"
+        )
+
+    class _UvLoop(uvloop.Loop):
+        whens = _Whens()  # replaced per loop in _new_loop
+        # Something was scheduled: uvloop runs a callback scheduled during an iteration
+        # in the next one, and shows no ready queue, so the driver iterates until a
+        # round schedules nothing (``LoopDriver._uv_rounds``). asyncio's tasks and
+        # futures schedule through this method (a Python call for uvloop: the price).
+        dirty = False
+
+        def call_soon(  # type: ignore[override]
+            self, callback: Callable[..., object], *args: Any,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.Handle:
+            self.dirty = True
+            return super().call_soon(callback, *args, context=context)
+
+        def call_at(  # type: ignore[override]
+            self, when: float, callback: Callable[..., object], *args: Any,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.TimerHandle:
+            self.whens.add(when)
+            return super().call_at(when, callback, *args, context=context)
+
+        def call_later(  # type: ignore[override]
+            self, delay: float, callback: Callable[..., object], *args: Any,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.TimerHandle:
+            self.whens.add(self.time() + delay)
+            return super().call_later(delay, callback, *args, context=context)
+
+    return _UvLoop
+
+
 def _new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, int | None]:
     """A loop of ``kind`` and the descriptor that turns readable when it has work."""
     if kind not in LOOPS:
         raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {kind!r}")
     if kind == "uvloop":
-        raise ValueError(
-            "--loop uvloop is not supported yet: the worker-driven loop needs a selector "
-            "descriptor, which uvloop does not expose (docs/asgi.md)"
-        )
+        loop = _uvloop_type()()
+        loop.whens = _Whens()  # type: ignore[attr-defined]
+        return loop, loop._get_backend_id()  # type: ignore[attr-defined]
     selector = selectors.DefaultSelector()
     fileno = selector.fileno() if hasattr(selector, "fileno") else None
     return _SteppedLoop(selector), fileno
@@ -169,7 +244,13 @@ class LoopDriver:
     """One asyncio loop, stepped by worker threads (see the module docstring).
 
     Args:
-        kind: ``auto`` or ``asyncio`` (``uvloop``: a clear ``ValueError`` for now).
+        kind: ``auto`` or ``asyncio`` (CPython's selector loop, with the shortcuts
+            above), or ``uvloop`` (uvloop's loop; ``ValueError`` when it is not
+            installed). uvloop's loop has no ready queue to run by hand, so every
+            step of it is a loop iteration (``full_step``: ``stop`` then
+            ``run_forever``, one libuv round with a zero poll timeout); the watcher
+            polls libuv's backend descriptor (``Loop._get_backend_id``), and the
+            loop's timers are armed from ``_Whens``.
     """
 
     def __init__(self, kind: str = "auto") -> None:
@@ -291,13 +372,27 @@ class LoopDriver:
             if not since:
                 mark.app_since = _monotonic() or 1e-9
             try:
-                loop.stop()
-                loop.run_forever()  # stop() first: exactly one iteration, no waiting
-                self.step()
+                if self._ready is not None:
+                    loop.stop()
+                    loop.run_forever()  # stop() first: exactly one iteration, no waiting
+                    self.step()
+                else:
+                    self._uv_rounds(loop)
             finally:
                 if not since:
                     mark.app_since = 0.0
             self._arm_timer()
+
+    def _uv_rounds(self, loop: Any) -> None:
+        """uvloop: iterate until a round schedules nothing (``_MAX_ROUNDS`` at most)."""
+        for _ in range(_MAX_ROUNDS):
+            loop.dirty = False
+            loop.stop()
+            loop.run_forever()  # stop() first: one libuv iteration, no waiting
+            if not loop.dirty:
+                return
+        if self._workers is not None:
+            self._workers.post(self.full_step)  # the rest, behind what else waits
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> Task[Any]:
         """A task for ``coro`` (a request's), its first step run at once when it may.
@@ -375,11 +470,20 @@ class LoopDriver:
 
     def _arm_timer(self) -> None:
         """Make the loop's earliest timer a worker timer (when it is earlier)."""
-        scheduled = self._scheduled
         workers = self._workers
-        if not scheduled or workers is None:
+        if workers is None:
             return
-        when = scheduled[0].when()
+        scheduled = self._scheduled
+        if scheduled is not None:
+            if not scheduled:
+                return
+            when = scheduled[0].when()
+        else:
+            whens: _Whens | None = getattr(self.loop, "whens", None)
+            found = whens.next(self.loop.time()) if whens is not None else None
+            if found is None:
+                return
+            when = found
         if when >= self._timer_at - 0.0005:
             return
         if self._timer is not None:
