@@ -193,6 +193,22 @@ def _uvloop_type() -> type[asyncio.AbstractEventLoop]:
             self.dirty = True
             return super().call_soon(callback, *args, context=context)
 
+        # Set by ``LoopDriver.attach``: posts a step to the workers. A callback
+        # scheduled from another thread can land after a round's idle phase while
+        # the same round drains libuv's wake-up descriptor, so the watcher would not
+        # see it: every such callback asks for a step itself.
+        wake: Callable[[], None] | None = None
+
+        def call_soon_threadsafe(  # type: ignore[override]
+            self, callback: Callable[..., object], *args: Any,
+            context: contextvars.Context | None = None,
+        ) -> asyncio.Handle:
+            handle = super().call_soon_threadsafe(callback, *args, context=context)
+            wake = self.wake
+            if wake is not None:
+                wake()
+            return handle
+
         def call_at(  # type: ignore[override]
             self, when: float, callback: Callable[..., object], *args: Any,
             context: contextvars.Context | None = None,
@@ -288,6 +304,8 @@ class LoopDriver:
             if self._workers is not None:
                 return
             self._workers = workers
+            if hasattr(self.loop, "wake"):  # uvloop's (``_uvloop_type``)
+                self.loop.wake = lambda: workers.post(self.full_step)
             if self._fileno is not None:
                 self._watcher = threading.Thread(
                     target=self._watch, name="reactor-asgi-watcher", daemon=True
