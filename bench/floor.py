@@ -16,6 +16,9 @@ drives the coroutine with ``send(None)`` and no task at all: what a task costs, 
 the bound for a server that could do without one (``asyncio.current_task()`` is then
 None inside the app, which anyio, sniffio and ``asyncio.timeout`` refuse).
 
+A request that does not keep the connection (``Connection: close``, HTTP/1.0 without
+keep-alive) gets its answer, then the connection is closed.
+
 What it leaves out is the point: no timeouts, limits, keep-alive rules, ``Date``
 header, validation, stats or error handling. It is not a server; ``make bench``'s
 "floor loop" column runs it to show what the product's extra work costs. Linux only.
@@ -53,13 +56,14 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[b
 class Peer:
     """One connection's socket and parser state, on its worker."""
 
-    __slots__ = ("done", "fields", "parser", "sock", "target")
+    __slots__ = ("done", "fields", "keep", "parser", "sock", "target")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.target = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.done: list[tuple[bytes, list[tuple[bytes, bytes]]]] = []
+        self.keep = True  # the last complete request keeps the connection
         self.parser = httptools.HttpRequestParser(self)
 
     def on_url(self, url: bytes) -> None:
@@ -71,12 +75,14 @@ class Peer:
     def on_message_complete(self) -> None:
         self.done.append((self.target, self.fields))
         self.target, self.fields = b"", []
+        self.keep = self.parser.should_keep_alive()  # read here: the parser resets after
 
 
 def respond(app: App, peer: Peer, port: int) -> bytes:
     """The bytes of every response the last read completed, in order."""
     out = []
     method = peer.parser.get_method().decode()
+    close = "" if peer.keep else "Connection: close\r\n"
     for target, fields in peer.done:
         path, _, query = target.partition(b"?")
         environ: dict[str, Any] = {
@@ -93,7 +99,7 @@ def respond(app: App, peer: Peer, port: int) -> bytes:
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None,
                            head: list[bytes] = head) -> None:
             lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
-            head.append(f"HTTP/1.1 {status}\r\n{lines}\r\n".encode("latin-1"))
+            head.append(f"HTTP/1.1 {status}\r\n{lines}{close}\r\n".encode("latin-1"))
 
         body = b"".join(app(environ, start_response))
         out.append(head[0] + body)
@@ -121,6 +127,7 @@ class AsgiResponder:
         self.loop = EagerLoop()
         asyncio.events._set_running_loop(self.loop)
         self.out: list[bytes] = []
+        self.close = False  # the request asked to close: say so in the head
 
     async def receive(self) -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -128,12 +135,15 @@ class AsgiResponder:
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             lines = b"".join(b"%s: %s\r\n" % pair for pair in message.get("headers", ()))
+            if self.close:
+                lines += b"Connection: close\r\n"
             self.out.append(b"HTTP/1.1 %d OK\r\n%s\r\n" % (message["status"], lines))
         else:
             self.out.append(message.get("body", b""))
 
     def __call__(self, app: Any, peer: Peer, port: int) -> bytes:
         method = peer.parser.get_method().decode()
+        self.close = not peer.keep
         for target, fields in peer.done:
             path, _, query = target.partition(b"?")
             scope = {
@@ -186,6 +196,11 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                     break
                 if peer.done:
                     peer.sock.sendall(answer(app, peer, port))
+                    if not peer.keep:  # Connection: close (or 1.0)
+                        ep.unregister(fd)
+                        del peers[fd]
+                        peer.sock.close()
+                        break
 
 
 def main() -> None:

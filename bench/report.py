@@ -285,6 +285,7 @@ def check_targets(rows: Sequence[Row]) -> list[TargetCheck]:
 BOUNDED = (
     ("keepalive", "granian", 0.95),
     ("json", "granian", 0.95),
+    ("close", "granian", 1.0),
     ("asgi", "uvicorn-asgi", 1.3),
     ("asgi", "granian-asgi", 0.8),
     ("fastapi", "uvicorn-asgi", 1.2),

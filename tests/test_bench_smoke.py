@@ -273,3 +273,36 @@ def test_the_idle_websocket_client_speaks_what_the_codec_reads() -> None:
     assert events == [TextMessage(message.decode()), Pong(b"p")]
     buf = bytearray(frame_bytes(9, b"ping") + frame_bytes(8, b"\x03\xe8")[:3])
     assert _frames(buf) == [(9, b"ping")] and len(buf) == 3
+
+
+def test_the_floor_closes_when_the_request_asks_and_says_so() -> None:
+    """bench/floor.py is a row of the close scenario: it answers, says close, closes."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
+                              str(port)], cwd=root)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the floor did not start"
+                time.sleep(0.05)
+        with conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := conn.recv(4096):  # ends: the floor closed the connection
+                got += chunk
+        assert b"\r\nConnection: close\r\n" in got and got.endswith(b"Hello, World!")
+    finally:
+        child.kill()
+        child.wait(10)
