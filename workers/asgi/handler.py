@@ -41,6 +41,7 @@ from ..http.limits import HttpConfig
 from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
 from ..http.proxy import parse_proxy_header
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
+from ..http.state import CHUNKED, LENGTH, NO_BODY, framing
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
@@ -54,7 +55,6 @@ __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
 
 log = logging.getLogger("mioreactor.asgi")
 
-NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 T_HEADER, T_KEEPALIVE = 0, 1
 _BODY_HIGH = 256 * 1024  # unread request body bytes before reading pauses
 _STATUS: dict[int, str] = {}
@@ -679,30 +679,18 @@ class AsgiHandler:
             cycle.keep_alive and not app_close and not st.draining
             and not (st.eof and not st.events)
         )
-        if method == "HEAD" or status == 204 or status == 304 or status < 200:
-            cycle.mode = NO_BODY
-            if length is None and method == "HEAD" and not more and (body or size):
-                length = size if size is not None else len(body)  # what GET would send
-            extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
-        else:
-            if length is None:
-                length = size if size is not None else (None if more else len(body))
-            if length is not None:
-                cycle.mode = LENGTH
-                cycle.remaining = length
-                extra = b"Content-Length: %d\r\n" % length
-            elif cycle.version == "1.1":
-                cycle.mode = CHUNKED
-                extra = b"Transfer-Encoding: chunked\r\n"
+        no_body = method == "HEAD" or status == 204 or status == 304 or status < 200
+        if length is None:
+            if no_body:
+                if method == "HEAD" and not more and (body or size):
+                    length = size if size is not None else len(body)  # what GET would send
             else:
-                cycle.mode = UNTIL_CLOSE
-                keep_alive = False
-                extra = b""
+                length = size if size is not None else (None if more else len(body))
+        cycle.mode, extra, keep_alive = framing(no_body, status, length, cycle.version,
+                                                keep_alive)
+        if cycle.mode == LENGTH:
+            cycle.remaining = length  # type: ignore[assignment]
         cycle.close = not keep_alive
-        if not keep_alive:
-            extra += b"Connection: close\r\n"
-        elif cycle.version == "1.0":
-            extra += b"Connection: keep-alive\r\n"
         cycle.started = True
         return self.encoder.head(status_line, header_lines, extra)
 

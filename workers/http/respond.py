@@ -27,7 +27,6 @@ from .response import CHUNKED_END, ResponseEncoder
 from .state import (
     _BODY_INDEX,
     _CODES,
-    _LENGTH_LINES,
     _NO_ITERATOR,
     CHUNKED,
     CLOSED,
@@ -35,10 +34,9 @@ from .state import (
     LENGTH,
     NO_BODY,
     RESPONDING,
-    UNTIL_CLOSE,
-    _length_line,
     _Response,
     _State,
+    framing,
 )
 from .wsgi import AppError, FileWrapper, StartResponse
 
@@ -156,31 +154,17 @@ class Responder:
         )
         result = resp.result
         length = start.content_length
-        if request.method == "HEAD" or status == 204 or status == 304:
-            resp.mode = NO_BODY
-            extra = b"" if length is None or status == 204 else b"Content-Length: %d\r\n" % length
-        else:
-            if length is None:
-                if exhausted:
-                    length = sum(map(len, chunks))
-                elif isinstance(result, FileWrapper):
-                    length = self._file_length(result)
-            if length is not None:
-                resp.mode = LENGTH
-                resp.remaining = length
-                extra = _LENGTH_LINES.get(length) or _length_line(length)
-            elif request.version == "1.1":
-                resp.mode = CHUNKED
-                extra = b"Transfer-Encoding: chunked\r\n"
-            else:
-                resp.mode = UNTIL_CLOSE
-                keep_alive = False
-                extra = b""
+        no_body = request.method == "HEAD" or status == 204 or status == 304
+        if not no_body and length is None:
+            if exhausted:
+                length = sum(map(len, chunks))
+            elif isinstance(result, FileWrapper):
+                length = self._file_length(result)
+        resp.mode, extra, keep_alive = framing(no_body, status, length, request.version,
+                                               keep_alive)
+        if resp.mode == LENGTH:
+            resp.remaining = length  # type: ignore[assignment]
         resp.close = not keep_alive
-        if not keep_alive:
-            extra += b"Connection: close\r\n"
-        elif request.version == "1.0":
-            extra += b"Connection: keep-alive\r\n"
         start.headers_sent = True
         head = self.encoder.head(start.status, start.headers, extra)
         if resp.mode == NO_BODY:

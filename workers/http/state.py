@@ -31,6 +31,7 @@ __all__ = [
     "T_KEEPALIVE",
     "T_SEND",
     "UNTIL_CLOSE",
+    "framing",
 ]
 
 # Phases (ints: compared on every callback).
@@ -57,6 +58,37 @@ def _length_line(length: int) -> bytes:
     if length < 65536 and len(_LENGTH_LINES) < 1024:
         _LENGTH_LINES[length] = line
     return line
+
+
+def framing(no_body: bool, status: int, length: int | None, version: str,
+            keep_alive: bool) -> tuple[int, bytes, bool]:
+    """The body framing of a response head: ``(mode, extra lines, keep_alive)``.
+
+    One rule for WSGI and ASGI responses (the caller decides ``no_body`` and the
+    ``length`` it knows): no body for HEAD, 204 and 304, with the ``Content-Length``
+    GET would have (none for 204); else the length when known, chunked on HTTP/1.1,
+    close-delimited on HTTP/1.0. The ``Connection`` line follows: ``close`` when the
+    connection will not be kept, ``keep-alive`` for a kept HTTP/1.0 one.
+    """
+    if no_body:
+        mode = NO_BODY
+        extra = b"" if length is None or status == 204 else (
+            _LENGTH_LINES.get(length) or _length_line(length))
+    elif length is not None:
+        mode = LENGTH
+        extra = _LENGTH_LINES.get(length) or _length_line(length)
+    elif version == "1.1":
+        mode = CHUNKED
+        extra = b"Transfer-Encoding: chunked\r\n"
+    else:
+        mode = UNTIL_CLOSE
+        keep_alive = False
+        extra = b""
+    if not keep_alive:
+        extra += b"Connection: close\r\n"
+    elif version == "1.0":
+        extra += b"Connection: keep-alive\r\n"
+    return mode, extra, keep_alive
 
 
 class _Response:
