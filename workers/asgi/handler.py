@@ -41,7 +41,7 @@ from ..http.limits import HttpConfig
 from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
 from ..http.proxy import parse_proxy_header
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
-from ..http.state import CHUNKED, LENGTH, NO_BODY, framing
+from ..http.state import CHUNKED, LENGTH, NO_BODY, frame_body, framing
 from ..http.wsgi import AppError, StartResponse
 from ..ops.metrics import BUCKETS, DURATION_BOUNDS, STATUS_CLASSES
 from ..websocket import HandshakeError, is_upgrade_request, parse_upgrade_request
@@ -696,20 +696,9 @@ class AsgiHandler:
 
     def frame(self, cycle: Cycle, data: bytes) -> bytes:
         """Frame ``data`` for the response's body mode, enforcing Content-Length."""
-        mode = cycle.mode
-        if not data or mode == NO_BODY:
+        if not data or cycle.mode == NO_BODY:
             return b""
-        if mode == CHUNKED:
-            cycle.sent += len(data)
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        if mode == LENGTH:
-            if len(data) > cycle.remaining:
-                log.warning("ASGI app sent more than its Content-Length; truncated")
-                data = data[: cycle.remaining]
-                cycle.close = True
-            cycle.remaining -= len(data)
-        cycle.sent += len(data)
-        return data
+        return frame_body(cycle, data, log, "ASGI app")
 
     def complete(self, conn: Connection, st: _State, cycle: Cycle) -> None:
         """The last body message was sent: frame the end, log, go on or close."""

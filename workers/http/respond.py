@@ -36,6 +36,7 @@ from .state import (
     RESPONDING,
     _Response,
     _State,
+    frame_body,
     framing,
 )
 from .wsgi import AppError, FileWrapper, StartResponse
@@ -182,12 +183,12 @@ class Responder:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if not data:
             conn.write(head)
-        elif resp.mode == LENGTH and len(data) <= resp.remaining:  # _frame, inline
+        elif resp.mode == LENGTH and len(data) <= resp.remaining:  # frame_body, inline
             resp.remaining -= len(data)
             resp.sent = len(data)
             conn.write(head + data)
         else:
-            conn.write(head + self._frame(resp, data))
+            conn.write(head + frame_body(resp, data, log, "application"))
         if exhausted:
             self._finish(conn, st)
         else:
@@ -220,28 +221,12 @@ class Responder:
         resp.remaining = 0
         return True
 
-    def _frame(self, resp: _Response, data: bytes) -> bytes:
-        """Frame ``data`` for the response's body mode, enforcing Content-Length."""
-        mode = resp.mode
-        if mode == CHUNKED:
-            resp.sent += len(data)
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        if mode == LENGTH:
-            if len(data) > resp.remaining:
-                log.warning("application sent more than its Content-Length; truncated")
-                data = data[: resp.remaining]
-                resp.close = True
-            resp.remaining -= len(data)
-        resp.sent += len(data)
-        return data
-
     def _pump(self, conn: Connection, st: _State) -> None:
         """Pull the body iterator while the connection takes more; finish at its end."""
         resp = st.response
         if resp is None:
             return
         write = conn.write
-        frame = self._frame
         nxt = resp.iterator.__next__
         try:
             with self.worker.blocking():
@@ -253,7 +238,7 @@ class Responder:
                     if type(data) is not bytes:
                         raise AppError(f"response body item is {type(data).__name__}, not bytes")
                     if data:
-                        write(frame(resp, data))
+                        write(frame_body(resp, data, log, "application"))
                         if st.phase != RESPONDING:
                             return  # the connection went away under us
                 else:

@@ -10,6 +10,7 @@ values the application chose (never by a client's bytes).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -89,6 +90,27 @@ def framing(no_body: bool, status: int, length: int | None, version: str,
     elif version == "1.0":
         extra += b"Connection: keep-alive\r\n"
     return mode, extra, keep_alive
+
+
+def frame_body(resp: Any, data: bytes, log: logging.Logger, who: str) -> bytes:
+    """``data`` framed for ``resp.mode`` (chunked or length), counted in ``resp.sent``.
+
+    A body beyond the declared ``Content-Length`` is cut there, logged (``log``, as ``who``)
+    and closes the connection after the response (``resp.close``). ``resp``: a WSGI
+    ``_Response`` or an ASGI ``Cycle`` (``mode``, ``remaining``, ``sent``, ``close``).
+    """
+    mode = resp.mode
+    if mode == CHUNKED:
+        resp.sent += len(data)
+        return b"%x\r\n%b\r\n" % (len(data), data)
+    if mode == LENGTH:
+        if len(data) > resp.remaining:
+            log.warning("%s sent more than its Content-Length; truncated", who)
+            data = data[: resp.remaining]
+            resp.close = True
+        resp.remaining -= len(data)
+    resp.sent += len(data)
+    return data
 
 
 class _Response:
