@@ -88,9 +88,7 @@ def test_requests_run_on_uvloop_in_a_task(server: Server) -> None:
 
 
 def test_a_timer_wakes_the_loop_without_another_request(server: Server) -> None:
-    start = time.monotonic()
-    assert get(server, "/sleep") == [b"slept"]
-    assert time.monotonic() - start < 2.0  # a missed timer would hang until the timeout
+    assert get(server, "/sleep") == [b"slept"]  # a missed timer: no answer, a socket timeout
 
 
 def test_a_thread_wakes_the_loop_through_its_backend_descriptor(server: Server) -> None:
