@@ -272,7 +272,7 @@ class AsgiHandler:
             with self.lock:
                 ws.feed(data)
                 driver = self.driver
-                if driver.ready or driver.scheduled:  # LoopDriver.pending, inline
+                if driver.ready or driver.scheduled:  # anything for step() to do
                     driver.step()
             return
         with self.lock:
@@ -306,7 +306,7 @@ class AsgiHandler:
                     if not (task.done() and cycle.complete and not task.cancelled()
                             and task.exception() is None):
                         self._watch(conn, st, cycle, task)
-                    if driver.ready or driver.scheduled:  # LoopDriver.pending, inline
+                    if driver.ready or driver.scheduled:  # anything for step() to do
                         driver.step()
                     return
             if st.proxy_buf is not None:  # a PROXY protocol header first

@@ -281,22 +281,14 @@ class LoopDriver:
         self._timer_at = float("inf")
         self._ready: Any = getattr(self.loop, "_ready", None)  # CPython's deque of handles
         self._scheduled: Any = getattr(self.loop, "_scheduled", None)  # its timer heap
-        # What ``pending`` reads, for a caller that reads them inline: ``ready`` is a
-        # deque that is never empty when there is no deque to read (``pending`` True).
+        # Whether ``step`` has anything to do, for a caller that asks inline
+        # (``ready or scheduled``): the ready handles and the timer heap, or, for a
+        # loop that shows neither (uvloop), a ``ready`` that is never empty.
         self.ready: Any = self._ready if self._ready is not None else (True,)
         self.scheduled: Any = self._scheduled if self._scheduled is not None else ()
         self._local = _Running()  # per thread: has step left the running loop set here
         # The loop when start() may run a first step at once (our own loop type).
         self._stepped = self.loop if isinstance(self.loop, _SteppedLoop) else None
-
-    @property
-    def pending(self) -> bool:
-        """Whether ``step`` has anything to do: ready callbacks, or timers to arm.
-
-        True when the loop does not expose them (another loop type): ask ``step``.
-        """
-        ready, scheduled = self._ready, self._scheduled
-        return ready is None or bool(ready) or bool(scheduled)
 
     def attach(self, workers: Poster) -> None:
         """Let ``workers`` step the loop from now on; starts the watcher once."""
