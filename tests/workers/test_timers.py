@@ -77,3 +77,44 @@ def test_one_shot_timers_and_deadlines_share_the_heap_in_order() -> None:
     Deadline(timers, Owner()).set(0.01, lambda conn: order.append("deadline"))
     run_until(timers, 0.05)
     assert order == ["deadline", "timer"]
+
+
+def test_a_retired_deadline_lets_go_of_its_connection_and_is_purged() -> None:
+    """A closed connection's deadline: no reference back to the connection (no
+    cycle to wait for the collector), and a heap of them is purged, not kept until
+    each one's timeout (a minute of ``Connection: close`` load would hold millions)."""
+    import weakref
+
+    timers = Timers()
+    live = Deadline(timers, Owner())
+    live.set(60.0, lambda conn: None)
+    refs = []
+    for _ in range(1000):
+        owner = Owner()
+        refs.append(weakref.ref(owner))
+        dl = Deadline(timers, owner)
+        dl.set(60.0, lambda conn: None)
+        dl.retire()
+        del owner, dl
+    assert all(ref() is None for ref in refs)  # freed by reference counting alone
+    assert len(timers._heap) < 200, len(timers._heap)
+    assert len(timers) == 1
+    assert timers.timeout() is not None  # the live one is still there
+
+
+def _touch(conn: Owner) -> None:
+    pass
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
+    import weakref
+    from functools import partial
+
+    timers = Timers()
+    owner = Owner()
+    gone = weakref.ref(owner)
+    timer = timers.call_later(60.0, partial(_touch, owner), conn=owner)
+    del owner
+    assert gone() is not None
+    timer.cancel()
+    assert gone() is None

@@ -553,8 +553,10 @@ class Conn:
         if self._state == 2:
             return
         self._state = 2
-        if self._deadline is not None:
-            self._deadline.cancel()
+        deadline = self._deadline
+        if deadline is not None:
+            self._deadline = None
+            deadline.retire()
         timers = self._timers
         if timers:
             self._timers = None

@@ -19,6 +19,10 @@ from typing import Any
 __all__ = ["Deadline", "Timer", "Timers"]
 
 
+def _nothing() -> None:
+    """A cancelled timer's callback."""
+
+
 class Timer:
     """A pending callback. ``cancel()`` is idempotent and O(1)."""
 
@@ -39,6 +43,10 @@ class Timer:
             if owner is not None:
                 owner.discard(self)
                 self.owner = None
+            # Its heap entry stays until due or purged: it holds nothing else alive
+            # (a closure over the connection would keep the connection till then).
+            self.callback = _nothing
+            self.conn = None
             self._timers._note_cancel()
 
 
@@ -78,6 +86,21 @@ class Deadline:
 
     def cancel(self) -> None:
         self.at = 0.0
+
+    def retire(self) -> None:
+        """The connection is gone: cancel for good and let go of it.
+
+        The connection refers to its deadline and the deadline to the connection: a
+        cycle that only the cyclic garbage collector can free, and its heap entry
+        would keep both (and all the connection holds) alive until the timeout falls
+        due. Retired, the entry holds this small object alone, and is counted for
+        the heap's purge like a cancelled ``Timer``.
+        """
+        self.at = 0.0
+        self.conn = None
+        self.callback = None
+        if self.queued_at:
+            self._timers._note_cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -153,6 +176,8 @@ class Timers:
                     if not entry.at:  # cancelled: its live entry is gone
                         heapq.heappop(heap)
                         entry.queued_at = 0.0
+                        if entry.conn is None:  # retired: counted for the purge
+                            self._cancelled = max(0, self._cancelled - 1)
                         continue
                 elif entry.cancelled:
                     heapq.heappop(heap)
@@ -170,8 +195,10 @@ class Timers:
                     if entry.queued_at != at:
                         continue  # superseded by an earlier entry
                     entry.queued_at = 0.0
-                    if not entry.at:
-                        continue  # cancelled
+                    if not entry.at:  # cancelled
+                        if entry.conn is None:  # retired: counted for the purge
+                            self._cancelled = max(0, self._cancelled - 1)
+                        continue
                     if entry.at > now:  # moved later since: queue it again, once
                         entry.queued_at = entry.at
                         heapq.heappush(heap, (entry.at, next(self._seq), entry))
