@@ -55,7 +55,7 @@ __all__ = ["AsgiHandler", "make_asgi_handler_factory"]
 
 log = logging.getLogger("mioreactor.asgi")
 
-T_HEADER, T_KEEPALIVE = 0, 1
+T_HEADER, T_KEEPALIVE, T_BODY = 0, 1, 2
 _BODY_HIGH = 256 * 1024  # unread request body bytes before reading pauses
 _STATUS: dict[int, str] = {}
 # (status, *headers) as the app sent them -> (status line, validated header lines,
@@ -327,7 +327,11 @@ class AsgiHandler:
     def eof_received(self, conn: Connection) -> bool:
         st: _State = conn.context
         st.eof = True
-        return st.cycle is not None and st.ws is None  # finish the response in progress
+        cycle = st.cycle
+        # Half-closed after a whole request: finish the response in progress. Before
+        # its body ended, the request can never complete: close now, and the app's
+        # receive() says http.disconnect (connection_lost), as when the socket goes.
+        return cycle is not None and st.ws is None and cycle.body_done
 
     def pause_writing(self, conn: Connection) -> None:
         st: _State = conn.context
@@ -362,6 +366,11 @@ class AsgiHandler:
         st: _State = conn.context
         st.closed = True
         st.timer_kind = -1
+        # Let go of what refers back (the parser holds the protocol's callbacks, the
+        # responder the state): freed now by reference counting, not at the cyclic
+        # collector's next full pass (docs/design.md, "No garbage cycles").
+        st.responder = None
+        st.proto.discard()
         if st.send_timer is not None:
             st.send_timer.cancel()
             st.send_timer = None
@@ -373,6 +382,7 @@ class AsgiHandler:
             with self.lock:
                 st.ws.lost()
                 self.driver.step()
+            st.ws = None  # an app still running holds it; it no longer holds us back
             return
         cycle = st.cycle
         if cycle is not None:
@@ -380,6 +390,7 @@ class AsgiHandler:
                 cycle.disconnected = True
                 cycle.wake()
                 self.driver.step()
+            st.cycle = None
 
     def drain(self, conn: Connection) -> None:
         """Graceful stop: close an idle connection; a request in progress finishes."""
@@ -434,11 +445,15 @@ class AsgiHandler:
                 cycle.body_size += len(event)  # type: ignore[arg-type]
                 cycle.continue_due = False
                 cycle.wake()
+                if st.timer_kind == T_BODY:  # a byte came: the stall starts again
+                    conn.rearm(self.config.body_timeout, _fire_phase)
                 if cycle.body_size > _BODY_HIGH and not st.read_paused:
                     st.read_paused = True
                     conn.pause_reading()
             elif event is END_OF_MESSAGE:
                 del events[0]
+                if st.timer_kind == T_BODY:
+                    st.timer_kind = -1
                 if cycle is not None:
                     cycle.body_done = True
                     if cycle.waiter is not None:
@@ -468,6 +483,8 @@ class AsgiHandler:
         loop = self.loop
         cycle = Cycle(loop, responder, request, scope, perf_counter())
         st.cycle = cycle
+        if not cycle.body_done:  # the body may stall: --body-timeout, as for WSGI
+            self._arm(conn, st, T_BODY, self.config.body_timeout)
         coro: Any = self.app(scope, cycle.receive, cycle.send)
         task = self.driver.start(coro if type(coro) is CoroutineType else _awaiting(coro))
         if not (task.done() and cycle.complete and not task.cancelled()
@@ -786,6 +803,9 @@ class AsgiHandler:
     def on_phase_timer(self, conn: Connection) -> None:
         st: _State = conn.context
         kind = st.timer_kind
+        if kind == T_BODY and not st.closed:
+            self._body_stalled(conn, st)
+            return
         if kind < 0 or st.closed or st.cycle is not None:
             return
         st.timer_kind = -1
@@ -794,6 +814,29 @@ class AsgiHandler:
                 self._fail(conn, st, RequestTimeout("request head incomplete"))
         else:
             self._close(conn, st)
+
+
+    def _body_stalled(self, conn: Connection, st: _State) -> None:
+        """No body byte for ``body_timeout``: 408 and close (the app's ``receive``
+        says ``http.disconnect``), or, once the response began, abort. A stall that is
+        not the client's (the app has not read what came, or has not yet asked for a
+        body announced with ``Expect: 100-continue``) waits another period."""
+        cycle = st.cycle
+        if cycle is None or cycle.body_done:
+            st.timer_kind = -1
+            return
+        if st.read_paused or cycle.continue_due:
+            conn.rearm(self.config.body_timeout, _fire_phase)
+            return
+        log.info("%r: request body stalled for %g s", conn.peer, self.config.body_timeout)
+        with self.lock:
+            if cycle.started:
+                st.timer_kind = -1
+                st.closed = True
+                conn.abort()  # connection_lost: the app's receive says disconnect
+            else:
+                self._fail(conn, st, RequestTimeout("request body stalled"), cycle)
+            self.driver.step()
 
 
 class _Responder:
@@ -879,13 +922,18 @@ class _Responder:
         self.handler.send_file(self.conn, self.st, cycle, path)
 
     def send_continue(self, cycle: Cycle) -> None:
-        if not self.st.closed:
+        st = self.st
+        if not st.closed:
             self.conn.write(CONTINUE_RESPONSE)
+            if st.timer_kind == T_BODY:  # the client's time to send starts now
+                self.conn.rearm(self.handler.config.body_timeout, _fire_phase)
 
     def body_taken(self, cycle: Cycle) -> None:
         st = self.st
         if st.read_paused and not st.events and not st.closed:
             st.read_paused = False
+            if st.timer_kind == T_BODY:  # the wait was the app's: the client's starts now
+                self.conn.rearm(self.handler.config.body_timeout, _fire_phase)
             self.conn.resume_reading()
 
 

@@ -377,6 +377,10 @@ class HttpHandler(Deadlines, Responder):
             st.events.clear()
         if st.backlog:
             st.backlog.clear()
+        proto = st.proto
+        if proto is not None:  # not at rest (else the pool has it): the cycle goes now
+            st.proto = None
+            proto.discard()
 
     def describe(self, conn: Connection) -> str:
         """``METHOD /target`` of the request ``conn`` is serving (for the watchdog).
