@@ -91,3 +91,12 @@ def gil_hog(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
     body = b"%010d\n" % os.getpid()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def gc_state(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """JSON: this process's pid and how many objects ``gc.freeze`` set aside."""
+    import gc
+
+    body = json.dumps({"pid": os.getpid(), "frozen": gc.get_freeze_count()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
