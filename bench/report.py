@@ -286,6 +286,7 @@ BOUNDED = (
     ("keepalive", "granian", 0.95),
     ("json", "granian", 0.95),
     ("close", "granian", 1.0),
+    ("tls", "granian", 0.9),
     ("asgi", "uvicorn-asgi", 1.3),
     ("asgi", "granian-asgi", 0.8),
     ("fastapi", "uvicorn-asgi", 1.2),

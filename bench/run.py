@@ -157,7 +157,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("fastapi", "FastAPI JSON endpoint, keep-alive",
              ("ours", "uvicorn-asgi", "granian-asgi", "floor"), app="fastapi_json_asgi"),
     Scenario("tls", "TLS keep-alive hello (https)",
-             ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian"), tls=True),
+             ("ours", "ours-plain", "uvicorn-asgi", "uvicorn", "granian", "floor"), tls=True),
 ]
 
 

@@ -146,6 +146,10 @@ def _granian_tls(cert: str, key: str) -> list[str]:
     return ["--ssl-certificate", cert, "--ssl-keyfile", key]
 
 
+def _floor_tls(cert: str, key: str) -> list[str]:
+    return ["--certfile", cert, "--keyfile", key]
+
+
 def floor_loop_path() -> Path:
     """``bench/floor.py``: the architecture's bare shape ($FLOOR_LOOP overrides)."""
     env = os.environ.get("FLOOR_LOOP")
@@ -182,7 +186,8 @@ PEERS: dict[str, ServerSpec] = {
         ServerSpec("granian-asgi", _granian_asgi, "granian",
                    "granian --interface asgi --workers P (the ASGI scenarios)", _granian_tls),
         ServerSpec("floor", _floor, "httptools",
-                   "reference: bench/floor.py --port P --app bench.apps:APP"),
+                   "reference: bench/floor.py --port P --app bench.apps:APP",
+                   _floor_tls),
     )
 }
 
