@@ -33,6 +33,7 @@ counting starts, and counting stops before it closes them.
     .venv/bin/python bench/calls.py --only product --top 25   # + the most-called functions
     .venv/bin/python bench/calls.py --tls --opcodes   # + product over TLS
     .venv/bin/python bench/calls.py --only product-asgi --opcodes   # the ASGI hello
+    .venv/bin/python bench/calls.py --asgi --callgrind   # + the ASGI hello, product and floor
 
 The floor is ``bench/floor.py`` (``FLOOR_LOOP`` overrides the path),
 imported and run in a thread; it only serves 127.0.0.1.
@@ -201,22 +202,23 @@ _STARTS: dict[str, Callable[[], tuple[int, Callable[[], None]]]] = {
     "product": _start_product,
     "product-tls": _start_product_tls,
     "product-asgi": _start_product_asgi,
+    "floor-asgi": lambda: _start_floor("hello_asgi"),
 }
-_ROWS = ("product", "product-tls", "product-asgi", "floor")
+_ROWS = ("product", "product-tls", "product-asgi", "floor", "floor-asgi")
 
 
 def _app_code(which: str) -> Any:
     """The code object whose calls count the requests (the app each row serves)."""
-    return (apps.hello_asgi if which == "product-asgi" else apps.hello).__code__
+    return (apps.hello_asgi if which.endswith("-asgi") else apps.hello).__code__
 
 
-def _start_floor() -> tuple[int, Callable[[], None]]:
+def _start_floor(app: str = "hello") -> tuple[int, Callable[[], None]]:
     spec = importlib.util.spec_from_file_location("floor_loop", floor_loop_path())
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     port = free_port()
-    argv = ["floor_loop", "--port", str(port), "--app", "bench.apps:hello"]
+    argv = ["floor_loop", "--port", str(port), "--app", f"bench.apps:{app}"]
 
     def run() -> None:
         sys.argv = argv
@@ -514,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tls = a.tls or a.only == "product-tls"
     rows = ("product", "product-tls", "floor") if tls else ("product", "floor")
-    if a.asgi or a.only == "product-asgi":
-        rows = (*rows[:-1], "product-asgi", rows[-1])
+    if a.asgi or a.only in ("product-asgi", "floor-asgi"):
+        rows = (*rows, "product-asgi", "floor-asgi")
     for which in rows:
         if a.only and which != a.only:
             continue
