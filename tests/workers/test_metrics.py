@@ -402,3 +402,40 @@ def test_listen_queues_reads_the_port_at_most_once_a_second() -> None:
         finally:
             for c in clients:
                 c.close()
+
+
+# -- the garbage collector's pauses ---------------------------------------------------------
+def test_a_full_collection_shows_in_stats_and_metrics() -> None:
+    import gc
+
+    with Server(lambda e, s: [b""], bind="127.0.0.1:0", workers=1) as server:
+        before = server.stats(listen_queue=False)["gc"]
+        gc.collect(2)
+        gc.collect(0)
+        after = server.stats(listen_queue=False)["gc"]
+        _, s = parse(render({**server.stats(listen_queue=False), "pid": 1}))
+    assert after["collections"][2] >= before["collections"][2] + 1
+    assert after["collections"][0] >= before["collections"][0] + 1
+    assert after["pause_seconds"][2] > before["pause_seconds"][2]
+    assert after["longest_pause"] > 0
+    assert value(s, "reactor_gc_collections_total", generation="2") >= after["collections"][2]
+    assert value(s, "reactor_gc_pause_seconds_total", generation="2") > 0
+    assert value(s, "reactor_gc_longest_pause_seconds") > 0
+
+
+def test_merge_sums_collections_and_keeps_the_longest_pause() -> None:
+    a = doc(1, gc={"collections": [10, 2, 1], "pause_seconds": [0.01, 0.002, 0.012],
+                   "longest_pause": 0.012})
+    b = doc(2, gc={"collections": [5, 1, 0], "pause_seconds": [0.005, 0.001, 0.0],
+                   "longest_pause": 0.004})
+    carry: dict[str, Any] = {}
+    add_counters(carry, doc(3, gc={"collections": [1, 0, 1], "pause_seconds": [0.0, 0.0, 0.02],
+                                   "longest_pause": 0.02}))
+    _, s = parse(render(merge([a, b], carry)))
+    assert value(s, "reactor_gc_collections_total", generation="0") == 16
+    assert value(s, "reactor_gc_collections_total", generation="2") == 2
+    assert value(s, "reactor_gc_pause_seconds_total", generation="2") == pytest.approx(0.032)
+    assert value(s, "reactor_gc_longest_pause_seconds") == pytest.approx(0.02)
+    # a document without the figures (an older process in a rolling upgrade) adds nothing
+    _, s = parse(render(merge([doc(4)])))
+    assert value(s, "reactor_gc_collections_total", generation="1") == 0

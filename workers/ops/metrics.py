@@ -25,6 +25,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .gcstats import GENERATIONS as GC_GENERATIONS
+
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
@@ -140,6 +142,22 @@ def add_counters(into: dict[str, Any], doc: dict[str, Any]) -> None:
     for key in _DICT_COUNTERS:
         _add_dict(into, key, doc.get(key))
     _add_histogram(into, doc.get("request_duration"))
+    _add_gc(into, doc.get("gc"))
+
+
+def _add_gc(into: dict[str, Any], gc: dict[str, Any] | None) -> None:
+    """Collections and pauses summed per generation; the longest pause is the longest."""
+    if not isinstance(gc, dict):
+        return
+    mine = into.setdefault("gc", {"collections": [0] * GC_GENERATIONS,
+                                  "pause_seconds": [0.0] * GC_GENERATIONS, "longest_pause": 0.0})
+    for key in ("collections", "pause_seconds"):
+        theirs = gc.get(key)
+        if isinstance(theirs, list) and len(theirs) == GC_GENERATIONS:
+            mine[key] = [a + b for a, b in zip(mine[key], theirs, strict=True)]
+    longest = gc.get("longest_pause")
+    if isinstance(longest, (int, float)) and longest > mine["longest_pause"]:
+        mine["longest_pause"] = float(longest)
 
 
 def _number(value: Any) -> int:
@@ -306,6 +324,21 @@ def render(doc: dict[str, Any]) -> str:
     for direction in ("in", "out"):
         w.sample("websocket_messages_total", n(ws.get(f"messages_{direction}")),
                  [("direction", direction)])
+    gc = doc.get("gc") or {}
+    w.family("gc_collections_total", "counter",
+             "Runs of the cyclic garbage collector, by generation (2: a full collection).")
+    w.family("gc_pause_seconds_total", "counter",
+             "Seconds the cyclic garbage collector held the process, by generation.")
+    for name, key in (("gc_collections_total", "collections"),
+                      ("gc_pause_seconds_total", "pause_seconds")):
+        values = gc.get(key) or [0] * GC_GENERATIONS
+        for generation, value in enumerate(values):
+            number = float(value) if isinstance(value, (int, float)) else 0.0
+            w.sample(name, number, [("generation", str(generation))])
+    longest = gc.get("longest_pause", 0.0)
+    w.one("gc_longest_pause_seconds", "gauge",
+          "The longest collection since the server started, in seconds.",
+          float(longest) if isinstance(longest, (int, float)) else 0.0)
     hist = doc.get("request_duration")
     w.family("request_duration_seconds", "histogram",
              "Seconds from a request's head parsed to its response handed to the socket.")

@@ -26,6 +26,7 @@ from ..core.acceptor import Acceptor, BoundListener
 from ..core.handler import HandlerFactory
 from ..core.scheduler import RunSlots, default_slots
 from ..core.worker import Dispatch, Worker
+from ..ops import gcstats
 from ..ops.metrics import request_counters, websocket_counters
 from ..ops.metrics_server import Source, check_metrics_bind, metrics_app, single_process_source
 from ..ops.watchdog import Watchdog
@@ -294,6 +295,7 @@ class Server:
             if self._started:
                 raise RuntimeError("this Server was started already")
             self._started = True
+        gcstats.install()  # collector pauses, for stats() and /metrics
         if self._asgi is not None:
             self._asgi.startup()  # LifespanError: nothing is bound or running yet
         tls_for = self._make_tls()  # before binding: bad TLS settings leave nothing open
@@ -557,7 +559,9 @@ class Server:
         ``count``; docs/metrics.md), tls_handshakes (completed), tls_handshake_failed
         (garbage, a protocol or certificate refused, a timeout, a client gone
         mid-handshake), tls_plain_http (plain HTTP requests answered 400 on a TLS
-        listener), tls_reloads (certificate reloads). With a ``timeout``: stuck_requests (requests reported
+        listener), tls_reloads (certificate reloads), gc (the process's cyclic collector
+        since the first server started: ``collections`` and ``pause_seconds`` per
+        generation, youngest first, and ``longest_pause``). With a ``timeout``: stuck_requests (requests reported
         inside the app for longer than it, ever), stuck_now (workers so stuck now),
         and per worker stuck_for (seconds, 0.0 when not stuck).
         """
@@ -595,6 +599,7 @@ class Server:
             "tls_handshake_failed": sum(t.failed for t in self._tls),
             "tls_plain_http": sum(t.plain_http for t in self._tls),
             "tls_reloads": sum(t.reloads for t in self._tls),
+            "gc": gcstats.snapshot(),
         }
 
 
