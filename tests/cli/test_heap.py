@@ -39,3 +39,18 @@ def test_a_serving_process_has_frozen_its_start(processes: str) -> None:
         proc.wait_serving()
         answer = get_json(("127.0.0.1", port), "/")
     assert answer["frozen"] > 1000, answer
+
+
+def test_settle_heap_counts_the_collector_from_zero_after_its_own_pass() -> None:
+    from mioreactor.workers.ops import gcstats
+
+    gcstats.install()
+    gc.collect(2)
+    assert gcstats.snapshot()["collections"][2] >= 1
+    try:
+        settle_heap()  # one more full pass, not counted
+        after = gcstats.snapshot()
+        assert after["collections"][2] == 0
+        assert after["pause_seconds"][2] == 0.0
+    finally:
+        gc.unfreeze()

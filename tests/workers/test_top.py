@@ -227,3 +227,20 @@ def test_odd_values_from_an_endpoint_do_not_break_a_frame() -> None:
     text = text.replace("reactor_connections_active 1", "reactor_connections_active +Inf")
     frame = render_frame(Scrape.from_text(text, at=1.0), None, url="u", interval=1.0)
     assert re.search(r"depth\s+nan", frame) and re.search(r"active\s+inf", frame), frame
+
+
+def test_a_frame_shows_the_collectors_runs_and_pauses() -> None:
+    def gc(full: int, pauses: list[float], longest: float) -> dict[str, Any]:
+        return {**stats_doc(), "gc": {"collections": [100, 10, full],
+                                      "pause_seconds": pauses, "longest_pause": longest}}
+
+    before = Scrape.from_text(render(gc(1, [0.01, 0.005, 0.012], 0.012)), at=10.0)
+    # two seconds later: two more full collections of 10 ms each, 4 ms of young ones
+    after = Scrape.from_text(render(gc(3, [0.014, 0.005, 0.032], 0.0121)), at=12.0)
+    assert after.gc_runs == 113 and after.gc_full == 3
+    frame = render_frame(after, before, url="http://h:1/metrics", interval=2.0, width=120,
+                         height=40)
+    line = next(x for x in frame.splitlines() if x.startswith("gc "))
+    assert re.search(r"runs\s+113\s+full\s+3\s+paused ms/s 12\.00\s+longest 12\.1 ms", line), line
+    first = render_frame(after, None, url="http://h:1/metrics", interval=2.0, width=120, height=40)
+    assert "paused ms/s -" in first

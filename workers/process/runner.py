@@ -33,6 +33,7 @@ from typing import Any
 from ...reactor.sys import load_backend
 from ..asgi import LifespanError
 from ..core.acceptor import BoundListener
+from ..ops import gcstats
 from ..ops.metrics_server import StatsResponder
 from ..server.binds import BindError, open_listeners
 from ..server.server import Server
@@ -166,6 +167,7 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    gcstats.reset()  # the pauses while serving, not this one pass over everything
 
 
 _OURS = tuple(

@@ -91,6 +91,10 @@ class Scrape:
     workers: list[tuple[str, str, str]] = field(default_factory=list)  # (pid, name, state)
     stuck_now: float = 0.0
     stuck_for: dict[tuple[str, str], float] = field(default_factory=dict)  # (pid, name)
+    gc_runs: float = 0.0  # collections of every generation
+    gc_full: float = 0.0  # generation 2
+    gc_pause: float = 0.0  # seconds, every generation
+    gc_longest: float = 0.0
 
     @property
     def requests_total(self) -> float:
@@ -112,6 +116,7 @@ class Scrape:
             "reactor_queue_depth": "queue_depth", "reactor_handoffs_total": "handoffs",
             "reactor_stuck_requests_total": "stuck", "reactor_stuck_workers": "stuck_now",
             "reactor_handler_errors_total": "handler_errors",
+            "reactor_gc_longest_pause_seconds": "gc_longest",
         }
         seen = False
         for name, labels, value in parse_text(text):
@@ -133,6 +138,12 @@ class Scrape:
                 s.duration_sum = value
             elif name == "reactor_worker_stuck_seconds" and value > 0:
                 s.stuck_for[(labels.get("pid", "?"), labels.get("worker", "?"))] = value
+            elif name == "reactor_gc_collections_total":
+                s.gc_runs += value
+                if labels.get("generation") == "2":
+                    s.gc_full = value
+            elif name == "reactor_gc_pause_seconds_total":
+                s.gc_pause += value
             elif name == "reactor_worker_state" and value == 1:
                 s.workers.append((labels.get("pid", "?"), labels.get("worker", "?"),
                                   labels.get("state", "?")))
@@ -242,8 +253,9 @@ def render_frame(
         window = bucket_deltas(prev.buckets, cur.buckets)
         span = f"last {dt:.1f} s, {_num(window[-1][1] if window else 0)} timed"
         hps = f"{rate(prev.handoffs, cur.handoffs, dt):,.1f}"
+        gcs = f"{rate(prev.gc_pause, cur.gc_pause, dt) * 1000:,.2f}"
     else:
-        rps, window, span, hps = "-", cur.buckets, "since start", "-"
+        rps, window, span, hps, gcs = "-", cur.buckets, "since start", "-", "-"
     lines.append(f"connections  active {_num(cur.active):>8}   accepted {_num(cur.accepted):>10}"
                  f"   closed {_num(cur.closed):>10}   shed {_num(cur.shed)}")
     lines.append(f"requests     total {_num(cur.requests_total):>9}   per second {rps:>8}   {classes}")
@@ -255,6 +267,8 @@ def render_frame(
     errors = "  ".join(f"{k} {_num(v)}" for k, v in sorted(cur.accept_errors.items())) or "none"
     lines.append(f"stuck        total {_num(cur.stuck):>9}   now {_num(cur.stuck_now):>15}"
                  f"   handler errors {_num(cur.handler_errors)}   accept errors {errors}")
+    lines.append(f"gc           runs {_num(cur.gc_runs):>10}   full {_num(cur.gc_full):>14}"
+                 f"   paused ms/s {gcs}   longest {_ms(cur.gc_longest)}")
     lines.append("")
     lines.append(f"{'PID':<9}{'WORKER':<22}STATE")
     room = height - len(lines)
