@@ -24,6 +24,7 @@ import gc
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -194,9 +195,39 @@ def connect_only(connect: Callable[[], socket.socket]) -> None:
         pass
 
 
+def body_too_large(connect: Callable[[], socket.socket]) -> None:
+    with connect() as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n\r\nabc")
+        assert _read_until_closed(s).startswith(b"HTTP/1.1 413")
+
+
+def target_too_long(connect: Callable[[], socket.socket]) -> None:
+    with connect() as s:
+        s.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_until_closed(s).startswith(b"HTTP/1.1 414")
+
+
+def error_after_pipelined(connect: Callable[[], socket.socket]) -> None:
+    with connect() as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n")
+        answer = _read_until_closed(s)
+        assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in answer
+
+
+def reset_mid_head(connect: Callable[[], socket.socket]) -> None:
+    """The client resets (SO_LINGER 0): the server's read fails with an error."""
+    s = connect()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+    time.sleep(0.005)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    time.sleep(0.005)
+
+
 HTTP_SHAPES: list[Shape] = [
     close_get, keepalive_then_client_closes, pipelined, post_body, chunked_body, streamed,
-    http10, refused, cut_mid_head, cut_mid_body, connect_only,
+    http10, refused, cut_mid_head, cut_mid_body, connect_only, body_too_large,
+    target_too_long, error_after_pipelined, reset_mid_head,
 ]
 
 
@@ -240,7 +271,17 @@ def asgi_slow_dropped(connect: Callable[[], socket.socket]) -> None:
     time.sleep(0.08)
 
 
-ASGI_SHAPES = [*HTTP_SHAPES, websocket_echo_and_close, websocket_dropped, asgi_slow_dropped]
+def websocket_protocol_error(connect: Callable[[], socket.socket]) -> None:
+    """An unmasked client frame: the server closes with 1002."""
+    with connect() as s:
+        _ws_open(s)
+        s.sendall(bytes([0x81, 0x02]) + b"hi")
+        closing = _read_until_closed(s)
+        assert closing[:1] == b"\x88" and closing[2:4] == b"\x03\xea", closing
+
+
+ASGI_SHAPES = [*HTTP_SHAPES, websocket_echo_and_close, websocket_dropped, asgi_slow_dropped,
+               websocket_protocol_error]
 
 
 # -- the check ----------------------------------------------------------------------------
@@ -342,13 +383,13 @@ def test_tls_connections_leave_no_cycles(
     cert, key, ctx = certificate
     app: Any = wsgi_app if kind == "wsgi" else asgi_app
     shapes = [close_get, keepalive_then_client_closes, pipelined, post_body, refused,
-              connect_only]
+              connect_only, body_too_large, target_too_long, reset_mid_head]
     with Server(app, bind="127.0.0.1:0", workers=2,
                 ssl=TlsConfig(certfile=cert, keyfile=key)) as server:
         port = server.address[1]
         _check(server, _tls(port, ctx), shapes)
         # a handshake that never comes, and one cut in the middle
-        _check(server, _tcp(port), [connect_only, refused_tls_garbage])
+        _check(server, _tcp(port), [connect_only, refused_tls_garbage, reset_mid_head])
 
 
 def refused_tls_garbage(connect: Callable[[], socket.socket]) -> None:

@@ -251,6 +251,13 @@ class HttpProtocol:
             self._feed(data if type(data) is bytes else bytes(data))
         except HTTPError as exc:
             self._dead = True
+            self._pending = None
+            # A verdict on the client's bytes, not a bug: its traceback holds the
+            # frames of this parse (and so this object), and the llhttp error it
+            # replaced holds them too; kept, they would make a reference cycle that
+            # only the cyclic collector frees (docs/design.md, "No garbage cycles").
+            exc.__traceback__ = None
+            exc.__context__ = None
             events.append(exc)
         return events
 
