@@ -21,6 +21,7 @@ import asyncio
 import base64
 import collections
 import gc
+import logging
 import os
 import socket
 import ssl
@@ -45,6 +46,8 @@ ROUNDS = 5
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/boom":
+        raise RuntimeError("the app fails (a test of the 500 path)")
     body = environ["wsgi.input"].read()
     if environ["PATH_INFO"] == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -91,6 +94,8 @@ async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any],
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(0.05)
+    if scope["path"] == "/boom":
+        raise RuntimeError("the app fails (a test of the 500 path)")
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", b"%d" % (len(body) + 2))]})
@@ -224,10 +229,16 @@ def reset_mid_head(connect: Callable[[], socket.socket]) -> None:
     time.sleep(0.005)
 
 
+def app_fails(connect: Callable[[], socket.socket]) -> None:
+    with connect() as s:
+        s.sendall(b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _read_until_closed(s).startswith(b"HTTP/1.1 500")
+
+
 HTTP_SHAPES: list[Shape] = [
     close_get, keepalive_then_client_closes, pipelined, post_body, chunked_body, streamed,
     http10, refused, cut_mid_head, cut_mid_body, connect_only, body_too_large,
-    target_too_long, error_after_pipelined, reset_mid_head,
+    target_too_long, error_after_pipelined, reset_mid_head, app_fails,
 ]
 
 
@@ -285,6 +296,22 @@ ASGI_SHAPES = [*HTTP_SHAPES, websocket_echo_and_close, websocket_dropped, asgi_s
 
 
 # -- the check ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _logs_not_kept() -> Iterator[None]:
+    """pytest keeps a test's log records, each with its ``exc_info``: a logged error
+    would keep its connection's objects reachable and hide their cycles from the check."""
+    logger = logging.getLogger("mioreactor")
+    was = logger.propagate
+    quiet = logging.NullHandler()
+    logger.addHandler(quiet)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(quiet)
+        logger.propagate = was
 
 
 def _ours(obj: object) -> bool:
