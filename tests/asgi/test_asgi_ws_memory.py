@@ -30,8 +30,10 @@ COUNT = 200
 # 6.0 KiB a WebSocket now, 6.2 with permessage-deflate agreed (9.7 and 10.4 KiB
 # before: docs/performance.md, "Memory per idle WebSocket"); one zlib context is
 # 7 KiB (a decompressor) to 38 KiB (our compressor), so any made before the first
-# message breaks the bound too.
-BOUND = 7 * 1024
+# message breaks the bound too. CPython 3.10's objects are larger (its frames, the
+# event loop's handles): 7.1 KiB there with deflate agreed, the same code as 6.2 on
+# 3.11, so its bound is 7.5 KiB; a zlib context made early still breaks it.
+BOUND = 7 * 1024 if sys.version_info >= (3, 11) else 7680
 
 
 @pytest.fixture
