@@ -15,6 +15,8 @@ import pytest
 from mioreactor import Server
 from mioreactor.workers.http import HttpConfig
 
+from tests.workers.util import recv_all
+
 pytestmark = pytest.mark.timeout(30)
 
 TIMEOUT = 0.2
@@ -54,20 +56,6 @@ def port() -> Any:
         yield server.address[1]
 
 
-def _read_all(sock: socket.socket, limit: float = 5.0) -> bytes:
-    sock.settimeout(limit)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _wait_for(what: str) -> None:
     end = time.monotonic() + 5
     while what not in SEEN and time.monotonic() < end:
@@ -79,7 +67,7 @@ def test_a_stalled_body_gets_408_and_the_app_a_disconnect(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         started = time.monotonic()
         s.sendall(b"POST /stall HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
-        data = _read_all(s)
+        data = recv_all(s)
         took = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert b"\r\nConnection: close\r\n" in data
@@ -94,7 +82,7 @@ def test_a_slow_body_that_keeps_coming_is_served(port: int) -> None:
         for byte in b"abcdef":  # 6 x half the timeout: more than one timeout in all
             time.sleep(TIMEOUT / 2)
             s.sendall(bytes([byte]))
-        data = _read_all(s)
+        data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 200 "), data
     assert data.endswith(b"abcdef")
 
@@ -107,7 +95,7 @@ def test_an_app_that_reads_late_is_not_the_clients_stall(port: int) -> None:
         interim = s.recv(4096)  # sent when the app asks for the body, after 2 timeouts
         assert interim.startswith(b"HTTP/1.1 100 "), interim
         s.sendall(b"xyz")
-        data = _read_all(s)
+        data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 200 "), data
     assert data.endswith(b"xyz")
 
@@ -115,7 +103,7 @@ def test_an_app_that_reads_late_is_not_the_clients_stall(port: int) -> None:
 def test_a_stall_after_the_response_began_aborts(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"POST /started HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
-        data = _read_all(s)
+        data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 200 "), data
     assert not data.endswith(b"0\r\n\r\n"), "the chunked body must not look complete"
     _wait_for("/started disconnect")
@@ -129,9 +117,9 @@ def test_other_clients_are_served_meanwhile(port: int) -> None:
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(b"POST /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
                       b"Connection: close\r\n\r\nok")
-            assert _read_all(s).endswith(b"ok")
+            assert recv_all(s).endswith(b"ok")
         for s in stalled:
-            assert _read_all(s).startswith(b"HTTP/1.1 408 ")
+            assert recv_all(s).startswith(b"HTTP/1.1 408 ")
     finally:
         for s in stalled:
             s.close()
@@ -145,6 +133,6 @@ def test_a_body_the_app_has_not_read_yet_is_not_the_clients_stall(port: int) -> 
         s.sendall(b"POST /late-reader HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
                   b"Connection: close\r\n\r\n" % len(body))
         s.sendall(body)
-        data = _read_all(s)
+        data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 200 "), data[:200]
     assert data.endswith(body)

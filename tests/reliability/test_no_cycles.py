@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 from mioreactor import Server
 
+from tests.workers.util import recv_all
+
 pytestmark = pytest.mark.timeout(60)
 
 Shape = Callable[[Callable[[], socket.socket]], None]
@@ -105,20 +107,6 @@ async def asgi_app(scope: dict[str, Any], receive: Callable[..., Any],
 # -- client shapes ------------------------------------------------------------------------
 
 
-def _read_until_closed(sock: socket.socket) -> bytes:
-    sock.settimeout(5)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _read_responses(sock: socket.socket, count: int) -> bytes:
     """Read until ``count`` responses ending in ``ok`` (the bodies here) arrived."""
     sock.settimeout(5)
@@ -134,7 +122,7 @@ def _read_responses(sock: socket.socket, count: int) -> bytes:
 def close_get(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 200")
+        assert recv_all(s).startswith(b"HTTP/1.1 200")
 
 
 def keepalive_then_client_closes(connect: Callable[[], socket.socket]) -> None:
@@ -155,32 +143,32 @@ def post_body(connect: Callable[[], socket.socket]) -> None:
         body = b"x" * 20000
         s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 200")
+        assert recv_all(s).startswith(b"HTTP/1.1 200")
 
 
 def chunked_body(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
                   b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-        assert _read_until_closed(s).endswith(b"okhello")
+        assert recv_all(s).endswith(b"okhello")
 
 
 def streamed(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert b"part 2" in _read_until_closed(s)
+        assert b"part 2" in recv_all(s)
 
 
 def http10(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 200")
+        assert recv_all(s).startswith(b"HTTP/1.1 200")
 
 
 def refused(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 400")
+        assert recv_all(s).startswith(b"HTTP/1.1 400")
 
 
 def cut_mid_head(connect: Callable[[], socket.socket]) -> None:
@@ -203,19 +191,19 @@ def connect_only(connect: Callable[[], socket.socket]) -> None:
 def body_too_large(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n\r\nabc")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 413")
+        assert recv_all(s).startswith(b"HTTP/1.1 413")
 
 
 def target_too_long(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 414")
+        assert recv_all(s).startswith(b"HTTP/1.1 414")
 
 
 def error_after_pipelined(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n")
-        answer = _read_until_closed(s)
+        answer = recv_all(s)
         assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" in answer
 
 
@@ -232,7 +220,7 @@ def reset_mid_head(connect: Callable[[], socket.socket]) -> None:
 def app_fails(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 500")
+        assert recv_all(s).startswith(b"HTTP/1.1 500")
 
 
 HTTP_SHAPES: list[Shape] = [
@@ -265,7 +253,7 @@ def websocket_echo_and_close(connect: Callable[[], socket.socket]) -> None:
         s.sendall(_ws_frame(b"hi"))
         assert s.recv(4096)[2:4] == b"hi"
         s.sendall(_ws_frame(b"\x03\xe8", opcode=0x8))
-        _read_until_closed(s)
+        recv_all(s)
 
 
 def websocket_dropped(connect: Callable[[], socket.socket]) -> None:
@@ -287,7 +275,7 @@ def websocket_protocol_error(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         _ws_open(s)
         s.sendall(bytes([0x81, 0x02]) + b"hi")
-        closing = _read_until_closed(s)
+        closing = recv_all(s)
         assert closing[:1] == b"\x88" and closing[2:4] == b"\x03\xea", closing
 
 
@@ -422,25 +410,25 @@ def test_tls_connections_leave_no_cycles(
 def refused_tls_garbage(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # plain HTTP to a TLS port
-        _read_until_closed(s)
+        recv_all(s)
 
 
 def idle_until_server_closes(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert _read_until_closed(s).startswith(b"HTTP/1.1 200")  # keep-alive timeout
+        assert recv_all(s).startswith(b"HTTP/1.1 200")  # keep-alive timeout
 
 
 def slow_head(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
-        assert b" 408 " in _read_until_closed(s)  # header timeout
+        assert b" 408 " in recv_all(s)  # header timeout
 
 
 def slow_body(connect: Callable[[], socket.socket]) -> None:
     with connect() as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc")
-        _read_until_closed(s)  # body timeout
+        recv_all(s)  # body timeout
 
 
 @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
