@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from mioreactor import Server
-from mioreactor.workers.asgi import handler as handler_module
 from mioreactor.workers.asgi.express import match
 from mioreactor.workers.asgi.handler import AsgiHandler
 from mioreactor.workers.asgi.loop import LoopDriver
 from mioreactor.workers.asgi.scope import ConnInfo, express_scope, http_scope
 from mioreactor.workers.http import END_OF_MESSAGE, HttpConfig, HttpProtocol, Request
+from mioreactor.workers.http import proxy as proxy_module
 from mioreactor.workers.http.proxy import V2_SIGNATURE
 
 from tests.http.fakes import FakeConnection, FakeWorker, connect, parse_responses
@@ -245,13 +245,13 @@ def test_forwarded_fields_repeated_100000_times_are_read_in_linear_time() -> Non
 
 def test_a_proxy_header_in_many_reads_is_parsed_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    real = handler_module.parse_proxy_header
+    real = proxy_module.parse_proxy_header
 
     def spy(data: Any) -> Any:
         seen.append(data)
         return real(data)
 
-    monkeypatch.setattr(handler_module, "parse_proxy_header", spy)
+    monkeypatch.setattr(proxy_module, "parse_proxy_header", spy)
     addresses = bytes([1, 2, 3, 4, 5, 6, 7, 8]) + struct.pack("!HH", 1000, 80)
     header = V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", 4000) + addresses
     header += b"\x00" * (4000 - 12)

@@ -34,7 +34,7 @@ from mioreactor.workers.http import (
     Request,
     make_http_handler_factory,
 )
-from mioreactor.workers.http import handler as handler_module
+from mioreactor.workers.http import proxy as proxy_module
 from mioreactor.workers.http.body import EMPTY_BODY
 from mioreactor.workers.http.chunks import ChunkFramer
 from mioreactor.workers.http.express import match
@@ -300,13 +300,13 @@ def test_a_proxy_header_in_many_reads_is_parsed_in_place(monkeypatch: pytest.Mon
     # A v2 header may be 64 KiB; one byte per read used to copy all that had come,
     # every read (quadratic). Now each read hands the parser the one growing buffer.
     seen: list[Any] = []
-    real = handler_module.parse_proxy_header
+    real = proxy_module.parse_proxy_header
 
     def spy(data: Any) -> Any:
         seen.append(data)
         return real(data)
 
-    monkeypatch.setattr(handler_module, "parse_proxy_header", spy)
+    monkeypatch.setattr(proxy_module, "parse_proxy_header", spy)
     worker = FakeWorker()
     conn = connect(make_http_handler_factory(_app, HttpConfig(proxy_protocol=True))(worker), worker)
     header = _proxy_v2(4000)

@@ -39,7 +39,7 @@ from ..http.accesslog import AccessLog
 from ..http.errors import HTTPError, InternalServerError, RequestTimeout
 from ..http.limits import HttpConfig
 from ..http.protocol import END_OF_MESSAGE, Event, HttpProtocol, Request
-from ..http.proxy import parse_proxy_header
+from ..http.proxy import take_proxy_header
 from ..http.response import CHUNKED_END, CONTINUE_RESPONSE, ResponseEncoder
 from ..http.state import CHUNKED, LENGTH, NO_BODY, frame_body, framing
 from ..http.wsgi import AppError, StartResponse
@@ -641,27 +641,24 @@ class AsgiHandler:
     def _proxy_header(self, conn: Connection, st: _State, data: bytes) -> bytes:
         """Consume the PROXY header (v1 or v2); the bytes after it (b"": none yet).
 
-        As the WSGI handler does (``http.proxy.parse_proxy_header`` over the
-        connection's buffer, not a copy per read): the header's addresses become the
-        connection's ``client`` and ``server``; a connection that does not begin with
-        a valid header is answered 400 and closed.
+        As the WSGI handler does (``http.proxy.take_proxy_header``): the header's
+        addresses become the connection's ``client`` and ``server``; a connection
+        that does not begin with a valid header is answered 400 and closed.
         """
-        buf = st.proxy_buf
-        assert buf is not None
-        buf += data
+        assert st.proxy_buf is not None
         try:
-            parsed = parse_proxy_header(buf)
+            taken = take_proxy_header(st.proxy_buf, data)
         except HTTPError as exc:
             st.proxy_buf = None
             self._fail(conn, st, exc)
             return b""
-        if parsed is None:
+        if taken is None:
             return b""
-        consumed, src, dst = parsed
+        rest, src, dst = taken
         st.proxy_buf = None
         st.rest = True  # the lane may take the next head
         st.info.proxied(src, dst)
-        return bytes(buf[consumed:])
+        return rest
 
     # -- the response (called by the cycle through _Responder) ---------------------------
 
@@ -814,7 +811,6 @@ class AsgiHandler:
                 self._fail(conn, st, RequestTimeout("request head incomplete"))
         else:
             self._close(conn, st)
-
 
     def _body_stalled(self, conn: Connection, st: _State) -> None:
         """No body byte for ``body_timeout``: 408 and close (the app's ``receive``

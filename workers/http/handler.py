@@ -63,7 +63,7 @@ from .express import CLOSE as _X_CLOSE
 from .express import match_next as express_next
 from .limits import HttpConfig
 from .protocol import END_OF_MESSAGE, HttpProtocol, Request
-from .proxy import parse_proxy_header
+from .proxy import take_proxy_header
 from .respond import Responder
 from .response import CONTINUE_RESPONSE, ResponseEncoder
 from .state import (
@@ -587,24 +587,20 @@ class HttpHandler(Deadlines, Responder):
 
     def _proxy_header(self, conn: Connection, st: _State, data: bytes) -> bytes:
         """Consume the PROXY header; return the bytes after it (b"" if incomplete)."""
-        buf = st.proxy_buf
-        assert buf is not None
-        buf += data
+        assert st.proxy_buf is not None
         try:
-            # The buffer itself, not a copy: a header trickled in one byte per read
-            # costs each read its own bytes (a copy per read would be quadratic).
-            parsed = parse_proxy_header(buf)
+            taken = take_proxy_header(st.proxy_buf, data)
         except HTTPError as exc:
             st.proxy_buf = None
             self._fail(conn, st, exc)
             return b""
-        if parsed is None:
+        if taken is None:
             return b""
-        consumed, src, dst = parsed
+        rest, src, dst = taken
         st.proxy_buf = None
         base = st.base
         if src is not None:
             base["REMOTE_ADDR"], base["REMOTE_PORT"] = src[0], str(src[1])
         if dst is not None:
             base["SERVER_NAME"], base["SERVER_PORT"] = dst[0], str(dst[1])
-        return bytes(buf[consumed:])
+        return rest

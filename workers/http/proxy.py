@@ -15,7 +15,7 @@ import struct
 
 from .errors import BadRequest
 
-__all__ = ["V2_SIGNATURE", "Address", "ProxyInfo", "parse_proxy_header"]
+__all__ = ["V2_SIGNATURE", "Address", "ProxyInfo", "parse_proxy_header", "take_proxy_header"]
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V1_MAX = 107  # the longest v1 line, CRLF included
@@ -85,6 +85,30 @@ def _parse_v2(data: bytes | bytearray) -> ProxyInfo | None:
     if proto in (0, 3):  # UNSPEC or AF_UNIX: keep the socket's own addresses
         return total, None, None
     raise BadRequest("PROXY v2: truncated address block")
+
+
+def take_proxy_header(
+    buf: bytearray, data: bytes
+) -> tuple[bytes, Address | None, Address | None] | None:
+    """A connection's read while its PROXY header is awaited (WSGI and ASGI alike).
+
+    ``data`` is added to the connection's own ``buf``, which is parsed in place: a
+    header trickled in one byte per read costs each read its own bytes (a copy per
+    read would be quadratic).
+
+    Returns:
+        None while the header is incomplete; else ``(rest, src, dst)``: the bytes
+        after the header, and its addresses as ``parse_proxy_header`` gives them.
+
+    Raises:
+        BadRequest: not a valid PROXY v1 or v2 header.
+    """
+    buf += data
+    parsed = parse_proxy_header(buf)
+    if parsed is None:
+        return None
+    consumed, src, dst = parsed
+    return bytes(buf[consumed:]), src, dst
 
 
 def parse_proxy_header(data: bytes | bytearray) -> ProxyInfo | None:
