@@ -26,54 +26,64 @@ __all__ = ["GENERATIONS", "install", "reset", "snapshot"]
 GENERATIONS = 3
 
 _perf = time.perf_counter
-_collections = [0] * GENERATIONS
-_pause = [0.0] * GENERATIONS
-_longest = [0.0]
-_started = [0.0]
-_installed = [False]
 _install_lock = threading.Lock()
 
 
+class _Tally:
+    """What the callback has counted (one for the process)."""
+
+    __slots__ = ("collections", "longest", "pause", "started")
+
+    def __init__(self) -> None:
+        self.started = 0.0  # when the collection in progress began; 0: none seen
+        self.clear()
+
+    def clear(self) -> None:
+        self.collections = [0] * GENERATIONS
+        self.pause = [0.0] * GENERATIONS
+        self.longest = 0.0
+
+
+_TALLY = _Tally()
+
+
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    tally = _TALLY
     if phase == "start":
-        _started[0] = _perf()
+        tally.started = _perf()
         return
-    began = _started[0]
-    if not began:
+    if not tally.started:
         return  # installed during a collection: its start was not seen
-    took = _perf() - began
+    took = _perf() - tally.started
     generation = info.get("generation", GENERATIONS - 1)
     if not 0 <= generation < GENERATIONS:
         generation = GENERATIONS - 1
-    _collections[generation] += 1
-    _pause[generation] += took
-    if took > _longest[0]:
-        _longest[0] = took
+    tally.collections[generation] += 1
+    tally.pause[generation] += took
+    if took > tally.longest:
+        tally.longest = took
 
 
 def install() -> None:
     """Count collections from now on (idempotent; the callback stays for the process)."""
     with _install_lock:
-        if not _installed[0]:
+        if _on_gc not in gc.callbacks:
             gc.callbacks.append(_on_gc)
-            _installed[0] = True
 
 
 def reset() -> None:
     """Count from zero: ``reactor serve`` calls it after its own start-up collection
     (``runner.settle_heap``), whose one full pass over the whole heap says nothing of
     the pauses while serving."""
-    for generation in range(GENERATIONS):
-        _collections[generation] = 0
-        _pause[generation] = 0.0
-    _longest[0] = 0.0
+    _TALLY.clear()
 
 
 def snapshot() -> dict[str, Any]:
     """``collections`` and ``pause_seconds`` per generation (youngest first), and the
     ``longest_pause`` seconds, since ``install``."""
+    tally = _TALLY
     return {
-        "collections": list(_collections),
-        "pause_seconds": [round(s, 6) for s in _pause],
-        "longest_pause": round(_longest[0], 6),
+        "collections": list(tally.collections),
+        "pause_seconds": [round(s, 6) for s in tally.pause],
+        "longest_pause": round(tally.longest, 6),
     }
