@@ -92,7 +92,9 @@ class _Conn:
     def write(self, data: bytes) -> None:
         self.sent += len(data)
 
-    def rearm(self, delay: float, callback: Callable[[Any], None]) -> _Deadline:
+    def rearm(
+        self, delay: float, callback: Callable[[Any], None], now: float | None = None
+    ) -> _Deadline:
         return self._deadline
 
 

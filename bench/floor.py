@@ -29,10 +29,15 @@ On both, a read shorter than asked ends the connection's turn (the socket is dra
 under edge triggering), as in the product, instead of one more ``recv`` that raises.
 
 What it leaves out is the point: no timeouts, limits, keep-alive rules, ``Date``
-header, validation, stats or error handling. It is not a server; ``make bench``'s
+header, validation, stats or error handling. ``--rules`` puts back the least a
+production server must do per keep-alive request and no more: a ``Date`` line (RFC
+9110 section 6.6.1; read from the clock per response, made once a second) and a
+``Server`` line (as every peer here sends), and an idle deadline per connection (one
+clock read and a store per request; once a second the worker closes the connections
+idle for 5 s): what "the bare shape" costs with the rules no server may drop. It is not a server; ``make bench``'s
 "floor loop" column runs it to show what the product's extra work costs. Linux only.
 
-usage: python bench/floor.py --port PORT [--app MODULE:APP] [--workers N]
+usage: python bench/floor.py --port PORT [--app MODULE:APP] [--workers N] [--rules]
                              [--interface auto|wsgi|asgi] [--asgi-direct]
                              [--certfile PEM --keyfile PEM]
 """
@@ -49,14 +54,33 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import httptools
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 HELLO = b"Hello, World!"
+IDLE = 5.0  # --rules: seconds a keep-alive connection may stay idle
+
+
+class Rules:
+    """``--rules``: the Date and Server lines, made once a second."""
+
+    on = False
+    until = 0.0  # the Date line holds while time.time() is below this
+    lines = ""
+
+    @classmethod
+    def head_lines(cls) -> str:
+        now = time.time()
+        if now >= cls.until:
+            cls.until = int(now) + 1.0
+            cls.lines = (time.strftime("Date: %a, %d %b %Y %H:%M:%S GMT\r\n", time.gmtime(now))
+                         + "Server: floor\r\n")
+        return cls.lines
 
 
 def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -132,7 +156,7 @@ class BioSocket:
 class Peer:
     """One connection's socket and parser state, on its worker."""
 
-    __slots__ = ("done", "fields", "handshake", "keep", "parser", "sock", "target")
+    __slots__ = ("done", "fields", "handshake", "idle_until", "keep", "parser", "sock", "target")
 
     def __init__(self, sock: Any, handshake: bool = False) -> None:
         self.sock = sock
@@ -141,6 +165,7 @@ class Peer:
         self.fields: list[tuple[bytes, bytes]] = []
         self.done: list[tuple[bytes, list[tuple[bytes, bytes]]]] = []
         self.keep = True  # the last complete request keeps the connection
+        self.idle_until = 0.0  # --rules: closed once idle past this (time.monotonic)
         self.parser = httptools.HttpRequestParser(self)
 
     def on_url(self, url: bytes) -> None:
@@ -160,6 +185,8 @@ def respond(app: App, peer: Peer, port: int) -> bytes:
     out = []
     method = peer.parser.get_method().decode()
     close = "" if peer.keep else "Connection: close\r\n"
+    if Rules.on:
+        close = Rules.head_lines() + close
     for target, fields in peer.done:
         path, _, query = target.partition(b"?")
         environ: dict[str, Any] = {
@@ -247,8 +274,24 @@ class AsgiResponder:
 def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epoll,
            app: Any, port: int, asgi: AsgiResponder | None = None) -> None:
     answer: Callable[[Any, Peer, int], bytes] = respond if asgi is None else asgi
+    rules = Rules.on
+    monotonic = time.monotonic
+    sweep_at = 0.0
     while True:
-        for fd in queue.get():
+        try:
+            batch = queue.get(timeout=1.0 if rules else None)
+        except Empty:
+            batch = []
+        if rules:
+            now = monotonic()
+            if now >= sweep_at:  # close the connections idle past their deadline
+                sweep_at = now + 1.0
+                for fd, peer in list(peers.items()):
+                    if peer.idle_until and peer.idle_until < now:
+                        ep.unregister(fd)
+                        del peers[fd]
+                        peer.sock.close()
+        for fd in batch:
             peer = peers.get(fd)
             if peer is None:
                 continue
@@ -285,6 +328,8 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                     break
                 if peer.done:
                     peer.sock.sendall(answer(app, peer, port))
+                    if rules:
+                        peer.idle_until = monotonic() + IDLE
                     if not peer.keep:  # Connection: close (or 1.0)
                         ep.unregister(fd)
                         del peers[fd]
@@ -299,12 +344,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--app", default=None, help="MODULE:APP (default: a 13-byte hello)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rules", action="store_true",
+                        help="add what no server may drop: Date, Server, an idle deadline")
     parser.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto")
     parser.add_argument("--asgi-direct", action="store_true",
                         help="ASGI: drive the coroutine without a task")
     parser.add_argument("--certfile", default=None, help="serve HTTPS with this certificate")
     parser.add_argument("--keyfile", default=None)
     args = parser.parse_args()
+    Rules.on = args.rules
     tls: ssl.SSLContext | None = None
     if args.certfile:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

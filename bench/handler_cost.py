@@ -81,7 +81,9 @@ class _Conn:
         self.writes += 1
         self.last = bytes(data)
 
-    def rearm(self, delay: float, callback: Callable[[Any], None]) -> None:
+    def rearm(
+        self, delay: float, callback: Callable[[Any], None], now: float | None = None
+    ) -> None:
         return None
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:

@@ -124,7 +124,9 @@ class FakeConnection:
     def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
         return self.worker.call_later(delay, callback)
 
-    def rearm(self, delay: float, callback: Callable[[Any], None]) -> FakeTimer:
+    def rearm(
+        self, delay: float, callback: Callable[[Any], None], now: float | None = None
+    ) -> FakeTimer:
         """The connection's own timer: re-arming replaces the previous one."""
         old = getattr(self, "_deadline", None)
         if old is not None:

@@ -256,3 +256,24 @@ def test_fast_requests_are_not_stuck_behind_slow_ones(server: Server) -> None:
     finally:
         for s in [*slow, fast]:
             s.close()
+
+
+def test_a_section_call_marks_the_time_its_caller_read_and_clears_it() -> None:
+    # The request path reads the clock once before the app and passes it: the
+    # watchdog's mark and the hand-off's start are that reading.
+    slots = RunSlots(1)
+    h = slots.holder("w")
+    slots.enter(h)
+    section = slots.section(h)
+    seen: list[tuple[float, float]] = []
+
+    def app(a: Any, b: Any) -> str:
+        seen.append((h.app_since, h.blocked_since))
+        return f"{a}{b}"
+
+    assert section.call(app, "a", "b", 123.5) == "ab"
+    assert seen == [(123.5, 123.5)]
+    before = time.monotonic()
+    assert section.call(app, "c", "d") == "cd"  # no reading given: read here
+    assert before <= seen[1][0] == seen[1][1] <= time.monotonic()
+    assert (h.app_since, h.blocked_since) == (0.0, 0.0)

@@ -118,3 +118,20 @@ def test_a_cancelled_timer_lets_go_of_its_callback() -> None:
     assert gone() is not None
     timer.cancel()
     assert gone() is None
+
+
+def test_a_deadline_counts_from_the_time_its_caller_read() -> None:
+    # The request path passes the monotonic time it read after the app (one clock
+    # read for duration, Date and deadline): the deadline counts from that reading.
+    timers = Timers()
+    fired: list[Any] = []
+    owner = Owner()
+    dl = Deadline(timers, owner)
+    dl.set(0.5, fired.append, time.monotonic() - 1.0)  # read 1 s ago: due already
+    timers.run_due()
+    assert fired == [owner]
+    dl.set(0.0, fired.append, time.monotonic() + 5.0)  # from a reading 5 s ahead
+    timer_wait = timers.timeout()
+    assert timer_wait is not None and 4.0 < timer_wait <= 5.0
+    run_until(timers, 0.02)
+    assert fired == [owner]

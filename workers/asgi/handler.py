@@ -29,8 +29,7 @@ import os
 from asyncio import Task
 from bisect import bisect_left
 from collections.abc import Awaitable
-from time import perf_counter
-from time import time as _time
+from time import monotonic
 from types import CoroutineType
 from typing import Any
 
@@ -296,13 +295,13 @@ class AsgiHandler:
                     scope = cycle.scope = express_scope(
                         st.info, method, raw_path, query, version, lowered,
                         {"http.response.pathsend": {}})
-                    cycle.start_time = perf_counter()
+                    cycle.start_time = now = monotonic()
                     driver = self.driver
                     # usually the whole request, inside the task's creation
                     coro: Any = self.app(scope, cycle.receive, cycle.send)
                     if type(coro) is not CoroutineType:
                         coro = _awaiting(coro)
-                    task = driver.start(coro)
+                    task = driver.start(coro, now)
                     if not (task.done() and cycle.complete and not task.cancelled()
                             and task.exception() is None):
                         self._watch(conn, st, cycle, task)
@@ -481,7 +480,7 @@ class AsgiHandler:
         if responder is None:
             responder = st.responder = _Responder(self, conn, st)
         loop = self.loop
-        cycle = Cycle(loop, responder, request, scope, perf_counter())
+        cycle = Cycle(loop, responder, request, scope, monotonic())
         st.cycle = cycle
         if not cycle.body_done:  # the body may stall: --body-timeout, as for WSGI
             self._arm(conn, st, T_BODY, self.config.body_timeout)
@@ -494,7 +493,7 @@ class AsgiHandler:
     def _upgrade(self, conn: Connection, st: _State, request: Request) -> None:
         """A WebSocket upgrade: check the handshake, then the app gets the connection."""
         st.timer_kind = -1
-        start = perf_counter()
+        start = monotonic()
         try:
             if request.has_body:
                 raise HandshakeError(400, "a WebSocket handshake has no body")
@@ -530,7 +529,7 @@ class AsgiHandler:
 
     def _answered(self, st: _State, request: Request, start: float, status: int,
                   size: int) -> None:
-        elapsed = perf_counter() - start
+        elapsed = monotonic() - start
         self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
         if self.access is not None:
@@ -634,7 +633,7 @@ class AsgiHandler:
         conn.close()
 
     def _count(self, status: int, cycle: Cycle) -> None:
-        elapsed = perf_counter() - cycle.start_time
+        elapsed = monotonic() - cycle.start_time
         self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
 
@@ -722,7 +721,7 @@ class AsgiHandler:
         elif cycle.mode == LENGTH and cycle.remaining:
             log.warning("ASGI app sent %d bytes less than its Content-Length", cycle.remaining)
             cycle.close = True
-        elapsed = perf_counter() - cycle.start_time  # _count, inline
+        elapsed = monotonic() - cycle.start_time  # _count, inline
         status = cycle.status
         self.response_counts[status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
@@ -878,7 +877,9 @@ class _Responder:
                         line = encoder._status_lines.get(known[0]) or encoder.status_line(
                             known[0])
                         date = encoder._date
-                        if not date._second <= _time() < date._until:
+                        # The response's one clock read: Date, duration, deadline.
+                        now = monotonic()
+                        if now >= date.mono_until:
                             date.line()
                         conn.write(b"".join(
                             (line, date._line, encoder._server, lines, b"\r\n", body)))
@@ -888,14 +889,14 @@ class _Responder:
                             # complete() and _idle(), for the common case: counted, and
                             # the keep-alive wait begins; anything else goes there.
                             cycle.complete = True
-                            elapsed = perf_counter() - cycle.start_time
+                            elapsed = now - cycle.start_time
                             h.response_counts[cycle.status // 100 * BUCKETS
                                               + bisect_left(DURATION_BOUNDS, elapsed)] += 1
                             h.response_seconds += elapsed
                             st.cycle = None
                             if st.timer_kind != T_KEEPALIVE:
                                 st.timer_kind = T_KEEPALIVE
-                                conn.rearm(h.config.keepalive_timeout, _fire_phase)
+                                conn.rearm(h.config.keepalive_timeout, _fire_phase, now)
                             return
                         h.complete(conn, st, cycle)
                         return

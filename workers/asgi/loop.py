@@ -404,7 +404,7 @@ class LoopDriver:
         if self._workers is not None:
             self._workers.post(self.full_step)  # the rest, behind what else waits
 
-    def start(self, coro: Coroutine[Any, Any, Any]) -> Task[Any]:
+    def start(self, coro: Coroutine[Any, Any, Any], now: float | None = None) -> Task[Any]:
         """A task for ``coro`` (a request's), its first step run at once when it may.
 
         CPython 3.12's eager tasks, by hand for 3.11: the worker feeding a request
@@ -416,7 +416,8 @@ class LoopDriver:
         ``asyncio.all_tasks()`` lists it from the end of that first step. Inside a step,
         with a task factory, or on another loop type, the task is scheduled as usual.
         Returns the task (done already when the app awaited nothing else). Call with
-        the loop's lock held.
+        the loop's lock held. ``now``: ``time.monotonic()`` if the caller has just read
+        it, for the watchdog's mark (one clock read less).
         """
         loop = self._stepped
         if (loop is None or loop._thread_id is not None or loop._task_factory is not None
@@ -428,7 +429,7 @@ class LoopDriver:
         # As in ``step``: the first step runs the app. Never inside another step here
         # (``_thread_id`` is None), so never inside another mark.
         mark = local.mark
-        mark.app_since = _monotonic() or 1e-9
+        mark.app_since = (_monotonic() if now is None else now) or 1e-9
         loop._eager = True
         try:
             return Task(coro, loop=loop)

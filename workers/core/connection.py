@@ -386,17 +386,20 @@ class Conn:
             # The readiness edge may have come and gone while paused: read now.
             self.on_readable()
 
-    def rearm(self, delay: float, callback: Callable[[Any], None]) -> Deadline:
+    def rearm(
+        self, delay: float, callback: Callable[[Any], None], now: float | None = None
+    ) -> Deadline:
         """The connection's own timer: set (or move) it to ``delay`` seconds from now.
 
         ``callback(conn)`` runs when it falls due. Always the same handle; re-arming
         costs a float store, not an allocation (see ``mioreactor.workers.core.timers.Deadline``).
-        Closing the connection cancels it.
+        Closing the connection cancels it. ``now``: ``time.monotonic()`` as the caller
+        just read it, if it did (one clock read less).
         """
         dl = self._deadline
         if dl is None:
             dl = self._deadline = Deadline(self.worker.timers, self)
-        return dl.set(delay, callback)
+        return dl.set(delay, callback, now)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timers = self._timers

@@ -160,13 +160,16 @@ class Connection(Protocol):
         """A timer bound to this connection: cancelled when the connection closes."""
         ...
 
-    def rearm(self, delay: float, callback: Callable[[Connection], None]) -> TimerHandle:
+    def rearm(
+        self, delay: float, callback: Callable[[Connection], None], now: float | None = None
+    ) -> TimerHandle:
         """The connection's own timer, set or moved to ``delay`` seconds from now;
         ``callback(conn)`` runs then.
 
         Returns the same handle every time; re-arming allocates nothing, so use it for
         per-request deadlines (header, body, keep-alive) with a callback that is not
-        made anew each time. Cancelled when the connection closes.
+        made anew each time. Cancelled when the connection closes. ``now`` is
+        ``time.monotonic()`` if the caller has just read it (None: read here).
         """
         ...
 

@@ -73,9 +73,14 @@ class Deadline:
         self.queued_at = 0.0  # the time of its live heap entry, 0: none
         self.callback: Callable[[Any], None] | None = None
 
-    def set(self, delay: float, callback: Callable[[Any], None]) -> Deadline:
-        """Arm for ``delay`` seconds from now; ``callback(conn)`` runs then."""
-        at = time.monotonic() + (delay if delay > 0.0 else 0.0)  # no max(): a C call with kwargs parsing
+    def set(
+        self, delay: float, callback: Callable[[Any], None], now: float | None = None
+    ) -> Deadline:
+        """Arm for ``delay`` seconds from ``now`` (``time.monotonic()``, read here if
+        None); ``callback(conn)`` runs then. A caller that has just read the clock
+        passes what it read: a clock read costs more than it seems (docs/design.md,
+        "Clock reads")."""
+        at = (time.monotonic() if now is None else now) + (delay if delay > 0.0 else 0.0)
         self.at = at
         self.callback = callback
         queued = self.queued_at

@@ -53,7 +53,7 @@ class AccessLog:
         """Emit the line for ``request``, answered with ``status`` and ``sent`` bytes."""
         if not access_logger.isEnabledFor(logging.INFO):
             return
-        elapsed = time.perf_counter() - started
+        elapsed = time.monotonic() - started
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         atoms = {

@@ -49,8 +49,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from time import perf_counter
-from time import time as _time
+from time import monotonic
 from typing import Any
 
 from ..core.handler import Connection, Handler, HandlerFactory, WorkerContext
@@ -140,7 +139,9 @@ class HttpHandler(Deadlines, Responder):
         # (``BlockingSection.call``) where the worker offers it.
         section = worker.blocking()
         call = getattr(section, "call", None)
-        self._call: Callable[[WSGIApp, dict[str, Any], Callable[..., Any]], Iterable[bytes]] = (
+        self._call: Callable[
+            [WSGIApp, dict[str, Any], Callable[..., Any], float | None], Iterable[bytes]
+        ] = (
             call if call is not None else self._call_in_section
         )
         # The express lane (workers/http/express.py): off with an access log (its line
@@ -206,14 +207,14 @@ class HttpHandler(Deadlines, Responder):
             st.fresh = False
             st.environ = environ  # for the watchdog's describe()
             st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
-            started = perf_counter()
+            started = monotonic()  # the request's one clock read before the app
             start = st.start  # reset for this request (as _begin_start, inline)
             start.status = ""
             start.headers_sent = False
             if start.written:
                 start.written = []
             try:
-                result = self._call(self.app, environ, st.start_call)
+                result = self._call(self.app, environ, st.start_call, started)
             except Exception as exc:
                 if out:
                     conn.write(b"".join(out))
@@ -247,7 +248,8 @@ class HttpHandler(Deadlines, Responder):
             encoder = self.encoder
             line = encoder._status_lines.get(status) or encoder.status_line(status)
             date = encoder._date
-            if not date._second <= _time() < date._until:
+            now = monotonic()  # ... and its one after: duration, Date, keep-alive deadline
+            if now >= date.mono_until:
                 date.line()
             out.append(
                 b"".join((
@@ -255,7 +257,7 @@ class HttpHandler(Deadlines, Responder):
                     _LENGTH_LINES.get(length) or _length_line(length), extra, b"\r\n", body,
                 ))
             )
-            elapsed = perf_counter() - started
+            elapsed = now - started
             self.response_counts[index + bisect_left(DURATION_BOUNDS, elapsed)] += 1
             self.response_seconds += elapsed
             st.environ = None
@@ -273,7 +275,7 @@ class HttpHandler(Deadlines, Responder):
             st.timer = None  # the send timer governs; resume_writing goes on
         else:
             st.timer_kind = T_KEEPALIVE
-            st.timer = conn.rearm(self._keepalive, fire_phase)
+            st.timer = conn.rearm(self._keepalive, fire_phase, now)
 
     def _receive(self, conn: Connection, st: _State, data: bytes) -> None:
         """The general path: the bytes go to this connection's ``HttpProtocol``."""
@@ -420,7 +422,7 @@ class HttpHandler(Deadlines, Responder):
                 else:
                     st.request = event  # type: ignore[assignment]
                     st.fresh = False
-                    st.started = perf_counter()
+                    st.started = monotonic()
                     st.body = EMPTY_BODY
                     timer = st.timer
                     if timer is not None:  # _disarm, inline
@@ -438,7 +440,7 @@ class HttpHandler(Deadlines, Responder):
     def _begin(self, conn: Connection, st: _State, request: Request) -> None:
         st.request = request
         st.fresh = False
-        st.started = perf_counter()
+        st.started = monotonic()
         if request.has_body:
             st.phase = BODY
             st.body = InputBody(self.config.body_spool_threshold)
@@ -497,7 +499,7 @@ class HttpHandler(Deadlines, Responder):
         data = self.encoder.error(error)
         conn.write(data)
         if st.request is not None:
-            elapsed = perf_counter() - st.started
+            elapsed = monotonic() - st.started
             self.response_counts[
                 error.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)
             ] += 1
@@ -534,7 +536,7 @@ class HttpHandler(Deadlines, Responder):
         environ = request_environ(st.base, request, body, self.trusted)
         start = self._begin_start(st)
         try:
-            result = self._call(self.app, environ, st.start_call)
+            result = self._call(self.app, environ, st.start_call, None)
         except Exception as exc:
             self._app_error(conn, st, exc, environ)
             return
@@ -551,7 +553,8 @@ class HttpHandler(Deadlines, Responder):
         return start
 
     def _call_in_section(
-        self, app: WSGIApp, environ: dict[str, Any], start: Callable[..., Any]
+        self, app: WSGIApp, environ: dict[str, Any], start: Callable[..., Any],
+        now: float | None = None,
     ) -> Iterable[bytes]:
         with self.worker.blocking():
             return app(environ, start)

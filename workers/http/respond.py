@@ -14,7 +14,7 @@ import logging
 import os
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from time import perf_counter
+from time import monotonic
 from typing import Any
 
 from ..core.handler import Connection, WorkerContext
@@ -267,7 +267,7 @@ class Responder:
             resp.close = True
         if type(resp.result) is not list:
             self._close_result(resp.result)
-        elapsed = perf_counter() - st.started
+        elapsed = monotonic() - st.started
         self.response_counts[resp.status // 100 * BUCKETS + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.response_seconds += elapsed
         if self.access is not None:

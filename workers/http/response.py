@@ -36,23 +36,32 @@ class DateCache:
     """The ``Date: ...`` header line, regenerated at most once per second.
 
     One instance belongs to one worker thread, so it needs no lock.
+
+    Two ways to ask whether the line is still good: against the wall clock
+    (``_second <= time.time() < _until``), or, for a caller that has read
+    ``time.monotonic()`` anyway (the express lanes, once per request), against
+    ``mono_until``: the monotonic time at which the current wall-clock second ends,
+    so that the check is a float comparison and no second clock read. A wall clock
+    that is stepped leaves the line at most one second stale either way.
     """
 
-    __slots__ = ("_line", "_second", "_until")
+    __slots__ = ("_line", "_second", "_until", "mono_until")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second = -1.0
         self._until = 0.0  # the line is good while time.time() is below this
+        self.mono_until = 0.0  # ... and while time.monotonic() is below this
         self._line = b""
 
     def line(self) -> bytes:
         """Return ``b"Date: <IMF-fixdate>\\r\\n"`` for the current second."""
         now = time.time()
-        second = int(now)
+        second = float(int(now))  # a float: compared with time.time() per response
         if second != self._second:
             self._second = second
             self._until = second + 1.0
             self._line = b"Date: %b\r\n" % formatdate(now, usegmt=True).encode("ascii")
+        self.mono_until = time.monotonic() + (self._until - now)
         return self._line
 
 
