@@ -1,8 +1,8 @@
 """Interleaved wrk rounds against any set of server commands: for A/B decisions.
 
 Each server is a ``NAME=COMMAND`` where COMMAND is a shell command with ``{port}`` in
-it; named presets save typing (``ours``, ``floor``, ``uvicorn-asgi``, ``granian``,
-``uvicorn``, ``gunicorn``). All servers run at once, each in its own session; a round
+it; named presets save typing (``ours``, ``floor``, ``floor-rules``, ``uvicorn-asgi``,
+``granian``, ``uvicorn``, ``gunicorn``). All servers run at once, each in its own session; a round
 runs wrk once against each, in an order rotated every round, so a noisy neighbour
 hits every server alike. Printed: the median req/s and p99 per server, and each
 server's ratio to the first one (median of the per-round ratios, and the range).
@@ -44,6 +44,9 @@ PRESETS: dict[str, str] = {
     "--no-access-log --backlog 4096",
     "floor": f"{_VENV}/python {shlex.quote(str(floor_loop_path()))} --port {{port}} "
     "--app bench.apps:hello",
+    # the floor with what no server may drop: Date, Server, an idle deadline
+    "floor-rules": f"{_VENV}/python {shlex.quote(str(floor_loop_path()))} --port {{port}} "
+    "--app bench.apps:hello --rules",
     "uvicorn-asgi": f"{_PEERS}/uvicorn bench.apps:hello_asgi --interface asgi3 --host 127.0.0.1 "
     "--port {port} --loop uvloop --http httptools --log-level warning --no-access-log "
     "--backlog 4096",

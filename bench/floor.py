@@ -34,10 +34,12 @@ production server must do per keep-alive request and no more: a ``Date`` line (R
 9110 section 6.6.1; read from the clock per response, made once a second) and a
 ``Server`` line (as every peer here sends), and an idle deadline per connection (one
 clock read and a store per request; once a second the worker closes the connections
-idle for 5 s): what "the bare shape" costs with the rules no server may drop. It is not a server; ``make bench``'s
-"floor loop" column runs it to show what the product's extra work costs. Linux only.
+idle for ``--idle`` seconds, 5 by default): what "the bare shape" costs with the rules no server may drop.
+It is not a server; ``make bench``'s "floor loop" column runs it to show what the
+product's extra work costs. Linux only.
 
-usage: python bench/floor.py --port PORT [--app MODULE:APP] [--workers N] [--rules]
+usage: python bench/floor.py --port PORT [--app MODULE:APP] [--workers N]
+                             [--rules [--idle SECONDS]]
                              [--interface auto|wsgi|asgi] [--asgi-direct]
                              [--certfile PEM --keyfile PEM]
 """
@@ -63,13 +65,13 @@ import httptools
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 HELLO = b"Hello, World!"
-IDLE = 5.0  # --rules: seconds a keep-alive connection may stay idle
 
 
 class Rules:
     """``--rules``: the Date and Server lines, made once a second."""
 
     on = False
+    idle = 5.0  # seconds a keep-alive connection may stay idle
     until = 0.0  # the Date line holds while time.time() is below this
     lines = ""
 
@@ -211,6 +213,19 @@ def respond(app: App, peer: Peer, port: int) -> bytes:
     return b"".join(out)
 
 
+def drop(ep: select.epoll, peers: dict[int, Peer], fd: int, peer: Peer) -> None:
+    """Forget and close a connection. Its descriptor may not be registered yet: the
+    acceptor publishes a peer before registering it, and the worker may serve (and
+    close) it in between, on an event left from the connection that had the number
+    before."""
+    try:
+        ep.unregister(fd)
+    except OSError:
+        pass
+    peers.pop(fd, None)
+    peer.sock.close()
+
+
 class EagerLoop(asyncio.SelectorEventLoop):
     """A loop whose ``call_soon`` runs the callback at once: a new task's first step."""
 
@@ -274,7 +289,7 @@ class AsgiResponder:
 def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epoll,
            app: Any, port: int, asgi: AsgiResponder | None = None) -> None:
     answer: Callable[[Any, Peer, int], bytes] = respond if asgi is None else asgi
-    rules = Rules.on
+    rules, idle = Rules.on, Rules.idle
     monotonic = time.monotonic
     sweep_at = 0.0
     while True:
@@ -288,9 +303,7 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                 sweep_at = now + 1.0
                 for fd, peer in list(peers.items()):
                     if peer.idle_until and peer.idle_until < now:
-                        ep.unregister(fd)
-                        del peers[fd]
-                        peer.sock.close()
+                        drop(ep, peers, fd, peer)
         for fd in batch:
             peer = peers.get(fd)
             if peer is None:
@@ -303,9 +316,7 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     continue
                 except OSError:
-                    ep.unregister(fd)
-                    del peers[fd]
-                    peer.sock.close()
+                    drop(ep, peers, fd, peer)
                     continue
             while True:
                 try:
@@ -315,25 +326,19 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                 except OSError:
                     data = b""
                 if not data:
-                    ep.unregister(fd)
-                    del peers[fd]
-                    peer.sock.close()
+                    drop(ep, peers, fd, peer)
                     break
                 try:
                     peer.parser.feed_data(data)
                 except httptools.HttpParserError:
-                    ep.unregister(fd)
-                    del peers[fd]
-                    peer.sock.close()
+                    drop(ep, peers, fd, peer)
                     break
                 if peer.done:
                     peer.sock.sendall(answer(app, peer, port))
                     if rules:
-                        peer.idle_until = monotonic() + IDLE
+                        peer.idle_until = monotonic() + idle
                     if not peer.keep:  # Connection: close (or 1.0)
-                        ep.unregister(fd)
-                        del peers[fd]
-                        peer.sock.close()
+                        drop(ep, peers, fd, peer)
                         break
                 if peer.sock.short if tls else len(data) < 65536:
                     break  # a short read drained the socket (edge-triggered)
@@ -346,13 +351,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rules", action="store_true",
                         help="add what no server may drop: Date, Server, an idle deadline")
+    parser.add_argument("--idle", type=float, default=5.0,
+                        help="with --rules: close a connection idle this long (seconds)")
     parser.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto")
     parser.add_argument("--asgi-direct", action="store_true",
                         help="ASGI: drive the coroutine without a task")
     parser.add_argument("--certfile", default=None, help="serve HTTPS with this certificate")
     parser.add_argument("--keyfile", default=None)
     args = parser.parse_args()
-    Rules.on = args.rules
+    Rules.on, Rules.idle = args.rules, args.idle
     tls: ssl.SSLContext | None = None
     if args.certfile:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -398,7 +405,10 @@ def main() -> None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     fd = sock.fileno()
                     peers[fd] = Peer(sock) if tls is None else Peer(BioSocket(sock, tls), True)
-                    ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+                    try:
+                        ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+                    except OSError:  # served and closed already (see drop)
+                        peers.pop(fd, None)
             else:
                 batches.setdefault(fd % len(queues), []).append(fd)
         for index, batch in batches.items():

@@ -306,3 +306,45 @@ def test_the_floor_closes_when_the_request_asks_and_says_so() -> None:
     finally:
         child.kill()
         child.wait(10)
+
+
+def test_the_floor_with_rules_dates_its_answers_and_closes_idle_connections() -> None:
+    """bench/floor.py --rules: a current Date and a Server line; idle connections closed."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from email.utils import parsedate_to_datetime
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
+                              str(port), "--rules", "--idle", "0.5"], cwd=root)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the floor did not start"
+                time.sleep(0.05)
+        with conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while not got.endswith(b"Hello, World!"):
+                chunk = conn.recv(4096)
+                assert chunk, "closed before the answer"
+                got += chunk
+            head = got.decode("latin-1")
+            date = head.split("\r\nDate: ", 1)[1].split("\r\n", 1)[0]
+            assert abs(parsedate_to_datetime(date).timestamp() - time.time()) <= 2
+            assert "\r\nServer: floor\r\n" in head
+            began = time.monotonic()
+            assert conn.recv(4096) == b""  # closed once idle past 0.5 s (swept each second)
+            assert 0.4 <= time.monotonic() - began <= 4.0
+    finally:
+        child.kill()
+        child.wait(10)

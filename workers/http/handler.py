@@ -202,12 +202,14 @@ class HttpHandler(Deadlines, Responder):
             return
         size = len(text)
         out: list[bytes] = []  # the answers so far: one write for the whole read
+        # Two clock reads a request (docs/design.md, "Clock reads"): this one before the
+        # app, and ``now`` after it, which is also the next pipelined request's start.
+        started = monotonic()
         while True:
             environ, extra, end = found  # its wsgi.input is the base's EMPTY_BODY
             st.fresh = False
             st.environ = environ  # for the watchdog's describe()
             st.timer_kind = -1  # the phase deadline, if it falls due meanwhile, does nothing
-            started = monotonic()  # the request's one clock read before the app
             start = st.start  # reset for this request (as _begin_start, inline)
             start.status = ""
             start.headers_sent = False
@@ -248,7 +250,7 @@ class HttpHandler(Deadlines, Responder):
             encoder = self.encoder
             line = encoder._status_lines.get(status) or encoder.status_line(status)
             date = encoder._date
-            now = monotonic()  # ... and its one after: duration, Date, keep-alive deadline
+            now = monotonic()  # duration, Date, keep-alive deadline
             if now >= date.mono_until:
                 date.line()
             out.append(
@@ -266,6 +268,7 @@ class HttpHandler(Deadlines, Responder):
             found = express_next(text, end, st.base, self._express_max, self._max_headers)
             if found is None:
                 break
+            started = now
         conn.write(out[0] if len(out) == 1 else b"".join(out))
         if extra is _X_CLOSE or st.phase:  # closing; or the write failed (CLOSED)
             self._close(conn, st)
