@@ -122,3 +122,50 @@ def test_a_line_past_its_monotonic_end_is_made_anew(kind: str) -> None:
     date._second, date._until, date.mono_until = 0.0, 1.0, 0.0
     (stamp,) = _dates(ask(REQUEST))
     assert abs(stamp - time.time()) <= 1.0
+
+
+def _durations_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(0.03)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"hi"]
+
+
+async def _durations_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        time.sleep(0.03)  # blocking on purpose: the response stays on the lane's path
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+@pytest.mark.parametrize("app", [_durations_app, _durations_asgi], ids=["wsgi", "asgi"])
+def test_the_lanes_count_each_duration_in_its_bucket(app: Any) -> None:
+    # The duration comes from the same two clock reads; the first bucket (<= 0.5 ms)
+    # is taken without bisect, every other one with it.
+    import socket
+
+    from mioreactor.workers import Server
+    from mioreactor.workers.ops.metrics import DURATION_BOUNDS
+
+    with Server(app, bind="127.0.0.1:0", workers=2, lifespan="off") as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            for path in ("/", "/slow", "/"):
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path.encode())
+                got = b""
+                while not got.endswith(b"hi"):
+                    chunk = sock.recv(4096)
+                    assert chunk
+                    got += chunk
+        deadline = time.monotonic() + 5  # the answer is written before it is counted
+        while (duration := server.stats()["request_duration"])["count"] < 3:
+            assert time.monotonic() < deadline, duration
+            time.sleep(0.01)
+    buckets = duration["buckets"]
+    assert duration["count"] == 3 == sum(buckets)
+    slow = DURATION_BOUNDS.index(0.05)  # 30 ms: above 25 ms, within 50 ms
+    assert buckets[slow] == 1, buckets
+    assert sum(buckets[:slow]) == 2  # the two fast ones, below it
+    assert duration["sum"] >= 0.03
