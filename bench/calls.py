@@ -228,12 +228,18 @@ def _start_floor(app: str = "hello") -> tuple[int, Callable[[], None]]:
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            sock = socket.create_connection(("127.0.0.1", port), timeout=1)
             break
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+    # One answer before returning: the floor listens before it starts its worker, and a
+    # worker started after the caller's ``threading.setprofile(None)`` would go uncounted.
+    with sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(4096)
     return port, lambda: None  # daemon threads; the process ends after the run
 
 
