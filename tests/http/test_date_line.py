@@ -49,7 +49,7 @@ def _dates(out: bytes) -> list[float]:
             for m in re.findall(rb"Date: ([^\r]*)\r\n", out)]
 
 
-def _wsgi(express: bool) -> tuple[Any, Callable[[bytes], bytes]]:
+def _wsgi(express: bool) -> tuple[Any, Callable[[bytes], bytes], Callable[[], None]]:
     worker = FakeWorker()
     handler = make_http_handler_factory(hello, HttpConfig(express=express))(worker)
     conn = connect(handler, worker)
@@ -58,10 +58,10 @@ def _wsgi(express: bool) -> tuple[Any, Callable[[bytes], bytes]]:
         conn.feed(data)
         return conn.take()
 
-    return handler, ask
+    return handler, ask, lambda: None
 
 
-def _asgi(express: bool) -> tuple[Any, Callable[[bytes], bytes]]:
+def _asgi(express: bool) -> tuple[Any, Callable[[bytes], bytes], Callable[[], None]]:
     worker = PostingWorker()
     driver = LoopDriver()
     handler = AsgiHandler(worker, hello_asgi, driver, HttpConfig(express=express), {})
@@ -72,7 +72,9 @@ def _asgi(express: bool) -> tuple[Any, Callable[[bytes], bytes]]:
         driver.step()
         return conn.take()
 
-    return handler, ask
+    # Closing the driver also lets go of the thread's running loop (LoopDriver._enter),
+    # which would otherwise stop the next test that runs a loop on this thread.
+    return handler, ask, driver.close
 
 
 SERVERS = {"wsgi-lane": (_wsgi, True), "wsgi-general": (_wsgi, False),
@@ -96,31 +98,37 @@ def test_the_cache_knows_when_its_second_ends_on_the_monotonic_clock() -> None:
 @pytest.mark.parametrize("kind", list(SERVERS))
 def test_every_response_names_the_current_second(kind: str) -> None:
     make, express = SERVERS[kind]
-    _, ask = make(express)
-    first = time.time()
-    # Across a turn of the wall clock's second (at most 1.1 s of requests).
-    seen: set[float] = set()
-    while time.time() - first < 1.1 and len(seen) < 2:
-        lo = int(time.time())
-        (stamp,) = _dates(ask(REQUEST))
-        hi = time.time()
-        assert lo <= stamp <= hi, (lo, stamp, hi)
-        seen.add(stamp)
-        time.sleep(0.02)
+    _, ask, close = make(express)
+    try:
+        first = time.time()
+        # Across a turn of the wall clock's second (at most 1.1 s of requests).
+        seen: set[float] = set()
+        while time.time() - first < 1.1 and len(seen) < 2:
+            lo = int(time.time())
+            (stamp,) = _dates(ask(REQUEST))
+            hi = time.time()
+            assert lo <= stamp <= hi, (lo, stamp, hi)
+            seen.add(stamp)
+            time.sleep(0.02)
+    finally:
+        close()
     assert len(seen) == 2  # the line moved on with the clock
 
 
 @pytest.mark.parametrize("kind", list(SERVERS))
 def test_a_line_past_its_monotonic_end_is_made_anew(kind: str) -> None:
     make, express = SERVERS[kind]
-    handler, ask = make(express)
-    ask(REQUEST)
-    date = handler.encoder._date
-    # As if the second had ended: the line the cache holds is stale, and both
-    # clocks say so (the general path asks the wall clock, the lanes the monotonic).
-    date._line = b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
-    date._second, date._until, date.mono_until = 0.0, 1.0, 0.0
-    (stamp,) = _dates(ask(REQUEST))
+    handler, ask, close = make(express)
+    try:
+        ask(REQUEST)
+        date = handler.encoder._date
+        # As if the second had ended: the line the cache holds is stale, and both
+        # clocks say so (the general path asks the wall clock, the lanes the monotonic).
+        date._line = b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"
+        date._second, date._until, date.mono_until = 0.0, 1.0, 0.0
+        (stamp,) = _dates(ask(REQUEST))
+    finally:
+        close()
     assert abs(stamp - time.time()) <= 1.0
 
 
