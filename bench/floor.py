@@ -31,10 +31,11 @@ under edge triggering), as in the product, instead of one more ``recv`` that rai
 What it leaves out is the point: no timeouts, limits, keep-alive rules, ``Date``
 header, validation, stats or error handling. ``--rules`` puts back the least a
 production server must do per keep-alive request and no more: a ``Date`` line (RFC
-9110 section 6.6.1; read from the clock per response, made once a second) and a
-``Server`` line (as every peer here sends), and an idle deadline per connection (one
-clock read and a store per request; once a second the worker closes the connections
-idle for ``--idle`` seconds, 5 by default): what "the bare shape" costs with the rules no server may drop.
+9110 section 6.6.1; made once a second), a ``Server`` line (as every peer here sends)
+and an idle deadline per connection (once a second the worker closes the connections
+idle for ``--idle`` seconds, 5 by default). One clock read a request serves both, as
+in the product. That is what the bare shape costs with the rules no server may drop.
+
 It is not a server; ``make bench``'s "floor loop" column runs it to show what the
 product's extra work costs. Linux only.
 
@@ -68,19 +69,26 @@ HELLO = b"Hello, World!"
 
 
 class Rules:
-    """``--rules``: the Date and Server lines, made once a second."""
+    """``--rules``: the Date and Server lines, made once a second.
+
+    One clock read a request, as the product's lanes: the worker reads
+    ``time.monotonic()`` (``now``) before answering; the Date line holds until
+    ``mono_until``, the monotonic time at which its wall-clock second ends, and the
+    idle deadline counts from the same reading.
+    """
 
     on = False
     idle = 5.0  # seconds a keep-alive connection may stay idle
-    until = 0.0  # the Date line holds while time.time() is below this
+    now = 0.0  # the worker's reading for the response being made
+    mono_until = 0.0
     lines = ""
 
     @classmethod
     def head_lines(cls) -> str:
-        now = time.time()
-        if now >= cls.until:
-            cls.until = int(now) + 1.0
-            cls.lines = (time.strftime("Date: %a, %d %b %Y %H:%M:%S GMT\r\n", time.gmtime(now))
+        if cls.now >= cls.mono_until:
+            wall = time.time()
+            cls.mono_until = cls.now + (int(wall) + 1.0 - wall)
+            cls.lines = (time.strftime("Date: %a, %d %b %Y %H:%M:%S GMT\r\n", time.gmtime(wall))
                          + "Server: floor\r\n")
         return cls.lines
 
@@ -334,9 +342,10 @@ def worker(queue: SimpleQueue[list[int]], peers: dict[int, Peer], ep: select.epo
                     drop(ep, peers, fd, peer)
                     break
                 if peer.done:
-                    peer.sock.sendall(answer(app, peer, port))
                     if rules:
-                        peer.idle_until = monotonic() + idle
+                        Rules.now = now = monotonic()
+                        peer.idle_until = now + idle
+                    peer.sock.sendall(answer(app, peer, port))
                     if not peer.keep:  # Connection: close (or 1.0)
                         drop(ep, peers, fd, peer)
                         break
