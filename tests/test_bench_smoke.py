@@ -6,6 +6,12 @@ the published table depends on.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -132,9 +138,6 @@ def test_results_go_into_the_results_section_even_when_sections_follow(tmp_path:
 
 def test_the_breakdown_times_every_layer() -> None:
     """bench/breakdown.py runs (tiny counts) and reports a positive time per layer."""
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, str(root / "bench" / "breakdown.py"), "--iterations", "200",
@@ -151,8 +154,6 @@ def test_the_breakdown_times_every_layer() -> None:
 def test_the_echo_benchmark_serves_every_row_including_the_bare_loops() -> None:
     """bench/echo.py --bare: every server answers the ping-pong (rates, not timings)."""
     import json
-    import subprocess
-    import sys
 
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
@@ -178,20 +179,15 @@ def test_bounds_say_when_a_target_is_above_what_the_floor_reaches() -> None:
     assert not any("granian-asgi" in b for b in lines)  # not measured: no line
 
 
-@pytest.mark.parametrize("extra", [[], ["--asgi-direct"]])
-def test_the_floor_serves_an_asgi_app_with_a_task_or_without(extra: list[str]) -> None:
-    """bench/floor.py with an ``_asgi`` app answers through the ASGI app (its bytes)."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
+@contextlib.contextmanager
+def _floor(*args: str) -> Iterator[socket.socket]:
+    """``bench/floor.py`` started with ``args`` on a free port, and a connection to it."""
     root = Path(__file__).resolve().parents[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
-                              str(port), "--app", "bench.apps:hello_asgi", *extra], cwd=root)
+                              str(port), *args], cwd=root)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -202,15 +198,23 @@ def test_the_floor_serves_an_asgi_app_with_a_task_or_without(extra: list[str]) -
                 assert time.monotonic() < deadline, "the floor did not start"
                 time.sleep(0.05)
         with conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
-            got = b""
-            while got.count(b"Hello, world!") < 2 and time.monotonic() < deadline:
-                got += conn.recv(4096)
-        assert got.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n")
-        assert got.count(b"Hello, world!") == 2
+            yield conn
     finally:
         child.kill()
         child.wait(10)
+
+
+@pytest.mark.parametrize("extra", [[], ["--asgi-direct"]])
+def test_the_floor_serves_an_asgi_app_with_a_task_or_without(extra: list[str]) -> None:
+    """bench/floor.py with an ``_asgi`` app answers through the ASGI app (its bytes)."""
+    with _floor("--app", "bench.apps:hello_asgi", *extra) as conn:
+        deadline = time.monotonic() + 20
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        got = b""
+        while got.count(b"Hello, world!") < 2 and time.monotonic() < deadline:
+            got += conn.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n")
+    assert got.count(b"Hello, world!") == 2
 
 
 @pytest.mark.parametrize("kind", ["wsgi", "asgi", "ws"])
@@ -277,74 +281,29 @@ def test_the_idle_websocket_client_speaks_what_the_codec_reads() -> None:
 
 def test_the_floor_closes_when_the_request_asks_and_says_so() -> None:
     """bench/floor.py is a row of the close scenario: it answers, says close, closes."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
-                              str(port)], cwd=root)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the floor did not start"
-                time.sleep(0.05)
-        with conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            got = b""
-            while chunk := conn.recv(4096):  # ends: the floor closed the connection
-                got += chunk
-        assert b"\r\nConnection: close\r\n" in got and got.endswith(b"Hello, World!")
-    finally:
-        child.kill()
-        child.wait(10)
+    with _floor() as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := conn.recv(4096):  # ends: the floor closed the connection
+            got += chunk
+    assert b"\r\nConnection: close\r\n" in got and got.endswith(b"Hello, World!")
 
 
 def test_the_floor_with_rules_dates_its_answers_and_closes_idle_connections() -> None:
     """bench/floor.py --rules: a current Date and a Server line; idle connections closed."""
-    import socket
-    import subprocess
-    import sys
-    import time
     from email.utils import parsedate_to_datetime
 
-    root = Path(__file__).resolve().parents[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    child = subprocess.Popen([sys.executable, str(root / "bench" / "floor.py"), "--port",
-                              str(port), "--rules", "--idle", "0.5"], cwd=root)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the floor did not start"
-                time.sleep(0.05)
-        with conn:
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            got = b""
-            while not got.endswith(b"Hello, World!"):
-                chunk = conn.recv(4096)
-                assert chunk, "closed before the answer"
-                got += chunk
-            head = got.decode("latin-1")
-            date = head.split("\r\nDate: ", 1)[1].split("\r\n", 1)[0]
-            assert abs(parsedate_to_datetime(date).timestamp() - time.time()) <= 2
-            assert "\r\nServer: floor\r\n" in head
-            began = time.monotonic()
-            assert conn.recv(4096) == b""  # closed once idle past 0.5 s (swept each second)
-            assert 0.4 <= time.monotonic() - began <= 4.0
-    finally:
-        child.kill()
-        child.wait(10)
+    with _floor("--rules", "--idle", "0.5") as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while not got.endswith(b"Hello, World!"):
+            chunk = conn.recv(4096)
+            assert chunk, "closed before the answer"
+            got += chunk
+        head = got.decode("latin-1")
+        date = head.split("\r\nDate: ", 1)[1].split("\r\n", 1)[0]
+        assert abs(parsedate_to_datetime(date).timestamp() - time.time()) <= 2
+        assert "\r\nServer: floor\r\n" in head
+        began = time.monotonic()
+        assert conn.recv(4096) == b""  # closed once idle past 0.5 s (swept each second)
+        assert 0.4 <= time.monotonic() - began <= 4.0
