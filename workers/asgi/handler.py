@@ -444,8 +444,7 @@ class AsgiHandler:
                 cycle.body_size += len(event)  # type: ignore[arg-type]
                 cycle.continue_due = False
                 cycle.wake()
-                if st.timer_kind == T_BODY:  # a byte came: the stall starts again
-                    conn.rearm(self.config.body_timeout, _fire_phase)
+                self.body_wait_restarts(conn, st)  # a byte came
                 if cycle.body_size > _BODY_HIGH and not st.read_paused:
                     st.read_paused = True
                     conn.pause_reading()
@@ -777,6 +776,12 @@ class AsgiHandler:
         st.timer_kind = kind
         conn.rearm(delay, _fire_phase)
 
+    def body_wait_restarts(self, conn: Connection, st: _State) -> None:
+        """The client's time to send the body counts from now, if the body timeout
+        runs (a byte came, a 100 Continue went out, the app took what was read)."""
+        if st.timer_kind == T_BODY:
+            conn.rearm(self.config.body_timeout, _fire_phase)
+
     def _arm_send(self, conn: Connection, st: _State) -> None:
         if st.send_timer is not None:
             st.send_timer.cancel()
@@ -821,7 +826,7 @@ class AsgiHandler:
             st.timer_kind = -1
             return
         if st.read_paused or cycle.continue_due:
-            conn.rearm(self.config.body_timeout, _fire_phase)
+            self.body_wait_restarts(conn, st)  # another period
             return
         log.info("%r: request body stalled for %g s", conn.peer, self.config.body_timeout)
         with self.lock:
@@ -922,15 +927,13 @@ class _Responder:
         st = self.st
         if not st.closed:
             self.conn.write(CONTINUE_RESPONSE)
-            if st.timer_kind == T_BODY:  # the client's time to send starts now
-                self.conn.rearm(self.handler.config.body_timeout, _fire_phase)
+            self.handler.body_wait_restarts(self.conn, st)
 
     def body_taken(self, cycle: Cycle) -> None:
         st = self.st
         if st.read_paused and not st.events and not st.closed:
             st.read_paused = False
-            if st.timer_kind == T_BODY:  # the wait was the app's: the client's starts now
-                self.conn.rearm(self.handler.config.body_timeout, _fire_phase)
+            self.handler.body_wait_restarts(self.conn, st)  # the wait was the app's
             self.conn.resume_reading()
 
 
